@@ -1,0 +1,20 @@
+"""Exceptions raised by the store. Every message is one line that names the file (and the HDF5
+path or sample where relevant) and says what to do."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class: a problem with a store file that the user can act on."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer, incompatible schema version."""
+
+
+class StoreConfigMismatch(StoreError):
+    """An existing store was made with a different configuration than the one appending to it."""
+
+
+class StoreInputError(StoreError):
+    """Data handed to the writer is inconsistent (wrong sizes, unknown ids, duplicates...)."""

@@ -1,0 +1,162 @@
+"""Schema constants and the small typed descriptions shared by writer, reader and validator.
+
+The normative description of the layout is ``store_schema.md`` at the repository root; this module
+is its executable counterpart. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_NAME = "attncmp-store"
+SCHEMA_VERSION = "1.0"  # "MAJOR.MINOR"; readers refuse a newer MAJOR
+SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
+
+# encoding-type / encoding-version stamped on every group the writer creates
+ENC_ROOT = ("attncmp-store", "1.0")
+ENC_STRING_ARRAY = ("string-array", "1.0")  # group: data (uint8 UTF-8 bytes) + offsets (int64, n+1)
+ENC_SAMPLES = ("sample-table", "1.0")
+ENC_ITEMS = ("item-table", "1.0")  # per-node / per-token tables
+ENC_MODEL = ("model", "1.0")
+ENC_ATTENTION = ("ragged-attention", "1.0")  # group: data (float16|float32) + offsets (int64, N+1)
+ENC_GOLD = ("ragged-mask", "1.0")  # group: data (uint8 0/1) + offsets (int64, N+1) + present
+
+AXES = ("nodes", "tokens", "single")  # "single": a length-1 axis (e.g. a pooled graph vector)
+ATTENTION_DTYPES = ("float16", "float32")
+META_KINDS = ("float", "int", "str")
+COMPRESSIONS = ("gzip", "lzf", "none")
+
+# chunk sizes in elements (chosen so chunks fall between 10 KiB and 1 MiB)
+FLAT_CHUNK = 1 << 16  # 64 Ki elements: 128 KiB float16, 256 KiB float32
+BYTES_CHUNK = 1 << 16
+SAMPLE_CHUNK = 1 << 12
+
+# row-sum tolerance by stored dtype (float16 has an 11-bit significand: ~1e-3 per element, and
+# rounding errors accumulate over up to a few hundred keys)
+ROW_SUM_TOL = {"float16": 2e-2, "float32": 1e-4}
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """An attention site: which axis attends (query) over which (key), and its layers/heads.
+
+    A site's per-sample matrix has shape ``(n_layers, n_heads, n_query, n_key)`` where the query and
+    key lengths are the sample's length on ``query_axis`` / ``key_axis`` (``single`` has length 1).
+    """
+
+    name: str
+    query_axis: str = "nodes"
+    key_axis: str = "tokens"
+    n_layers: int = 1
+    n_heads: int = 1
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"site name {self.name!r} must be non-empty and contain no '/'")
+        for axis in (self.query_axis, self.key_axis):
+            if axis not in AXES:
+                raise ValueError(f"site {self.name!r}: axis {axis!r} is not one of {AXES}")
+        if self.n_layers < 1 or self.n_heads < 1:
+            raise ValueError(f"site {self.name!r}: n_layers and n_heads must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model variant and its provenance (checkpoint path + sha256, config, adapter, versions...)."""
+
+    name: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Everything fixed when a store is created (all datasets exist before SWMR starts)."""
+
+    models: tuple[ModelSpec, ...]
+    sites: tuple[SiteSpec, ...]
+    selection_ids: tuple[str, ...]  # the ordered planned sample list (whole run, all shards)
+    targets: tuple[str, ...] = ("target",)
+    meta_columns: tuple[tuple[str, str], ...] = ()  # (name, kind) with kind in META_KINDS
+    config: dict[str, Any] = field(default_factory=dict)  # extraction configuration (compared on append)
+    selection_seed: int | None = None
+    split: str = ""
+    baseline: str | None = None
+    dtype: str = "float16"
+    compression: str = "gzip"
+    has_gold: bool = False
+    shard_index: int = 0
+    shard_count: int = 1
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.models]
+        if len(names) < 1 or len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique and non-empty, got {names}")
+        snames = [s.name for s in self.sites]
+        if len(set(snames)) != len(snames):
+            raise ValueError(f"site names must be unique, got {snames}")
+        if self.dtype not in ATTENTION_DTYPES:
+            raise ValueError(f"`dtype` must be one of {ATTENTION_DTYPES}, got {self.dtype!r}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"`compression` must be one of {COMPRESSIONS}, got {self.compression!r}")
+        for name, kind in self.meta_columns:
+            if kind not in META_KINDS:
+                raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {META_KINDS}")
+        if len(set(self.selection_ids)) != len(self.selection_ids):
+            raise ValueError("`selection_ids` contains duplicate sample ids")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the models {names}")
+        if not (0 <= self.shard_index < self.shard_count):
+            raise ValueError(f"shard {self.shard_index}/{self.shard_count} is out of range")
+
+    @property
+    def baseline_name(self) -> str:
+        return self.baseline if self.baseline is not None else self.models[0].name
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that must match for a writer to append to an existing store."""
+        return {
+            "models": [m.name for m in self.models],
+            "sites": [asdict(s) for s in self.sites],
+            "targets": list(self.targets),
+            "meta_columns": [list(c) for c in self.meta_columns],
+            "selection_seed": self.selection_seed,
+            "split": self.split,
+            "baseline": self.baseline_name,
+            "dtype": self.dtype,
+            "has_gold": self.has_gold,
+            "shard": f"{self.shard_index}/{self.shard_count}",
+            "n_selected": len(self.selection_ids),
+            "config": self.config,
+        }
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON used for every JSON-valued attribute (sorted keys, no NaN)."""
+    return json.dumps(obj, sort_keys=True, default=str, allow_nan=False)
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    return int(major), int(minor or 0)
+
+
+def shard_ids(selection_ids: tuple[str, ...] | list[str], index: int, count: int) -> list[str]:
+    """The contiguous block of the ordered selection that shard ``index`` of ``count`` owns.
+
+    Blocks are as equal as possible (sizes differ by at most one, larger blocks first, as
+    ``numpy.array_split``); concatenating the shards in index order gives the selection order.
+    """
+    if not (0 <= index < count):
+        raise ValueError(f"shard {index}/{count} is out of range")
+    n = len(selection_ids)
+    base, extra = divmod(n, count)
+    start = index * base + min(index, extra)
+    stop = start + base + (1 if index < extra else 0)
+    return list(selection_ids[start:stop])

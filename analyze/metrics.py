@@ -1,17 +1,54 @@
-"""Per-row attention metrics over ragged rows (numpy only; vectorised segment reductions).
+"""Per-row attention metrics over ragged rows (numpy only, vectorised segment reductions).
 
-Skeleton: bodies follow.
+Layout
+------
+A set of attention rows of different lengths is held *flat*: ``data`` concatenates the rows and
+``offsets`` (int64, ``n_rows + 1``, ``offsets[0] == 0``) delimits them, so row ``r`` is
+``data[offsets[r]:offsets[r + 1]]``. Every row must have at least one key. This is exactly the
+store's layout (a sample's ``[layers, heads, query, key]`` block is ``layers * heads * query`` rows
+of length ``key``), so no padding ever enters a computation.
+
+All reductions are segment reductions (``np.add.reduceat`` / ``np.maximum.reduceat`` on the row
+starts). Order statistics (Gini, top-k, argmax) gather the rows of each distinct row length into a
+2-D array and sort along the last axis: the loop runs over distinct *lengths* (at most a few hundred
+per chunk), never over rows or samples. This is exact, and faster than a lexsort on
+``(row, value)``.
+
+Conventions (each function's docstring repeats its own)
+-------------------------------------------------------
+* ``0 log 0 = 0``; logarithms are natural (nats).
+* Rows are renormalised to sum to 1 by :func:`normalize_rows` (this also absorbs float16 rounding).
+* A row with a single valid key: entropy 0, normalised entropy 0, perplexity 1, max weight 1,
+  Gini 0, IPR 1, top-k mass 1.
+* Special tokens (``[CLS]``, ``[SEP]``, ...) can be dropped and the row renormalised over the other
+  keys. A row that puts *all* its mass on special tokens is then defined as uniform over its
+  non-special keys (it expresses no preference among them) and counted in ``all_special_mass``.
+  A row whose keys are *all* special cannot be restricted; it keeps all its keys and is counted in
+  ``all_special_keys``.
+* Rows whose weights sum to 0 or contain NaN/inf are *invalid*: every metric of the row is NaN and
+  the row is excluded (and counted) when rows are averaged into samples.
+
+References
+----------
+Shannon (1948); Lin, "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory
+37(1), 1991 (Jensen-Shannon divergence, generalised JSD); Gini (1912) and Damgaard & Weiner,
+Ecology 81(4), 2000 (sorted-sample Gini formula); Derrida & Flyvbjerg (1987) (inverse participation
+ratio).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "ROW_METRICS",
+    "Normalized",
     "RowMetrics",
     "Diagnostics",
+    "normalize_rows",
     "row_metrics",
     "entropy",
     "normalized_entropy",
@@ -28,17 +65,495 @@ __all__ = [
     "gold_mass",
     "pointing",
     "segment_mean",
+    "segment_sum",
+    "expand_positions",
 ]
 
 ROW_METRICS = (
-    "entropy", "norm_entropy", "perplexity", "max_weight", "effective_tokens", "gini", "ipr",
-    "topk_mass", "special_mass",
+    "entropy",
+    "norm_entropy",
+    "perplexity",
+    "max_weight",
+    "effective_tokens",
+    "gini",
+    "ipr",
+    "topk_mass",
+    "special_mass",
 )
 
+_LN2 = float(np.log(2.0))
+_TINY32 = np.float32(np.finfo(np.float32).tiny)
 
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _offsets(offsets: Any, n: int | None = None, what: str = "offsets") -> np.ndarray:
+    off = np.asarray(offsets, dtype=np.int64)
+    if off.ndim != 1 or len(off) < 1 or off[0] != 0:
+        raise ValueError(f"`{what}` must be 1-D, start at 0 and have n_rows + 1 entries")
+    if len(off) > 1 and np.any(np.diff(off) < 1):
+        raise ValueError(f"`{what}`: every row must have at least one key (empty row found)")
+    if n is not None and off[-1] != n:
+        raise ValueError(f"`{what}` ends at {int(off[-1])} but the data has {n} values")
+    return off
+
+
+def _as_float(x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    return x
+
+
+def segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sum of each segment ``values[offsets[i]:offsets[i+1]]`` (segments must be non-empty)."""
+    if len(offsets) <= 1:
+        return np.zeros(0, dtype=np.result_type(values.dtype, np.float32))
+    return np.add.reduceat(values, offsets[:-1])
+
+
+def segment_mean(values: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring mean of each segment of ``values``.
+
+    Returns ``(mean, count)`` where ``count`` is the number of non-NaN values in the segment; a
+    segment with no finite value has mean NaN and count 0 (it is *not* averaged in as 0).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    off = _offsets(offsets, len(v), "offsets")
+    ok = ~np.isnan(v)
+    if len(off) <= 1:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    cnt = np.add.reduceat(ok.astype(np.int64), off[:-1])
+    tot = np.add.reduceat(np.where(ok, v, 0.0), off[:-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+    return mean, cnt
+
+
+def _row_of(positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Row index of each flat position."""
+    return np.searchsorted(offsets, positions, side="right") - 1
+
+
+def _positions(mask_or_index: Any, n: int, what: str) -> np.ndarray:
+    """Accept a bool mask aligned with the data or an int array of flat positions."""
+    a = np.asarray(mask_or_index)
+    if a.dtype == bool:
+        if a.shape != (n,):
+            raise ValueError(f"`{what}` mask has {a.size} entries, the data has {n}")
+        return np.flatnonzero(a)
+    a = a.astype(np.int64).reshape(-1)
+    if len(a) and (a.min() < 0 or a.max() >= n):
+        raise ValueError(f"`{what}` positions out of range [0, {n})")
+    return np.unique(a)
+
+
+def expand_positions(
+    item_sample: np.ndarray,
+    item_local: np.ndarray,
+    reps: np.ndarray,
+    stride: np.ndarray,
+    base: np.ndarray,
+) -> np.ndarray:
+    """Flat positions ``base[s] + j * stride[s] + local`` for ``j in range(reps[s])``, per item.
+
+    Vectorised helper used to place per-key flags (special tokens) or per-cell flags (gold masks)
+    into every row / head block of a sample without a loop over samples.
+    """
+    item_sample = np.asarray(item_sample, dtype=np.int64)
+    if len(item_sample) == 0:
+        return np.zeros(0, dtype=np.int64)
+    r = np.asarray(reps, dtype=np.int64)[item_sample]
+    total = int(r.sum())
+    starts = np.cumsum(r) - r
+    j = np.arange(total, dtype=np.int64) - np.repeat(starts, r)
+    s = np.repeat(item_sample, r)
+    return np.asarray(base, dtype=np.int64)[s] + j * np.asarray(stride, dtype=np.int64)[s] + np.repeat(
+        np.asarray(item_local, dtype=np.int64), r
+    )
+
+
+def _plogp(p: np.ndarray) -> np.ndarray:
+    """Elementwise ``p * ln p`` with ``0 ln 0 = 0`` (via log2, which numpy vectorises well)."""
+    if p.dtype == np.float32:
+        lg = np.log2(np.maximum(p, _TINY32))
+    else:
+        lg = np.log2(np.maximum(p, np.finfo(np.float64).tiny))
+    lg *= p
+    return lg  # in bits * p; callers multiply by ln 2 after reducing
+
+
+# ----------------------------------------------------------------------------------------------
+# normalisation and special tokens
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Normalized:
+    """Rows renormalised to probability distributions over their valid keys."""
+
+    p: np.ndarray  # float32/float64 flat, same layout as the input
+    n_keys: np.ndarray  # int64 [n_rows] keys the metrics count (specials excluded if requested)
+    special_mass: np.ndarray  # float64 [n_rows] mass on special keys before exclusion
+    all_special_mass: np.ndarray  # bool [n_rows] all mass on specials -> uniform over the others
+    all_special_keys: np.ndarray  # bool [n_rows] every key special -> row kept whole
+    invalid: np.ndarray  # bool [n_rows] zero / non-finite sum: metrics NaN
+    excluded: np.ndarray  # int64 flat positions zeroed as special (empty when not excluding)
+
+
+def normalize_rows(
+    data: Any,
+    offsets: Any,
+    *,
+    special: Any = None,
+    exclude_special: bool = True,
+    copy: bool = True,
+) -> Normalized:
+    r"""Renormalise every row to a distribution, optionally dropping special-token keys.
+
+    .. math:: p_{k} = w_{k} / \sum_{j \in V} w_{j}, \qquad k \in V
+
+    where :math:`V` is the row's key set (all keys, or the non-special keys when
+    ``exclude_special``; excluded keys get :math:`p_k = 0` and are not counted in ``n_keys``).
+    ``special_mass`` is :math:`\sum_{k \in S} w_k / \sum_j w_j` on the original row.
+
+    Edge cases: a row whose mass is entirely on special keys becomes uniform over its non-special
+    keys (flag ``all_special_mass``); a row whose keys are all special keeps every key (flag
+    ``all_special_keys``); a row summing to 0 or with non-finite weights is ``invalid`` (NaN).
+
+    Parameters
+    ----------
+    data, offsets : flat rows and their offsets.
+    special : bool mask aligned with ``data`` or int flat positions of special keys, or None.
+    exclude_special : drop special keys and renormalise over the others.
+    copy : if False, ``data`` (float32/float64) may be modified in place.
+    """
+    w = _as_float(data)
+    off = _offsets(offsets, len(w))
+    n_rows = len(off) - 1
+    lengths = np.diff(off)
+    rs = segment_sum(w, off).astype(np.float64)
+    invalid = ~(np.isfinite(rs) & (rs > 0))
+    sp = _positions(special, len(w), "special") if special is not None else np.zeros(0, np.int64)
+    smass = np.zeros(n_rows)
+    n_keys = lengths.copy()
+    all_mass = np.zeros(n_rows, dtype=bool)
+    all_keys = np.zeros(n_rows, dtype=bool)
+    excluded = np.zeros(0, dtype=np.int64)
+    if len(sp):
+        srow = _row_of(sp, off)
+        sw = np.bincount(srow, weights=w[sp].astype(np.float64), minlength=n_rows)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            smass = np.where(invalid, np.nan, sw / np.where(invalid, 1.0, rs))
+        if exclude_special:
+            nsp = np.bincount(srow, minlength=n_rows)
+            all_keys = nsp >= lengths
+            keep = ~all_keys[srow]
+            excluded = sp[keep]
+            n_keys = np.where(all_keys, lengths, lengths - nsp)
+            den = np.where(all_keys, rs, rs - sw)
+            # all mass on specials (allow float16 rounding: < 1e-6 of the row left)
+            all_mass = ~all_keys & ~invalid & (den <= 1e-6 * np.where(invalid, 1.0, rs))
+            rs = np.where(all_mass, 1.0, den)
+    scale = np.where(invalid, 0.0, 1.0 / np.where(invalid, 1.0, rs)).astype(w.dtype)
+    p = w if not copy else w.copy()
+    p *= np.repeat(scale, lengths)
+    if len(excluded):
+        p[excluded] = 0
+    if all_mass.any():
+        rows = np.flatnonzero(all_mass)
+        pos = expand_positions(
+            np.arange(len(rows)), np.zeros(len(rows)), lengths[rows], np.ones(len(rows)), off[rows]
+        )
+        p[pos] = np.repeat((1.0 / n_keys[rows]).astype(w.dtype), lengths[rows])
+        p[excluded[all_mass[_row_of(excluded, off)]]] = 0
+    if invalid.any():
+        rows = np.flatnonzero(invalid)
+        pos = expand_positions(
+            np.arange(len(rows)), np.zeros(len(rows)), lengths[rows], np.ones(len(rows)), off[rows]
+        )
+        p[pos] = np.nan
+        smass[invalid] = np.nan
+    return Normalized(p, n_keys, smass, all_mass, all_keys, invalid, excluded)
+
+
+# ----------------------------------------------------------------------------------------------
+# single metrics (inputs: rows that already sum to 1, e.g. Normalized.p)
+# ----------------------------------------------------------------------------------------------
+def entropy(p: Any, offsets: Any) -> np.ndarray:
+    r"""Shannon entropy of each row in nats.
+
+    .. math:: H(p) = -\sum_k p_k \ln p_k, \qquad 0 \ln 0 = 0
+
+    Zero weights (including excluded special keys) contribute nothing.
+    """
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    return -_LN2 * segment_sum(_plogp(p), off).astype(np.float64)
+
+
+def normalized_entropy(h: Any, n: Any) -> np.ndarray:
+    r"""Entropy divided by its maximum, :math:`H / \ln n`, in [0, 1].
+
+    ``n`` is the number of valid keys of the row. For ``n == 1`` the row has no choice to make and
+    the value is defined as 0 (fully concentrated), not 0/0.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, h / np.log(np.maximum(n, 2.0)), 0.0 * h)
+
+
+def perplexity(h: Any) -> np.ndarray:
+    r"""Perplexity :math:`e^{H}`: the effective number of keys attended (1 for a one-hot row)."""
+    return np.exp(np.asarray(h, dtype=np.float64))
+
+
+def max_weight(p: Any, offsets: Any) -> np.ndarray:
+    r"""Largest weight of each row, :math:`\max_k p_k`."""
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    if len(off) <= 1:
+        return np.zeros(0)
+    return np.maximum.reduceat(p, off[:-1]).astype(np.float64)
+
+
+def effective_tokens(p: Any, offsets: Any, threshold: float = 0.1) -> np.ndarray:
+    r"""Number of keys with weight above ``threshold``: :math:`\#\{k : p_k > t\}` (strict)."""
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    return segment_sum((p > threshold).astype(np.float32), off).astype(np.float64)
+
+
+def inverse_participation_ratio(p: Any, offsets: Any) -> np.ndarray:
+    r"""Inverse participation ratio :math:`1 / \sum_k p_k^2` (1 = one-hot, n = uniform)."""
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    with np.errstate(divide="ignore"):
+        return 1.0 / segment_sum(p * p, off).astype(np.float64)
+
+
+def _length_groups(lengths: np.ndarray):
+    """Yield ``(length, rows)`` for each distinct row length (loop over lengths, not rows)."""
+    if len(lengths) == 0:
+        return
+    u = np.unique(lengths)
+    if len(u) == 1:
+        yield int(u[0]), np.arange(len(lengths))
+        return
+    order = np.argsort(lengths, kind="stable")
+    bounds = np.searchsorted(lengths[order], u, side="left")
+    bounds = np.append(bounds, len(order))
+    for i, L in enumerate(u):
+        yield int(L), order[bounds[i] : bounds[i + 1]]
+
+
+def _gather_rows(p: np.ndarray, starts: np.ndarray, L: int) -> np.ndarray:
+    """Rows of equal length ``L`` starting at ``starts`` as a 2-D ``[rows, L]`` array."""
+    if len(starts) and np.all(np.diff(starts) == L):
+        s0 = int(starts[0])
+        return p[s0 : s0 + L * len(starts)].reshape(len(starts), L)
+    return p[starts[:, None] + np.arange(L)]
+
+
+def _order_stats(
+    p: np.ndarray, off: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: :math:`\\sum_i i\\, p_{(i)}` (ascending order, 1-based) and the top-k sum."""
+    lengths = np.diff(off)
+    n_rows = len(lengths)
+    wsum = np.zeros(n_rows)
+    top = np.zeros(n_rows)
+    for L, rows in _length_groups(lengths):
+        s = np.sort(_gather_rows(p, off[rows], L), axis=1)
+        wsum[rows] = s @ np.arange(1, L + 1, dtype=s.dtype)
+        top[rows] = s[:, max(0, L - k) :].sum(axis=1)
+    return wsum, top
+
+
+def _gini_from(wsum: np.ndarray, total: np.ndarray, lengths: np.ndarray, n_valid: np.ndarray):
+    m = lengths - n_valid  # zero-weight excluded keys, sorted first
+    n = n_valid.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = 2.0 * (wsum - m * total) / (n * total) - (n + 1.0) / n
+    return np.clip(g, 0.0, 1.0)
+
+
+def gini(p: Any, offsets: Any, n_valid: Any = None) -> np.ndarray:
+    r"""Gini coefficient of each row (0 = uniform, (n-1)/n = one-hot).
+
+    With the row sorted ascending, :math:`p_{(1)} \le \dots \le p_{(n)}`,
+
+    .. math:: G = \frac{\sum_{i=1}^{n} (2i - n - 1)\, p_{(i)}}{n \sum_i p_{(i)}}
+
+    ``n_valid`` (optional) is the number of keys that count when the row also holds excluded keys
+    set to 0 (e.g. dropped special tokens): those zeros are removed from the sorted sample exactly.
+    For ``n == 1`` the value is 0. Tiny negative values from rounding are clipped to 0.
+    """
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    lengths = np.diff(off)
+    nv = lengths if n_valid is None else np.asarray(n_valid, dtype=np.int64)
+    wsum, _ = _order_stats(p, off, 1)
+    total = segment_sum(p, off).astype(np.float64)
+    return _gini_from(wsum, total, lengths, nv)
+
+
+def topk_mass(p: Any, offsets: Any, k: int = 3) -> np.ndarray:
+    r"""Mass of the ``k`` largest weights, :math:`\sum_{i > n-k} p_{(i)}` (all mass if n <= k)."""
+    if k < 1:
+        raise ValueError(f"`k` must be >= 1, got {k}")
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    return _order_stats(p, off, k)[1]
+
+
+def special_mass(w: Any, offsets: Any, special: Any) -> np.ndarray:
+    r"""Share of each row's mass on special keys, :math:`\sum_{k\in S} w_k / \sum_k w_k`."""
+    return normalize_rows(w, offsets, special=special, exclude_special=False).special_mass
+
+
+def jensen_shannon(p: Any, q: Any, offsets: Any) -> np.ndarray:
+    r"""Jensen-Shannon divergence between paired rows (natural log, in [0, ln 2]).
+
+    .. math:: \mathrm{JSD}(p, q) = H\!\left(\tfrac{p+q}{2}\right) - \tfrac12 H(p) - \tfrac12 H(q)
+
+    Rows must be distributions over the same keys (same offsets). Reference: Lin (1991).
+    """
+    p, q = _as_float(p), _as_float(q)
+    if p.shape != q.shape:
+        raise ValueError(f"`p` and `q` differ in length ({len(p)} vs {len(q)})")
+    off = _offsets(offsets, len(p))
+    return _jsd(p, q, off, entropy(p, off), entropy(q, off))
+
+
+def _jsd(p, q, off, hp, hq) -> np.ndarray:
+    m = p + q
+    m *= 0.5
+    hm = -_LN2 * segment_sum(_plogp(m), off).astype(np.float64)
+    return np.clip(hm - 0.5 * hp - 0.5 * hq, 0.0, _LN2)
+
+
+def total_variation(p: Any, q: Any, offsets: Any) -> np.ndarray:
+    r"""Total variation distance between paired rows, :math:`\tfrac12 \sum_k |p_k - q_k|` in [0, 1]."""
+    p, q = _as_float(p), _as_float(q)
+    if p.shape != q.shape:
+        raise ValueError(f"`p` and `q` differ in length ({len(p)} vs {len(q)})")
+    off = _offsets(offsets, len(p))
+    d = p - q
+    np.abs(d, out=d)
+    return 0.5 * segment_sum(d, off).astype(np.float64)
+
+
+def _group_rows_check(off: np.ndarray, goff: np.ndarray) -> np.ndarray:
+    lengths = np.diff(off)
+    if goff[-1] != len(lengths):
+        raise ValueError(f"`group_offsets` ends at {int(goff[-1])} but there are {len(lengths)} rows")
+    first = lengths[goff[:-1]]
+    if np.any(np.repeat(first, np.diff(goff)) != lengths):
+        raise ValueError("every row of a group must have the same length")
+    return first
+
+
+def _group_mean_rows(p: np.ndarray, off: np.ndarray, goff: np.ndarray):
+    """Mean row of each group of equal-length rows: (flat mean rows, their offsets)."""
+    glen = _group_rows_check(off, goff)
+    gq = np.diff(goff)
+    moff = np.concatenate(([0], np.cumsum(glen)))
+    out = np.zeros(int(moff[-1]), dtype=p.dtype)
+    lengths = np.diff(off)
+    for L, groups in _length_groups(glen):
+        # the rows of these groups, in order; group starts within that row list
+        sizes = gq[groups]
+        rows = np.repeat(goff[groups], sizes) + (
+            np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        )
+        assert np.all(lengths[rows] == L)
+        X = _gather_rows(p, off[rows], L)
+        gstart = np.cumsum(sizes) - sizes
+        mean = np.add.reduceat(X, gstart, axis=0) / sizes[:, None].astype(X.dtype)
+        out[moff[groups][:, None] + np.arange(L)] = mean
+    return out, moff
+
+
+def node_specificity(p: Any, offsets: Any, group_offsets: Any) -> np.ndarray:
+    r"""How differently the rows (nodes) of each group attend: the generalised JSD.
+
+    For the :math:`Q` rows :math:`p_1..p_Q` of a group (one sample, layer and head) with mean row
+    :math:`\bar p = \frac1Q \sum_i p_i`,
+
+    .. math:: S = H(\bar p) - \frac1Q \sum_i H(p_i) = \frac1Q \sum_i \mathrm{KL}(p_i \,\|\, \bar p)
+
+    (Lin 1991, generalised Jensen-Shannon divergence with equal weights), in nats, in
+    :math:`[0, \min(\ln Q, \ln n)]`. :math:`S = 0` exactly when every node attends identically.
+    A one-row group has :math:`S = 0` by definition (it is never flagged as identical).
+
+    ``group_offsets`` delimits groups in units of rows; rows of one group must have equal length.
+    """
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    goff = _offsets(group_offsets, len(off) - 1, "group_offsets")
+    h = entropy(p, off)
+    mean, moff = _group_mean_rows(p, off, goff)
+    hbar = entropy(mean, moff)
+    hmean, _ = segment_mean(h, goff)
+    return np.maximum(hbar - hmean, 0.0)
+
+
+def gold_mass(p: Any, offsets: Any, gold: Any) -> np.ndarray:
+    r"""Mass on gold keys, :math:`\sum_{k \in G} p_k`; NaN for rows with no gold key.
+
+    ``gold`` is a bool mask aligned with ``p`` or flat positions. Rows without any gold key are
+    not applicable (NaN) and are left out of sample means rather than counted as 0.
+    """
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    gp = _positions(gold, len(p), "gold")
+    return _gold(p, off, gp, need_pointing=False)[0]
+
+
+def pointing(p: Any, offsets: Any, gold: Any) -> np.ndarray:
+    r"""Pointing accuracy per row: 1.0 if :math:`\arg\max_k p_k` is a gold key else 0.0.
+
+    The argmax is the first maximal key (``numpy.argmax``). NaN for rows with no gold key.
+    """
+    p = _as_float(p)
+    off = _offsets(offsets, len(p))
+    gp = _positions(gold, len(p), "gold")
+    return _gold(p, off, gp, need_pointing=True)[1]
+
+
+def _gold(p, off, gp, need_pointing: bool = True):
+    n_rows = len(off) - 1
+    mass = np.full(n_rows, np.nan)
+    hit = np.full(n_rows, np.nan)
+    if len(gp) == 0:
+        return mass, hit
+    grow = _row_of(gp, off)
+    has = np.bincount(grow, minlength=n_rows) > 0
+    gm = np.bincount(grow, weights=p[gp].astype(np.float64), minlength=n_rows)
+    mass[has] = gm[has]
+    if need_pointing:
+        rows_all = np.flatnonzero(has)
+        lengths = np.diff(off)
+        am = np.zeros(len(rows_all), dtype=np.int64)
+        for L, sub in _length_groups(lengths[rows_all]):
+            rows = rows_all[sub]
+            am[sub] = off[rows] + np.argmax(_gather_rows(p, off[rows], L), axis=1)
+        ok = np.isfinite(mass[rows_all])
+        hit[rows_all] = np.where(ok, np.isin(am, gp, assume_unique=False).astype(np.float64), np.nan)
+    return mass, hit
+
+
+# ----------------------------------------------------------------------------------------------
+# everything at once (what the table engine uses)
+# ----------------------------------------------------------------------------------------------
 @dataclass
 class RowMetrics:
-    """Per-row metric arrays (float64 [n_rows]) plus the row's valid key count."""
+    """Per-row metrics (float64 ``[n_rows]``) from :func:`row_metrics`, plus what they came from.
+
+    ``gold_mass`` / ``gold_pointing`` are NaN for rows without gold keys (or None without gold).
+    ``specificity`` / ``mean_rows`` are per group when ``groups`` was given.
+    """
 
     n_keys: np.ndarray
     entropy: np.ndarray
@@ -52,79 +567,158 @@ class RowMetrics:
     special_mass: np.ndarray
     gold_mass: np.ndarray | None = None
     gold_pointing: np.ndarray | None = None
-    constant: np.ndarray | None = None
-    all_special: np.ndarray | None = None
+    constant: np.ndarray | None = None  # bool: uniform over its valid keys (n_keys > 1)
+    all_special_mass: np.ndarray | None = None
+    all_special_keys: np.ndarray | None = None
     invalid: np.ndarray | None = None
+    p: np.ndarray | None = None  # the normalised rows (flat)
+    specificity: np.ndarray | None = None  # per group
+    mean_rows: np.ndarray | None = None  # per group mean row (flat)
+    mean_row_offsets: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ROW_METRICS}
+
+
+def row_metrics(
+    data: Any,
+    offsets: Any,
+    *,
+    special: Any = None,
+    gold: Any = None,
+    groups: Any = None,
+    threshold: float = 0.1,
+    top_k: int = 3,
+    exclude_special: bool = True,
+    constant_rtol: float = 1e-3,
+    copy: bool = True,
+) -> RowMetrics:
+    r"""Every per-row metric in one pass over the data (shared normalisation, logs and sorts).
+
+    Parameters
+    ----------
+    data, offsets : flat attention rows (weights; renormalised here, see :func:`normalize_rows`).
+    special : bool mask aligned with ``data`` or flat positions of special-token keys.
+    gold : bool mask aligned with ``data`` or flat positions of gold keys (None: no gold).
+    groups : offsets, in rows, of groups whose node specificity is wanted (rows of one group must
+        have equal length: e.g. the query rows of one sample, layer and head).
+    threshold : effective-token threshold (strict ``p > threshold``).
+    top_k : k of the top-k mass.
+    exclude_special : drop special keys and renormalise (see :func:`normalize_rows`).
+    constant_rtol : a row with ``max_weight * n_keys <= 1 + constant_rtol`` is uniform
+        ("constant"); since :math:`\max_k p_k \ge 1/n` with equality only for the uniform row,
+        this needs no extra pass.
+
+    Returns
+    -------
+    RowMetrics
+        entropy (nats), norm_entropy (:math:`H/\ln n`, 0 for n = 1), perplexity (:math:`e^H`),
+        max_weight, effective_tokens, gini, ipr (:math:`1/\sum p^2`), topk_mass, special_mass,
+        gold metrics, flags. Invalid rows are NaN throughout.
+    """
+    if top_k < 1:
+        raise ValueError(f"`top_k` must be >= 1, got {top_k}")
+    norm = normalize_rows(data, offsets, special=special, exclude_special=exclude_special, copy=copy)
+    p = norm.p
+    off = _offsets(offsets, len(p))
+    lengths = np.diff(off)
+    n = norm.n_keys
+    h = -_LN2 * segment_sum(_plogp(p), off).astype(np.float64)
+    mx = max_weight(p, off)
+    eff = effective_tokens(p, off, threshold)
+    ipr_ = inverse_participation_ratio(p, off)
+    wsum, top = _order_stats(p, off, top_k)
+    g = _gini_from(wsum, np.ones(len(n)), lengths, n)
+    bad = norm.invalid
+    if bad.any():
+        for a in (h, mx, eff, ipr_, g, top):
+            a[bad] = np.nan
+    h = np.maximum(h, 0.0)
+    with np.errstate(invalid="ignore"):
+        constant = (n > 1) & (mx * n <= 1.0 + constant_rtol)
+    out = RowMetrics(
+        n_keys=n,
+        entropy=h,
+        norm_entropy=normalized_entropy(h, n),
+        perplexity=perplexity(h),
+        max_weight=mx,
+        effective_tokens=eff,
+        gini=g,
+        ipr=ipr_,
+        topk_mass=top,
+        special_mass=norm.special_mass,
+        constant=constant,
+        all_special_mass=norm.all_special_mass,
+        all_special_keys=norm.all_special_keys,
+        invalid=bad,
+        p=p,
+    )
+    if gold is not None:
+        gp = _positions(gold, len(p), "gold")
+        out.gold_mass, out.gold_pointing = _gold(p, off, gp)
+    if groups is not None:
+        goff = _offsets(groups, len(lengths), "groups")
+        mean, moff = _group_mean_rows(p, off, goff)
+        hbar = -_LN2 * segment_sum(_plogp(mean), moff).astype(np.float64)
+        hmean, cnt = segment_mean(h, goff)
+        spec = np.maximum(hbar - hmean, 0.0)
+        spec[cnt < np.diff(goff)] = np.nan  # a group with an invalid row
+        out.specificity = spec
+        out.mean_rows, out.mean_row_offsets = mean, moff
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# diagnostics
+# ----------------------------------------------------------------------------------------------
+DIAGNOSTIC_COUNTS = (
+    "n_samples",
+    "n_rows",
+    "rows_key_len_1",
+    "constant_rows",
+    "all_special_mass_rows",
+    "all_special_key_rows",
+    "invalid_rows",
+    "one_node_samples",
+    "identical_row_samples",
+    "identical_row_heads",
+    "head_groups",
+)
 
 
 @dataclass
 class Diagnostics:
-    """Degenerate attention found while computing the tables."""
+    """Degenerate attention found while computing the tables (reported, never silently averaged).
 
-    sites: object = None  # polars DataFrame, one row per (model, site)
+    ``sites`` is a polars DataFrame with one row per (model, site) and the counts in
+    :data:`DIAGNOSTIC_COUNTS` (rows counted on the per-head distributions; ``identical_row_samples``
+    on the head-mean distribution, among samples with more than one node; ``identical_row_heads``
+    counts (sample, layer, head) groups with node specificity ~0), plus ``degenerate`` (bool) and
+    ``reason``. ``messages`` are human-readable one-liners for reports.
+    """
+
+    sites: Any = None
     messages: list[str] = field(default_factory=list)
 
+    def degenerate_sites(self) -> dict[str, str]:
+        """``{site: reason}`` for sites that carry no information for any model."""
+        if self.sites is None or len(self.sites) == 0:
+            return {}
+        out: dict[str, str] = {}
+        for row in self.sites.iter_rows(named=True):
+            if row["degenerate"]:
+                out.setdefault(row["site"], row["reason"])
+        return out
 
-def segment_mean(values, offsets):
-    raise NotImplementedError
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sites": [] if self.sites is None else self.sites.to_dicts(),
+            "messages": list(self.messages),
+        }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Diagnostics:
+        import polars as pl
 
-def row_metrics(data, offsets, *, special=None, gold=None, threshold=0.1, top_k=3,
-                exclude_special=True) -> RowMetrics:
-    raise NotImplementedError
-
-
-def entropy(p, offsets):
-    raise NotImplementedError
-
-
-def normalized_entropy(h, n):
-    raise NotImplementedError
-
-
-def perplexity(h):
-    raise NotImplementedError
-
-
-def max_weight(p, offsets):
-    raise NotImplementedError
-
-
-def effective_tokens(p, offsets, threshold=0.1):
-    raise NotImplementedError
-
-
-def gini(p, offsets, n_valid=None):
-    raise NotImplementedError
-
-
-def inverse_participation_ratio(p, offsets):
-    raise NotImplementedError
-
-
-def topk_mass(p, offsets, k=3):
-    raise NotImplementedError
-
-
-def special_mass(w, offsets, special):
-    raise NotImplementedError
-
-
-def jensen_shannon(p, q, offsets):
-    raise NotImplementedError
-
-
-def total_variation(p, q, offsets):
-    raise NotImplementedError
-
-
-def node_specificity(p, offsets, group_offsets):
-    raise NotImplementedError
-
-
-def gold_mass(p, offsets, gold):
-    raise NotImplementedError
-
-
-def pointing(p, offsets, gold):
-    raise NotImplementedError
+        rows = d.get("sites", [])
+        return cls(pl.DataFrame(rows) if rows else None, list(d.get("messages", [])))

@@ -169,8 +169,10 @@ def expand_positions(
     starts = np.cumsum(r) - r
     j = np.arange(total, dtype=np.int64) - np.repeat(starts, r)
     s = np.repeat(item_sample, r)
-    return np.asarray(base, dtype=np.int64)[s] + j * np.asarray(stride, dtype=np.int64)[s] + np.repeat(
-        np.asarray(item_local, dtype=np.int64), r
+    return (
+        np.asarray(base, dtype=np.int64)[s]
+        + j * np.asarray(stride, dtype=np.int64)[s]
+        + np.repeat(np.asarray(item_local, dtype=np.int64), r)
     )
 
 
@@ -355,9 +357,7 @@ def _gather_rows(p: np.ndarray, starts: np.ndarray, L: int) -> np.ndarray:
     return p[starts[:, None] + np.arange(L)]
 
 
-def _order_stats(
-    p: np.ndarray, off: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _order_stats(p: np.ndarray, off: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row: :math:`\\sum_i i\\, p_{(i)}` (ascending order, 1-based) and the top-k sum."""
     lengths = np.diff(off)
     n_rows = len(lengths)
@@ -434,7 +434,10 @@ def _jsd(p, q, off, hp, hq) -> np.ndarray:
 
 
 def total_variation(p: Any, q: Any, offsets: Any) -> np.ndarray:
-    r"""Total variation distance between paired rows, :math:`\tfrac12 \sum_k |p_k - q_k|` in [0, 1]."""
+    r"""Total variation distance between paired rows, in [0, 1].
+
+    .. math:: \mathrm{TV}(p, q) = \tfrac12 \sum_k |p_k - q_k|
+    """
     p, q = _as_float(p), _as_float(q)
     if p.shape != q.shape:
         raise ValueError(f"`p` and `q` differ in length ({len(p)} vs {len(q)})")
@@ -447,7 +450,9 @@ def total_variation(p: Any, q: Any, offsets: Any) -> np.ndarray:
 def _group_rows_check(off: np.ndarray, goff: np.ndarray) -> np.ndarray:
     lengths = np.diff(off)
     if goff[-1] != len(lengths):
-        raise ValueError(f"`group_offsets` ends at {int(goff[-1])} but there are {len(lengths)} rows")
+        raise ValueError(
+            f"`group_offsets` ends at {int(goff[-1])} but there are {len(lengths)} rows"
+        )
     first = lengths[goff[:-1]]
     if np.any(np.repeat(first, np.diff(goff)) != lengths):
         raise ValueError("every row of a group must have the same length")
@@ -540,7 +545,9 @@ def _gold(p, off, gp, need_pointing: bool = True):
             rows = rows_all[sub]
             am[sub] = off[rows] + np.argmax(_gather_rows(p, off[rows], L), axis=1)
         ok = np.isfinite(mass[rows_all])
-        hit[rows_all] = np.where(ok, np.isin(am, gp, assume_unique=False).astype(np.float64), np.nan)
+        hit[rows_all] = np.where(
+            ok, np.isin(am, gp, assume_unique=False).astype(np.float64), np.nan
+        )
     return mass, hit
 
 
@@ -618,7 +625,9 @@ def row_metrics(
     """
     if top_k < 1:
         raise ValueError(f"`top_k` must be >= 1, got {top_k}")
-    norm = normalize_rows(data, offsets, special=special, exclude_special=exclude_special, copy=copy)
+    norm = normalize_rows(
+        data, offsets, special=special, exclude_special=exclude_special, copy=copy
+    )
     p = norm.p
     off = _offsets(offsets, len(p))
     lengths = np.diff(off)

@@ -158,7 +158,8 @@ class MetricTables:
         layer: int = 0,
         head: int = -1,
     ) -> pl.DataFrame:
-        """``sample_id, value`` of one metric for one model/site/layer/head (head -1 = head-mean)."""
+        """``sample_id, position, value`` of one metric for one model/site/layer/head
+        (``head = -1``: the head-mean distribution)."""
         f = self.per_sample.filter(
             (pl.col("model") == model)
             & (pl.col("site") == site)
@@ -221,7 +222,9 @@ class MetricTables:
         if meta.get("format") != "attncmp-metric-tables":
             raise ValueError(f"{meta_path}: not an attncmp metric-tables file")
         if int(meta.get("version", 0)) > 1:
-            raise ValueError(f"{meta_path}: tables version {meta['version']} is newer; upgrade attncmp")
+            raise ValueError(
+                f"{meta_path}: tables version {meta['version']} is newer; upgrade attncmp"
+            )
         opts = MetricOptions(**meta["options"])
         return cls(
             per_sample=pl.read_parquet(d / TABLE_FILES["per_sample"]),
@@ -383,8 +386,18 @@ def compute_tables(
         sim_n: dict[tuple[str, str], int] = {}
         for chunk in store.iter_chunks(site, models, options.chunk_samples):
             res = _process_chunk(
-                chunk, info.n_layers, heads_of, models, pairs, options, crtol, want_each,
-                want_mean, counts, sim_acc, sim_n,
+                chunk,
+                info.n_layers,
+                heads_of,
+                models,
+                pairs,
+                options,
+                crtol,
+                want_each,
+                want_mean,
+                counts,
+                sim_acc,
+                sim_n,
             )
             per_parts.extend(res[0])
             pair_parts.extend(res[1])
@@ -418,8 +431,9 @@ def compute_tables(
                 degenerate, reason = True, "every row is uniform over its keys"
             elif c["head_groups"] and c["identical_row_heads"] == c["head_groups"]:
                 reason = "every node attends identically in every sample (node specificity 0)"
-            diag_rows.append({"model": m, "site": site, **c, "degenerate": degenerate,
-                              "reason": reason})
+            diag_rows.append(
+                {"model": m, "site": site, **c, "degenerate": degenerate, "reason": reason}
+            )
 
     ids = store.ids
     per = _sorted(_concat(per_parts, _empty_per_sample()), sites, models, "model")
@@ -472,8 +486,12 @@ def _sorted(frame: pl.DataFrame, sites, models, model_col: str) -> pl.DataFrame:
         ),
     ]
     if model_col == "variant":
-        keys.insert(1, pl.col("baseline").replace_strict(
-            list(models), list(range(len(models))), return_dtype=pl.Int64))
+        keys.insert(
+            1,
+            pl.col("baseline").replace_strict(
+                list(models), list(range(len(models))), return_dtype=pl.Int64
+            ),
+        )
     keys += [pl.col("head_kind") == HEAD_MEAN, "layer", "head", "position"]
     return frame.sort(keys)
 
@@ -486,27 +504,47 @@ def _concat(parts: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
 
 def _empty_per_sample() -> pl.DataFrame:
     schema = {
-        "sample_id": pl.String, "position": pl.Int64, "model": pl.String, "site": pl.String,
-        "layer": pl.Int64, "head": pl.Int64, "head_kind": pl.String, "n_rows": pl.Int64,
-        "n_keys": pl.Int64, "n_gold_rows": pl.Int64,
-        **{m: pl.Float64 for m in METRICS}, "identical_rows": pl.Boolean,
+        "sample_id": pl.String,
+        "position": pl.Int64,
+        "model": pl.String,
+        "site": pl.String,
+        "layer": pl.Int64,
+        "head": pl.Int64,
+        "head_kind": pl.String,
+        "n_rows": pl.Int64,
+        "n_keys": pl.Int64,
+        "n_gold_rows": pl.Int64,
+        **{m: pl.Float64 for m in METRICS},
+        "identical_rows": pl.Boolean,
     }
     return pl.DataFrame(schema=schema)
 
 
 def _empty_pairwise() -> pl.DataFrame:
     schema = {
-        "sample_id": pl.String, "position": pl.Int64, "baseline": pl.String, "variant": pl.String,
-        "site": pl.String, "layer": pl.Int64, "head": pl.Int64, "head_kind": pl.String,
-        "jsd": pl.Float64, "tv": pl.Float64,
+        "sample_id": pl.String,
+        "position": pl.Int64,
+        "baseline": pl.String,
+        "variant": pl.String,
+        "site": pl.String,
+        "layer": pl.Int64,
+        "head": pl.Int64,
+        "head_kind": pl.String,
+        "jsd": pl.Float64,
+        "tv": pl.Float64,
     }
     return pl.DataFrame(schema=schema)
 
 
 def _empty_similarity() -> pl.DataFrame:
     schema = {
-        "baseline": pl.String, "variant": pl.String, "site": pl.String, "layer": pl.Int64,
-        "head_baseline": pl.Int64, "head_variant": pl.Int64, "mean_jsd": pl.Float64,
+        "baseline": pl.String,
+        "variant": pl.String,
+        "site": pl.String,
+        "layer": pl.Int64,
+        "head_baseline": pl.Int64,
+        "head_variant": pl.Int64,
+        "mean_jsd": pl.Float64,
         "n_samples": pl.Int64,
     }
     return pl.DataFrame(schema=schema)
@@ -622,15 +660,23 @@ def _process_chunk(
         rm = None
         if want_each or H == 1:
             rm = M.row_metrics(
-                w, lay.row_off, special=lay.special, gold=lay.gold, groups=lay.group_off,
-                threshold=options.threshold, top_k=options.top_k,
-                exclude_special=options.exclude_special, constant_rtol=crtol, copy=False,
+                w,
+                lay.row_off,
+                special=lay.special,
+                gold=lay.gold,
+                groups=lay.group_off,
+                threshold=options.threshold,
+                top_k=options.top_k,
+                exclude_special=options.exclude_special,
+                constant_rtol=crtol,
+                copy=False,
             )
             _count(counts[m], rm, Q, K, L * H, options.identical_tol, lay.group_off)
             if want_each:
                 per_frames.append(
-                    _chunk_frames(pos, Q, L, H, HEAD, m, site, rm, lay.group_off,
-                                  options.identical_tol)
+                    _chunk_frames(
+                        pos, Q, L, H, HEAD, m, site, rm, lay.group_off, options.identical_tol
+                    )
                 )
                 kinds[HEAD][m] = (rm, lay)
         if want_mean:
@@ -638,19 +684,29 @@ def _process_chunk(
                 rmh, layh = rm, lay
             else:
                 rmh = M.row_metrics(
-                    hm[0], hm[1].row_off, special=hm[1].special, gold=hm[1].gold,
-                    groups=hm[1].group_off, threshold=options.threshold, top_k=options.top_k,
-                    exclude_special=options.exclude_special, constant_rtol=crtol, copy=False,
+                    hm[0],
+                    hm[1].row_off,
+                    special=hm[1].special,
+                    gold=hm[1].gold,
+                    groups=hm[1].group_off,
+                    threshold=options.threshold,
+                    top_k=options.top_k,
+                    exclude_special=options.exclude_special,
+                    constant_rtol=crtol,
+                    copy=False,
                 )
                 layh = hm[1]
             per_frames.append(
-                _chunk_frames(pos, Q, L, 1, HEAD_MEAN, m, site, rmh, layh.group_off,
-                              options.identical_tol)
+                _chunk_frames(
+                    pos, Q, L, 1, HEAD_MEAN, m, site, rmh, layh.group_off, options.identical_tol
+                )
             )
             spec = rmh.specificity.reshape(c, L)
             counts[m]["identical_row_samples"] += int(
-                np.sum((Q > 1) & np.any(np.nan_to_num(spec, nan=np.inf) <= options.identical_tol,
-                                        axis=1))
+                np.sum(
+                    (Q > 1)
+                    & np.any(np.nan_to_num(spec, nan=np.inf) <= options.identical_tol, axis=1)
+                )
             )
             kinds[HEAD_MEAN][m] = (rmh, layh)
         counts[m]["n_samples"] += c
@@ -687,8 +743,17 @@ def _process_chunk(
                 )
             )
         if a in kinds[HEAD] and b in kinds[HEAD]:
-            _head_similarity(kinds[HEAD][a][0], kinds[HEAD][b][0], K, L, heads_of[a],
-                             heads_of[b], (a, b), sim_acc, sim_n)
+            _head_similarity(
+                kinds[HEAD][a][0],
+                kinds[HEAD][b][0],
+                K,
+                L,
+                heads_of[a],
+                heads_of[b],
+                (a, b),
+                sim_acc,
+                sim_n,
+            )
     return per_frames, pair_frames
 
 

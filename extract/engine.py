@@ -55,6 +55,7 @@ __all__ = [
     "INVALID_META_COLUMN",
     "ExtractConfig",
     "ExtractionResult",
+    "extract_from_cli_args",
     "gather_valid",
     "parse_shard",
     "run_extraction",
@@ -131,7 +132,8 @@ class ExtractionResult:
         return (
             f"extracted {self.n_written} samples{shard} ({self.n_committed}/{self.n_planned} "
             f"committed{resumed}{invalid}) x {len(self.models)} models "
-            f"({', '.join(self.models)}) x {len(self.sites)} sites ({', '.join(self.sites)}) "
+            f"({', '.join(self.models)}) x {len(self.sites)} site{'s' * (len(self.sites) != 1)} "
+            f"({', '.join(self.sites)}) "
             f"in {self.seconds:.1f} s ({rate:.1f} samples/s) on {self.device} -> {self.path} "
             f"({_human_bytes(self.store_bytes)}){state}"
         )
@@ -1079,6 +1081,42 @@ def _to_host(t: torch.Tensor, cuda: bool) -> torch.Tensor:
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t.detach(), non_blocking=True)
     return host
+
+
+def extract_from_cli_args(
+    *,
+    models: Sequence[str] = (),
+    checkpoint_full: str | None = None,
+    checkpoint_no_middle: str | None = None,
+    all_samples: bool = False,
+    out: str | None = None,
+    save_dir: str | None = None,
+    **options: Any,
+) -> ExtractionResult:
+    """Run an extraction from CLI-style arguments (what ``attncmp extract`` does).
+
+    ``models`` are ``"NAME=PATH"`` strings; the original spelling ``checkpoint_full`` /
+    ``checkpoint_no_middle`` adds variants named ``full`` / ``no_middle`` (first). ``save_dir``
+    puts the store at ``save_dir/attention_store.h5``. ``all_samples`` conflicts with
+    ``num_samples``. Any other keyword is an :class:`ExtractConfig` field.
+    """
+    pairs: list[tuple[str, str]] = []
+    if checkpoint_full:
+        pairs.append(("full", str(checkpoint_full)))
+    if checkpoint_no_middle:
+        pairs.append(("no_middle", str(checkpoint_no_middle)))
+    for text in models:
+        name, sep, path = str(text).partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ExtractError(f"--model {text!r}: expected NAME=PATH, e.g. full=runs/full/best.pt")
+        pairs.append((name.strip(), path.strip()))
+    if all_samples and options.get("num_samples") is not None:
+        raise ExtractError("--all and --num-samples exclude each other; give one")
+    if save_dir is not None and out is not None:
+        raise ExtractError("--out and --save-dir exclude each other; give one")
+    if save_dir is not None:
+        out = str(Path(save_dir) / "attention_store.h5")
+    return run_extraction(ExtractConfig(models=pairs, out=out or "attention_store.h5", **options))
 
 
 def run_extraction(config: ExtractConfig) -> ExtractionResult:

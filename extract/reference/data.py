@@ -32,7 +32,9 @@ __all__ = [
     "DATA_FILE",
     "FEATURE_NAMES",
     "HYBRIDIZATIONS",
+    "NODE_FEATURE_DIM",
     "Molecule",
+    "encode_atom_features",
     "load_freesolv",
     "make_split",
 ]
@@ -51,6 +53,66 @@ FEATURE_NAMES = (
 )
 HYBRIDIZATIONS = ("S", "SP", "SP2", "SP3", "SP3D", "SP3D2", "OTHER")
 BOND_TYPES = ("SINGLE", "DOUBLE", "TRIPLE", "AROMATIC")
+
+
+# One-hot encoding of the raw features for the model (see :func:`encode_atom_features`).
+ELEMENT_VOCAB = ("C", "N", "O", "S", "P", "F", "Cl", "Br", "I")  # + one "other" slot
+_ATOMIC_NUMS = (6, 7, 8, 16, 15, 9, 17, 35, 53)
+MAX_DEGREE = 5  # degrees 0..5, higher clipped
+MAX_HS = 4  # hydrogens 0..4, higher clipped
+CHARGES = (-1, 0, 1)  # + one "other" slot
+NODE_FEATURE_DIM = (
+    len(ELEMENT_VOCAB)
+    + 1
+    + MAX_DEGREE
+    + 1
+    + len(CHARGES)
+    + 1
+    + MAX_HS
+    + 1
+    + 1
+    + len(HYBRIDIZATIONS)
+    + 1
+)
+
+
+def encode_atom_features(raw: np.ndarray) -> np.ndarray:
+    """One-hot encode raw atom features ``[n, 7]`` into model inputs ``[n, NODE_FEATURE_DIM]``.
+
+    Blocks: element (9 + other), degree (0..5), formal charge (-1, 0, +1, other), hydrogens
+    (0..4), aromatic flag, hybridization (7), ring flag. Output dtype float32.
+    """
+    raw = np.asarray(raw).reshape(-1, len(FEATURE_NAMES)).astype(np.int64)
+    n = raw.shape[0]
+    blocks = []
+
+    def one_hot(index: np.ndarray, size: int) -> np.ndarray:
+        out = np.zeros((n, size), dtype=np.float32)
+        out[np.arange(n), index] = 1.0
+        return out
+
+    lookup = {z: i for i, z in enumerate(_ATOMIC_NUMS)}
+    blocks.append(
+        one_hot(
+            np.array([lookup.get(z, len(_ATOMIC_NUMS)) for z in raw[:, 0]], dtype=np.int64),
+            len(_ATOMIC_NUMS) + 1,
+        )
+    )
+    blocks.append(one_hot(np.clip(raw[:, 1], 0, MAX_DEGREE), MAX_DEGREE + 1))
+    charge = {c: i for i, c in enumerate(CHARGES)}
+    blocks.append(
+        one_hot(
+            np.array([charge.get(c, len(CHARGES)) for c in raw[:, 2]], dtype=np.int64),
+            len(CHARGES) + 1,
+        )
+    )
+    blocks.append(one_hot(np.clip(raw[:, 3], 0, MAX_HS), MAX_HS + 1))
+    blocks.append(raw[:, 4:5].astype(np.float32))
+    blocks.append(one_hot(np.clip(raw[:, 5], 0, len(HYBRIDIZATIONS) - 1), len(HYBRIDIZATIONS)))
+    blocks.append(raw[:, 6:7].astype(np.float32))
+    out = np.concatenate(blocks, axis=1)
+    assert out.shape == (n, NODE_FEATURE_DIM), out.shape
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,27 +1,277 @@
-"""Paired statistics with the sample as the unit (skeleton)."""
+"""Paired statistics with the sample as the statistical unit (numpy + scipy).
+
+Sign convention everywhere: **difference = variant - baseline** (positive when the variant's value
+is larger). Every random procedure takes a ``seed`` and records it in its result; identical inputs
+give identical outputs. Bootstrap procedures resample *sample indices* (pairs stay together).
+
+References: Efron, "Better bootstrap confidence intervals", JASA 82, 1987 (BCa); Wilcoxon (1945);
+Kerby, "The simple difference formula", Comprehensive Psychology 3, 2014 (matched-pairs
+rank-biserial); Lakens, Frontiers in Psychology 4:863, 2013 (Cohen's d_z); Holm, Scand. J. Stat. 6,
+1979; Benjamini & Hochberg, JRSS B 57, 1995.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from scipy import stats as _st
 
 __all__ = [
     "PairedResult",
     "CorrelationResult",
+    "BootstrapResult",
     "paired_test",
     "correct_pvalues",
     "spearman_with_ci",
     "partial_spearman",
+    "bootstrap",
     "bootstrap_mean_ci",
     "paired_bootstrap_ci",
+    "mean_ci",
+    "WILCOXON_ZERO_METHOD",
+    "BOOTSTRAP_METHOD",
 ]
 
+WILCOXON_ZERO_METHOD = "wilcox"  # zero differences are dropped before ranking (counted in n_zero)
+BOOTSTRAP_METHOD = "BCa"
+_BLOCK = 1 << 22  # resampled values generated at once (memory bound for large n)
 
+
+# ----------------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------------
+def _vector(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        a = a.reshape(-1)
+    return a
+
+
+def _check_confidence(confidence: float) -> None:
+    if not (0.0 < confidence < 1.0):
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}")
+
+
+def _check_boot(n_boot: int) -> None:
+    if n_boot < 0:
+        raise ValueError(f"`n_boot` must be >= 0, got {n_boot}")
+
+
+def _pairs(baseline: Any, variant: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    x = _vector(baseline, "baseline")
+    y = _vector(variant, "variant")
+    if x.shape != y.shape:
+        raise ValueError(
+            f"`baseline` and `variant` must have equal lengths (paired), got {len(x)} and {len(y)}"
+        )
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok], int((~ok).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# bootstrap
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A bootstrap estimate. ``distribution`` holds the ``n_boot`` resampled statistics."""
+
+    estimate: float
+    ci: tuple[float, float]
+    confidence: float
+    n: int
+    n_boot: int
+    seed: int
+    method: str
+    distribution: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0))
+    jackknife: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0))
+
+    def confidence_interval(self, confidence_level: float | None = None) -> tuple[float, float]:
+        """The interval at ``confidence_level`` (default: the level it was computed at)."""
+        if confidence_level is None or confidence_level == self.confidence:
+            return self.ci
+        _check_confidence(confidence_level)
+        return _interval(
+            self.estimate, self.distribution, self.jackknife, confidence_level, self.method
+        )
+
+
+def _resample_indices(rng: np.random.Generator, n: int, n_boot: int):
+    """Yield blocks of resample index rows ``[b, n]`` (deterministic given the generator)."""
+    per = max(1, _BLOCK // max(n, 1))
+    done = 0
+    while done < n_boot:
+        b = min(per, n_boot - done)
+        yield rng.integers(0, n, size=(b, n))
+        done += b
+
+
+def _interval(est, dist, jack, confidence, method) -> tuple[float, float]:
+    dist = np.asarray(dist)
+    dist = dist[np.isfinite(dist)]
+    if len(dist) == 0 or not np.isfinite(est):
+        return (math.nan, math.nan)
+    alpha = (1.0 - confidence) / 2.0
+    if np.all(dist == dist[0]):
+        return (float(dist[0]), float(dist[0]))
+    if method == "percentile":
+        lo, hi = np.quantile(dist, [alpha, 1.0 - alpha])
+        return (float(lo), float(hi))
+    # BCa (Efron 1987)
+    prop = (np.sum(dist < est) + 0.5 * np.sum(dist == est)) / len(dist)
+    prop = min(max(prop, 1.0 / (2 * len(dist))), 1.0 - 1.0 / (2 * len(dist)))
+    z0 = _st.norm.ppf(prop)
+    jm = jack.mean() if len(jack) else 0.0
+    num = np.sum((jm - jack) ** 3)
+    den = 6.0 * np.sum((jm - jack) ** 2) ** 1.5
+    a = num / den if den > 0 else 0.0
+    out = []
+    for q in (alpha, 1.0 - alpha):
+        zq = _st.norm.ppf(q)
+        adj = _st.norm.cdf(z0 + (z0 + zq) / (1.0 - a * (z0 + zq)))
+        out.append(float(np.quantile(dist, adj)))
+    return (out[0], out[1])
+
+
+def bootstrap(
+    columns: Sequence[Any],
+    statistic: Callable[..., np.ndarray] | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    method: str = BOOTSTRAP_METHOD,
+) -> BootstrapResult:
+    r"""Bootstrap a statistic of one or more paired columns by resampling sample indices.
+
+    Parameters
+    ----------
+    columns : equal-length 1-D arrays; row ``i`` of every column is sample ``i`` (kept together).
+    statistic : vectorised ``f(*cols, axis=-1) -> values`` (default: mean of the first column).
+    method : ``"BCa"`` (bias-corrected and accelerated, Efron 1987; acceleration from the
+        jackknife) or ``"percentile"``.
+
+    NaN rows (in any column) are dropped first. ``n_boot = 0`` gives a NaN interval.
+    """
+    _check_confidence(confidence)
+    _check_boot(n_boot)
+    if method not in ("BCa", "percentile"):
+        raise ValueError(f"`method` must be 'BCa' or 'percentile', got {method!r}")
+    cols = [_vector(c, f"columns[{i}]") for i, c in enumerate(columns)]
+    if not cols:
+        raise ValueError("`columns` is empty")
+    n0 = len(cols[0])
+    if any(len(c) != n0 for c in cols):
+        raise ValueError(f"`columns` must have equal lengths, got {[len(c) for c in cols]}")
+    ok = np.all([np.isfinite(c) for c in cols], axis=0) if n0 else np.zeros(0, dtype=bool)
+    cols = [c[ok] for c in cols]
+    n = len(cols[0])
+    is_mean = statistic is None
+    if is_mean:
+
+        def statistic(x, *rest, axis=-1):
+            return np.mean(x, axis=axis)
+
+    if n == 0:
+        return BootstrapResult(math.nan, (math.nan, math.nan), confidence, 0, n_boot, seed, method)
+    est = float(statistic(*cols, axis=-1))
+    if n_boot == 0 or n < 2:
+        return BootstrapResult(est, (math.nan, math.nan), confidence, n, n_boot, seed, method)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for idx in _resample_indices(rng, n, n_boot):
+        parts.append(np.asarray(statistic(*[c[idx] for c in cols], axis=-1), dtype=np.float64))
+    dist = np.concatenate(parts)
+    jack = np.zeros(0)
+    if method == "BCa":
+        if is_mean:
+            jack = (cols[0].sum() - cols[0]) / (n - 1)
+        else:
+            jack = np.empty(n)
+            per = max(1, _BLOCK // max(n, 1))
+            base = np.arange(n - 1)
+            for lo in range(0, n, per):
+                ii = np.arange(lo, min(n, lo + per))
+                loo = base[None, :] + (base[None, :] >= ii[:, None])  # rows: leave-one-out
+                jack[ii] = statistic(*[c[loo] for c in cols], axis=-1)
+    ci = _interval(est, dist, jack, confidence, method)
+    return BootstrapResult(est, ci, confidence, n, n_boot, seed, method, dist, jack)
+
+
+def bootstrap_mean_ci(
+    x: Any, *, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95, method: str = "BCa"
+) -> BootstrapResult:
+    """Bootstrap CI of the mean of ``x`` (NaN dropped)."""
+    return bootstrap([x], None, n_boot=n_boot, seed=seed, confidence=confidence, method=method)
+
+
+def paired_bootstrap_ci(
+    baseline: Any,
+    variant: Any,
+    *,
+    statistic: Callable[..., np.ndarray] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    method: str = "BCa",
+) -> BootstrapResult:
+    """Paired bootstrap CI (pairs resampled together) of ``statistic(baseline, variant)``.
+
+    Default statistic: mean of ``variant - baseline``.
+    """
+    x, y, _ = _pairs(baseline, variant)
+    if statistic is None:
+        return bootstrap(
+            [y - x], None, n_boot=n_boot, seed=seed, confidence=confidence, method=method
+        )
+    return bootstrap(
+        [x, y], statistic, n_boot=n_boot, seed=seed, confidence=confidence, method=method
+    )
+
+
+def mean_ci(x: Any, confidence: float = 0.95) -> tuple[float, float, float]:
+    r"""Mean and t-based CI, :math:`\bar x \pm t_{(1+c)/2,\,n-1}\, s/\sqrt{n}` (NaN dropped).
+
+    Returns ``(mean, low, high)``; the interval is NaN for fewer than two values.
+    """
+    _check_confidence(confidence)
+    a = _vector(x, "x")
+    a = a[np.isfinite(a)]
+    n = len(a)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    m = float(a.mean())
+    if n < 2:
+        return (m, math.nan, math.nan)
+    se = float(a.std(ddof=1)) / math.sqrt(n)
+    t = float(_st.t.ppf((1.0 + confidence) / 2.0, n - 1))
+    return (m, m - t * se, m + t * se)
+
+
+# ----------------------------------------------------------------------------------------------
+# paired test
+# ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairedResult:
+    """Paired comparison of one per-sample quantity (difference = variant - baseline).
+
+    Fields: ``n`` pairs used, ``n_dropped`` pairs with a NaN, ``n_zero`` zero differences;
+    per-variant means with t-based CIs; ``mean_diff`` with a seeded paired bootstrap CI
+    (``bootstrap_method``, BCa by default); ``pct_change = 100 * mean_diff / mean_baseline``
+    (NaN if the baseline mean is 0); paired t-test (``scipy.stats.ttest_rel(variant,
+    baseline)``), Wilcoxon signed-rank on the differences (``zero_method`` recorded,
+    ``"wilcox"``: zeros dropped; all differences zero gives statistic 0 and p = 1); Cohen's
+    :math:`d_z = \\bar d / s_d`; matched-pairs rank-biserial :math:`r = (T_+ - T_-)/(T_+ + T_-)`
+    (positive when the variant tends to be larger).
+    """
+
     n: int
     n_dropped: int
+    n_zero: int
     mean_baseline: float
     ci_baseline: tuple[float, float]
     mean_variant: float
@@ -38,47 +288,357 @@ class PairedResult:
     confidence: float
     n_boot: int
     seed: int
-    method: str
-    bootstrap_method: str
-    wilcoxon_zero_method: str
+    method: str = "paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank"
+    bootstrap_method: str = BOOTSTRAP_METHOD
+    wilcoxon_zero_method: str = WILCOXON_ZERO_METHOD
+    wilcoxon_method: str = ""
+    bootstrap: BootstrapResult | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def estimate(self) -> float:
+        """The mean difference (variant - baseline)."""
+        return self.mean_diff
 
     def confidence_interval(self, confidence_level: float | None = None) -> tuple[float, float]:
-        raise NotImplementedError
+        """Bootstrap CI of the mean difference at ``confidence_level`` (default: as computed)."""
+        if confidence_level is None or confidence_level == self.confidence:
+            return self.ci_diff
+        if self.bootstrap is None:
+            return (math.nan, math.nan)
+        return self.bootstrap.confidence_interval(confidence_level)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "n_dropped": self.n_dropped,
+            "n_zero": self.n_zero,
+            "mean_baseline": self.mean_baseline,
+            "ci_baseline_low": self.ci_baseline[0],
+            "ci_baseline_high": self.ci_baseline[1],
+            "mean_variant": self.mean_variant,
+            "ci_variant_low": self.ci_variant[0],
+            "ci_variant_high": self.ci_variant[1],
+            "mean_diff": self.mean_diff,
+            "ci_diff_low": self.ci_diff[0],
+            "ci_diff_high": self.ci_diff[1],
+            "pct_change": self.pct_change,
+            "t_statistic": self.t_statistic,
+            "t_pvalue": self.t_pvalue,
+            "wilcoxon_statistic": self.wilcoxon_statistic,
+            "wilcoxon_pvalue": self.wilcoxon_pvalue,
+            "cohens_dz": self.cohens_dz,
+            "rank_biserial": self.rank_biserial,
+        }
 
 
+def _rank_biserial(d: np.ndarray) -> float:
+    nz = d[d != 0]
+    if len(nz) == 0:
+        return 0.0
+    r = _st.rankdata(np.abs(nz))
+    tp = float(r[nz > 0].sum())
+    tm = float(r[nz < 0].sum())
+    return (tp - tm) / (tp + tm)
+
+
+def paired_test(
+    baseline: Any,
+    variant: Any,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    bootstrap_method: str = BOOTSTRAP_METHOD,
+) -> PairedResult:
+    r"""Paired comparison of per-sample values; **difference = variant - baseline**.
+
+    .. math::
+
+        d_i = v_i - b_i,\quad \bar d \pm \text{bootstrap CI},\quad
+        t = \frac{\bar d}{s_d/\sqrt n},\quad d_z = \frac{\bar d}{s_d},\quad
+        r_{rb} = \frac{T_+ - T_-}{T_+ + T_-}
+
+    Pairs where either value is NaN/inf are dropped and counted (``n_dropped``). The bootstrap
+    resamples sample indices with ``numpy.random.default_rng(seed)`` (BCa by default). The
+    Wilcoxon test uses ``zero_method="wilcox"`` (zero differences dropped; ``n_zero`` counts them)
+    and scipy's default method choice (exact for small n without ties, else normal
+    approximation); if every difference is zero, statistic 0 and p = 1. If all differences are
+    equal and non-zero, t = +-inf and p = 0 (d_z likewise infinite). Empty input gives NaN.
+
+    References: scipy.stats.ttest_rel, scipy.stats.wilcoxon; Efron (1987); Kerby (2014).
+    """
+    _check_confidence(confidence)
+    _check_boot(n_boot)
+    x, y, dropped = _pairs(baseline, variant)
+    n = len(x)
+    nan2 = (math.nan, math.nan)
+    if n == 0:
+        return PairedResult(
+            0,
+            dropped,
+            0,
+            math.nan,
+            nan2,
+            math.nan,
+            nan2,
+            math.nan,
+            nan2,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            confidence,
+            n_boot,
+            seed,
+            bootstrap_method=bootstrap_method,
+        )
+    d = y - x
+    mb, lb, hb = mean_ci(x, confidence)
+    mv, lv, hv = mean_ci(y, confidence)
+    md = float(d.mean())
+    boot = bootstrap(
+        [d], None, n_boot=n_boot, seed=seed, confidence=confidence, method=bootstrap_method
+    )
+    pct = 100.0 * md / mb if mb != 0 else math.nan
+    n_zero = int(np.sum(d == 0))
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    if n < 2:
+        t, tp, dz = math.nan, math.nan, math.nan
+    elif sd == 0 or not np.isfinite(sd):
+        t = 0.0 if md == 0 else math.copysign(math.inf, md)
+        tp = 1.0 if md == 0 else 0.0
+        dz = 0.0 if md == 0 else math.copysign(math.inf, md)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tt = _st.ttest_rel(y, x)
+        t, tp = float(tt.statistic), float(tt.pvalue)
+        dz = md / sd
+    wmethod = ""
+    if n_zero == n:
+        ws, wp = 0.0, 1.0
+        wmethod = "all differences zero"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = _st.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD)
+        ws, wp = float(w.statistic), float(w.pvalue)
+        nz = n - n_zero
+        ties = len(np.unique(np.abs(d[d != 0]))) < nz
+        wmethod = "exact" if (nz <= 50 and not ties and n_zero == 0) else "normal approximation"
+    return PairedResult(
+        n=n,
+        n_dropped=dropped,
+        n_zero=n_zero,
+        mean_baseline=mb,
+        ci_baseline=(lb, hb),
+        mean_variant=mv,
+        ci_variant=(lv, hv),
+        mean_diff=md,
+        ci_diff=boot.ci,
+        pct_change=pct,
+        t_statistic=t,
+        t_pvalue=tp,
+        wilcoxon_statistic=ws,
+        wilcoxon_pvalue=wp,
+        cohens_dz=dz,
+        rank_biserial=_rank_biserial(d),
+        confidence=confidence,
+        n_boot=n_boot,
+        seed=seed,
+        bootstrap_method=bootstrap_method,
+        wilcoxon_method=wmethod,
+        bootstrap=boot,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# multiple comparisons
+# ----------------------------------------------------------------------------------------------
+def correct_pvalues(p: Any, method: str = "holm") -> np.ndarray:
+    r"""Adjusted p-values for a family of tests.
+
+    ``"holm"`` (Holm 1979, step-down, controls the family-wise error rate):
+    :math:`\tilde p_{(i)} = \max_{j \le i} \min\{1, (m - j + 1) p_{(j)}\}`.
+    ``"bh"`` (Benjamini-Hochberg 1995, step-up, controls the false discovery rate):
+    :math:`\tilde p_{(i)} = \min_{j \ge i} \min\{1, m\, p_{(j)} / j\}`.
+    NaN p-values stay NaN and are not counted in the family size :math:`m`.
+    """
+    if method not in ("holm", "bh"):
+        raise ValueError(f"`method` must be 'holm' or 'bh', got {method!r}")
+    a = _vector(p, "p")
+    out = np.full(a.shape, np.nan)
+    ok = np.isfinite(a)
+    v = a[ok]
+    m = len(v)
+    if m == 0:
+        return out
+    if np.any((v < 0) | (v > 1)):
+        raise ValueError("`p` values must lie in [0, 1]")
+    order = np.argsort(v, kind="stable")
+    s = v[order]
+    i = np.arange(1, m + 1)
+    if method == "holm":
+        adj = np.maximum.accumulate(np.minimum(1.0, (m - i + 1) * s))
+    else:
+        adj = np.minimum.accumulate(np.minimum(1.0, m * s / i)[::-1])[::-1]
+    res = np.empty(m)
+    res[order] = adj
+    out[ok] = res
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# correlation
+# ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CorrelationResult:
+    """A (partial) rank correlation with its bootstrap CI (percentile method)."""
+
     n: int
     statistic: float
     pvalue: float
     ci: tuple[float, float]
+    confidence: float
     method: str
     n_boot: int
     seed: int
+    covariates: int = 0
 
     def confidence_interval(self, confidence_level: float | None = None) -> tuple[float, float]:
         return self.ci
 
 
-def paired_test(baseline, variant, *, n_boot=2000, seed=0, confidence=0.95) -> PairedResult:
-    raise NotImplementedError
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    num = np.sum(a * b, axis=-1)
+    den = np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
 
 
-def correct_pvalues(p, method="holm") -> np.ndarray:
-    raise NotImplementedError
+def _spearman_stat(x, y, axis=-1):
+    return _pearson_rows(_st.rankdata(x, axis=-1), _st.rankdata(y, axis=-1))
 
 
-def spearman_with_ci(x, y, *, n_boot=2000, seed=0, confidence=0.95) -> CorrelationResult:
-    raise NotImplementedError
+def spearman_with_ci(
+    x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> CorrelationResult:
+    """Spearman's rho (``scipy.stats.spearmanr``, its p-value) with a percentile bootstrap CI
+    over resampled samples (pairs kept together; ranks recomputed in every resample)."""
+    _check_confidence(confidence)
+    _check_boot(n_boot)
+    a, b, _ = _pairs(x, y)
+    n = len(a)
+    if n < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return CorrelationResult(
+            n, math.nan, math.nan, (math.nan, math.nan), confidence, "spearman", n_boot, seed
+        )
+    r = _st.spearmanr(a, b)
+    ci = (math.nan, math.nan)
+    if n_boot:
+        bt = bootstrap(
+            [a, b],
+            _spearman_stat,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            method="percentile",
+        )
+        ci = bt.ci
+    return CorrelationResult(
+        n,
+        float(r.statistic),
+        float(r.pvalue),
+        ci,
+        confidence,
+        "spearman (bootstrap percentile CI)",
+        n_boot,
+        seed,
+    )
 
 
-def partial_spearman(x, y, covariate, *, n_boot=0, seed=0, confidence=0.95) -> CorrelationResult:
-    raise NotImplementedError
+def _partial_from_ranks(rx, ry, rz) -> np.ndarray:
+    """Pearson correlation of the residuals of rx and ry after least squares on rz (per row)."""
+    # rx, ry: [..., n]; rz: [..., n, k]
+    ones = np.ones(rz.shape[:-1] + (1,))
+    Z = np.concatenate([ones, rz], axis=-1)
+    pinv = np.linalg.pinv(Z)  # [..., k+1, n]
+    bx = pinv @ rx[..., None]
+    by = pinv @ ry[..., None]
+    ex = rx - (Z @ bx)[..., 0]
+    ey = ry - (Z @ by)[..., 0]
+    return _pearson_rows(ex, ey)
 
 
-def bootstrap_mean_ci(x, *, n_boot=2000, seed=0, confidence=0.95):
-    raise NotImplementedError
+def partial_spearman(
+    x: Any,
+    y: Any,
+    covariate: Any,
+    *,
+    n_boot: int = 0,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> CorrelationResult:
+    r"""Rank-based partial correlation of ``x`` and ``y`` controlling for ``covariate``.
 
+    All variables are ranked; the ranks of ``x`` and of ``y`` are regressed (least squares, with
+    intercept) on the covariate ranks, and the residuals are correlated (Pearson). With one
+    covariate this equals :math:`(r_{xy} - r_{xz} r_{yz}) / \sqrt{(1-r_{xz}^2)(1-r_{yz}^2)}` on
+    Spearman coefficients. p-value: t-test with :math:`n - 2 - k` degrees of freedom
+    (:math:`k` covariates). Optional percentile bootstrap CI (``n_boot > 0``).
+    ``covariate`` may be 1-D or ``[n, k]``.
+    """
+    _check_confidence(confidence)
+    _check_boot(n_boot)
+    xa = _vector(x, "x")
+    ya = _vector(y, "y")
+    z = np.asarray(covariate, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[:, None]
+    if not (len(xa) == len(ya) == len(z)):
+        raise ValueError(
+            f"`x`, `y`, `covariate` must have equal lengths, got {len(xa)}, {len(ya)}, {len(z)}"
+        )
+    ok = np.isfinite(xa) & np.isfinite(ya) & np.all(np.isfinite(z), axis=1)
+    xa, ya, z = xa[ok], ya[ok], z[ok]
+    n, k = len(xa), z.shape[1]
+    nan = CorrelationResult(
+        n, math.nan, math.nan, (math.nan, math.nan), confidence, "partial spearman", n_boot, seed, k
+    )
+    if n < k + 3:
+        return nan
+    rx, ry = _st.rankdata(xa), _st.rankdata(ya)
+    rz = np.column_stack([_st.rankdata(z[:, j]) for j in range(k)])
+    r = float(_partial_from_ranks(rx, ry, rz))
+    if not np.isfinite(r):
+        return nan
+    dof = n - 2 - k
+    if abs(r) >= 1:
+        p = 0.0
+    else:
+        t = r * math.sqrt(dof / (1 - r * r))
+        p = float(2 * _st.t.sf(abs(t), dof))
+    ci = (math.nan, math.nan)
+    if n_boot:
 
-def paired_bootstrap_ci(baseline, variant, *, statistic=None, n_boot=2000, seed=0, confidence=0.95):
-    raise NotImplementedError
+        def stat(xx, yy, *zz, axis=-1):
+            rzz = np.stack([_st.rankdata(c, axis=-1) for c in zz], axis=-1)
+            return _partial_from_ranks(_st.rankdata(xx, axis=-1), _st.rankdata(yy, axis=-1), rzz)
+
+        bt = bootstrap(
+            [xa, ya, *[z[:, j] for j in range(k)]],
+            stat,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            method="percentile",
+        )
+        ci = bt.ci
+    return CorrelationResult(
+        n, r, p, ci, confidence, "partial spearman (rank residuals)", n_boot, seed, k
+    )

@@ -9,7 +9,13 @@ from typing import Any
 
 from .errors import CheckpointLoadError
 
-__all__ = ["TRUST_HINT", "load_torch_checkpoint", "sha256_file"]
+__all__ = [
+    "TRUST_HINT",
+    "is_weights_only_refusal",
+    "load_failure_reason",
+    "load_torch_checkpoint",
+    "sha256_file",
+]
 
 TRUST_HINT = (
     "it contains pickled Python objects that torch.load(weights_only=True) refuses; if you trust "
@@ -32,8 +38,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def is_weights_only_refusal(exc: BaseException) -> bool:
+    """True when ``torch.load(weights_only=True)`` refused a pickled global (a class, a function):
+    the file is fine, it just needs trust. Corrupt files give other messages."""
     text = str(exc)
-    return "weights_only" in text or "Weights only load failed" in text
+    return "Unsupported global" in text or "This file can still be loaded" in text
+
+
+def load_failure_reason(exc: BaseException) -> str:
+    """The informative line of a ``torch.load`` failure (torch's own text is many lines long)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        tail = [ln.strip() for ln in text.split(marker, 1)[1].splitlines() if ln.strip()]
+        if tail:
+            return f"{type(exc).__name__}: {tail[0][:200]}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def load_torch_checkpoint(
@@ -56,8 +76,7 @@ def load_torch_checkpoint(
     except Exception as exc:
         if not trust_checkpoint and is_weights_only_refusal(exc):
             raise CheckpointLoadError(f"checkpoint {p}: {TRUST_HINT}") from exc
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointLoadError(
-            f"checkpoint {p}: cannot be loaded ({type(exc).__name__}: {first}); is it a torch "
-            "checkpoint file, completely written?"
+            f"checkpoint {p}: cannot be loaded ({load_failure_reason(exc)}); is it a complete "
+            "torch checkpoint file?"
         ) from exc

@@ -39,7 +39,7 @@ import torch
 from store import FlatBatch, ModelSpec, SiteSpec, StoreError, StoreSpec, StoreWriter, shard_ids
 
 from .adapter import ForwardOutput, SampleInfo, resolve_adapter
-from .checkpoint import TRUST_HINT, is_weights_only_refusal, sha256_file
+from .checkpoint import TRUST_HINT, is_weights_only_refusal, load_failure_reason, sha256_file
 from .errors import (
     AdapterError,
     AttentionShapeError,
@@ -538,7 +538,7 @@ class _Run:
                         f"model {name!r}: checkpoint {p}: {TRUST_HINT}"
                     ) from exc
                 raise CheckpointLoadError(
-                    f"model {name!r}: loading checkpoint {p} failed: {_one_line(exc)}"
+                    f"model {name!r}: loading checkpoint {p} failed: {load_failure_reason(exc)}"
                 ) from exc
             for m in (h, getattr(h, "model", None)):
                 if isinstance(m, torch.nn.Module):

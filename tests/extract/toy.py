@@ -113,7 +113,9 @@ class ToyDictModel(nn.Module):
         B, N, _ = h.shape
         T = t.shape[1]
         if self.middle:
-            h = h + torch.tanh(self.mid(t.mean(1)))[:, None]  # [B, N, D]
+            tm = batch["token_mask"][..., None].float()
+            pooled = (t * tm).sum(1) / tm.sum(1)  # [B, D] over valid tokens
+            h = h + torch.tanh(self.mid(pooled))[:, None]  # [B, N, D] broadcast to every node
         q = self.q(h).view(B, N, HEADS, D // HEADS).transpose(1, 2)  # [B, H, N, Dh]
         k = self.k(t).view(B, T, HEADS, D // HEADS).transpose(1, 2)  # [B, H, T, Dh]
         v = self.v(t).view(B, T, HEADS, D // HEADS).transpose(1, 2)  # [B, H, T, Dh]
@@ -298,3 +300,35 @@ class ToyAdapter:
             node_mask=batch["node_mask"],
             token_mask=batch["token_mask"],
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers for comparing stores
+# ---------------------------------------------------------------------------------------------
+def store_digest(path: str | Path) -> dict[str, Any]:
+    """Every dataset's content and the root attributes (minus the creation time) of a store."""
+    import h5py
+
+    out: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+
+        f.visititems(visit)
+        out["@root"] = {k: str(v) for k, v in f.attrs.items() if k != "created"}
+        for m in f["models"]:
+            out[f"@provenance/{m}"] = str(f["models"][m].attrs["provenance"])
+    return out
+
+
+def assert_same_store(a: str | Path, b: str | Path) -> None:
+    da, db = store_digest(a), store_digest(b)
+    assert sorted(da) == sorted(db)
+    for k in da:
+        if isinstance(da[k], np.ndarray):
+            assert da[k].dtype == db[k].dtype, k
+            assert np.array_equal(da[k], db[k], equal_nan=da[k].dtype.kind == "f"), k
+        else:
+            assert da[k] == db[k], k

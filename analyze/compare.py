@@ -298,6 +298,42 @@ def match_heads(cost: Any) -> tuple[np.ndarray, np.ndarray, float]:
     return r, k, float(c[r, k].sum())
 
 
+def classify(
+    res: PairedResult,
+    direction: str | None,
+    p_corrected: float,
+    alpha: float,
+    primary: str,
+    baseline: str,
+    variant: str,
+) -> tuple[str, str, str]:
+    """``(observed_direction, verdict, expected)`` of one paired result (see :class:`MetricTest`).
+
+    The observed direction is the baseline's relative to the variant, from the primary test's
+    estimate (rank-biserial for Wilcoxon, mean difference for t); both are ``variant - baseline``.
+    """
+    est = res.rank_biserial if primary == "wilcoxon" else res.mean_diff
+    obs = "none"
+    if np.isfinite(est) and est != 0:
+        obs = "lower" if est > 0 else "higher"
+    sig = bool(np.isfinite(p_corrected) and p_corrected < alpha)
+    if not sig:
+        verdict = NOT_SIG
+    elif direction is None:
+        verdict = UNDIRECTED
+    elif obs == direction:
+        verdict = EXPECTED
+    else:
+        verdict = OPPOSITE
+    if direction == "lower":
+        expected = f"{baseline} < {variant}"
+    elif direction == "higher":
+        expected = f"{baseline} > {variant}"
+    else:
+        expected = "two-sided"
+    return obs, verdict, expected
+
+
 def _values(tables: MetricTables, site: str, metrics: Sequence[str]):
     """``{(model, kind, layer, head): {metric: array over store positions}}`` for one site."""
     n = tables.n_samples
@@ -517,25 +553,9 @@ def compare(
     tests: list[MetricTest] = []
     for (meta, res), pp, pa in zip(raw, p, padj, strict=True):
         direction = directions.get(meta["metric"])
-        est = res.rank_biserial if primary == "wilcoxon" else res.mean_diff
-        obs = "none"
-        if np.isfinite(est) and est != 0:
-            obs = "lower" if est > 0 else "higher"  # baseline relative to variant
-        sig = bool(np.isfinite(pa) and pa < alpha)
-        if not sig:
-            verdict = NOT_SIG
-        elif direction is None:
-            verdict = UNDIRECTED
-        elif obs == direction:
-            verdict = EXPECTED
-        else:
-            verdict = OPPOSITE
-        if direction == "lower":
-            expected = f"{meta['baseline']} < {meta['variant']}"
-        elif direction == "higher":
-            expected = f"{meta['baseline']} > {meta['variant']}"
-        else:
-            expected = "two-sided"
+        obs, verdict, expected = classify(
+            res, direction, float(pa), alpha, primary, meta["baseline"], meta["variant"]
+        )
         tests.append(
             MetricTest(
                 **meta,

@@ -256,6 +256,301 @@ def train(variant, epochs, seed, split_seed, out, device, quick, quiet) -> None:
 # analyze / plot / compare
 # ---------------------------------------------------------------------------------------------
 # === analyze commands (owner: analyze) ===
+def _analysis_errors():
+    """Exceptions that are user mistakes: shown as one line, never a traceback."""
+    from analyze.outputs import AnalysisError
+    from store import StoreError
+
+    return (AnalysisError, StoreError, ValueError, KeyError)
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg.strip("'\"") if isinstance(exc, KeyError) else msg
+
+
+def _csv_list(values) -> list[str]:
+    out: list[str] = []
+    for v in values or ():
+        out += [x.strip() for x in str(v).split(",") if x.strip()]
+    return out
+
+
+def _parse_groups(specs) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for spec in specs or ():
+        name, sep, members = str(spec).partition("=")
+        items = [m.strip() for m in members.split(",") if m.strip()]
+        if not sep or not name.strip() or len(items) < 2:
+            raise click.BadParameter(
+                f"{spec!r}: expected NAME=MODEL1,MODEL2[,...] (two or more replicates)",
+                param_hint="--group",
+            )
+        groups[name.strip()] = items
+    return groups
+
+
+def _print_outcome(res) -> None:
+    """The verdict and headline numbers on stdout (data); progress went to stderr."""
+    s = res.summary
+    click.echo(f"verdict: {s['verdict']['overall']} ({s['baseline']} vs {', '.join(s['variants'])}, "
+               f"n = {s['n_samples']}{', PARTIAL store' if s.get('is_partial') else ''})")
+    for r in s.get("main_results", []):
+        click.echo(
+            f"  {r['metric']:<17} {r['mean_baseline']:.4g} -> {r['mean_variant']:.4g} "
+            f"({r['pct_change']:+.1f}%) p_{s['statistics']['correction']} = {r['p_corrected']:.3g}"
+            f"  [{r['variant']}]"
+            if r.get("pct_change") is not None and r.get("p_corrected") is not None
+            else f"  {r['metric']}: n/a"
+        )
+    pred = s.get("prediction") or {}
+    for m, r in (pred.get("per_model") or {}).items():
+        click.echo(f"  MAE {m}: {r['mae']:.4g}")
+    click.echo(f"report: {res.save_dir / 'report.md'}")
+
+
+def _analysis_options(**kw):
+    from analyze.outputs import AnalysisOptions
+
+    return AnalysisOptions(**kw)
+
+
+_analyze_options = [
+    click.option("--baseline", default=None, help="Baseline model.  [default: the store's]"),
+    click.option("--site", default=None,
+                 help="Headline attention site.  [default: the first nodes -> tokens site]"),
+    click.option("--threshold", type=float, default=0.1, show_default=True,
+                 help="Effective tokens count weights above this."),
+    click.option("--exclude-special/--include-special", default=True, show_default=True,
+                 help="Drop [CLS]/[SEP]... and renormalise rows before the metrics."),
+    click.option("--heads", type=click.Choice(["each", "mean", "both"]), default="both",
+                 show_default=True, help="Per-head metrics, head-mean, or both."),
+    click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
+                 help="Number of heatmap examples (attention_heatmap_example_K.png)."),
+    click.option("--example-strategy", type=click.Choice(["divergent", "random", "ids"]),
+                 default="divergent", show_default=True,
+                 help="divergent: largest baseline-vs-variant JSD; random: seeded; ids: --ids."),
+    click.option("--ids", "ids", multiple=True, metavar="ID[,ID...]",
+                 help="Sample ids for the heatmap examples (implies --example-strategy ids)."),
+    click.option("--format", "fmt", default="png", show_default=True,
+                 help="Figure formats, comma-separated: png, pdf, svg."),
+    click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm",
+                 show_default=True, help="Multiple-comparison correction across the family."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of bootstrap and random examples."),
+    click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True,
+                 help="Bootstrap resamples."),
+    click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+                 help="Report language (figures keep English labels)."),
+    click.option("--group", "groups", multiple=True, metavar="NAME=M1,M2",
+                 help="Replicates of one configuration (other seeds) for the noise floor."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
+]
+
+
+def _with_analyze_options(fn):
+    for opt in reversed(_analyze_options):
+        fn = opt(fn)
+    return fn
+
+
+def _options_from(kw: dict, quiet: bool):
+    ids = _csv_list(kw.pop("ids", ()))
+    strategy = kw.pop("example_strategy")
+    if ids:
+        strategy = "ids"
+    return _analysis_options(
+        baseline=kw.pop("baseline"), site=kw.pop("site"), threshold=kw.pop("threshold"),
+        exclude_special=kw.pop("exclude_special"), heads=kw.pop("heads"),
+        examples=len(ids) if ids else kw.pop("examples"), example_strategy=strategy,
+        example_ids=ids or None, formats=kw.pop("fmt"), correction=kw.pop("correction"),
+        seed=kw.pop("seed"), n_boot=kw.pop("n_boot"), lang=kw.pop("lang"),
+        groups=_parse_groups(kw.pop("groups")), quiet=quiet,
+    )
+
+
+@main.command("analyze")
+@click.argument("stores", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--save-dir", "--save_dir", "save_dir", required=True,
+              help="Output directory (created if needed).")
+@_with_analyze_options
+def analyze_cmd(stores, save_dir, quiet, **kw) -> None:
+    """Analyse an attention store (or its shard files): metrics, tests, figures, report.
+
+    \b
+    attncmp analyze attention_store.h5 --save-dir ./attention_comparison
+    attncmp analyze shard_*.h5 --save-dir out --format png,pdf --lang zh
+
+    Torch-free. A store still being written is analysed as far as it is committed.
+    """
+    try:
+        from analyze.outputs import run_analysis
+
+        options = _options_from(kw, quiet)
+        res = run_analysis(list(stores), save_dir, options)
+    except _analysis_errors() as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    _print_outcome(res)
+
+
+@main.group("plot")
+def plot_group() -> None:
+    """Re-draw figures from cached tables (no model, no store scan)."""
+
+
+@plot_group.command("stats")
+@click.argument("save_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", default=None, help="Figure formats.  [default: as analysed]")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default=None,
+              help="Report language.  [default: as analysed]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
+    """Re-render every figure, table and report.md of an analysis from its cache (seconds)."""
+    import sys
+
+    try:
+        from analyze.outputs import replot
+        from analyze.plotstyle import parse_formats
+
+        formats = parse_formats(fmt) if fmt else None
+        res = replot(save_dir, formats=formats, lang=lang, quiet=quiet,
+                     log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    except _analysis_errors() as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    click.echo(f"re-rendered {len(res.files)} files in {res.save_dir}")
+
+
+@plot_group.command("heatmap")
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--id", "sample_id", required=True, help="Sample id.")
+@click.option("--site", default=None, help="Attention site.  [default: first nodes -> tokens]")
+@click.option("--layer", type=int, default=None, help="Layer (negative from the end).  [default: last]")
+@click.option("--head", default="mean", show_default=True, help="Head index, or 'mean'.")
+@click.option("--baseline", default=None, help="Left model.  [default: the store's baseline]")
+@click.option("--variant", default=None, help="Right model.  [default: the first other model]")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output file (.png, .pdf, .svg).  [default: heatmap_<id>.png]")
+def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out) -> None:
+    """Draw one sample's node x token attention: both models, shared scale, difference."""
+    try:
+        from analyze.heatmap import heatmap_data, plot_heatmap
+        from store import open_store
+
+        out = out or f"heatmap_{sample_id}.png"
+        with open_store(store) as st:
+            data = heatmap_data(st, sample_id, site=site, baseline=baseline, variant=variant,
+                                layer=layer, head=head)
+        paths = plot_heatmap(data, out)
+    except (*_analysis_errors(), OSError) as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    click.echo(str(paths[0]))
+
+
+@main.command("compare")
+@click.option("--checkpoint_full", "--checkpoint-full", "checkpoint_full",
+              type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The full model's checkpoint (variant 'full', the baseline).")
+@click.option("--checkpoint_no_middle", "--checkpoint-no-middle", "checkpoint_no_middle",
+              type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The ablation's checkpoint (variant 'no_middle').")
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH",
+              help="More variants (or instead of the two flags); the first is the baseline.")
+@click.option("--root_dir", "--root-dir", "root_dir", type=click.Path(exists=True, file_okay=False),
+              default=None, help="The adapter's data directory.")
+@click.option("--save_dir", "--save-dir", "save_dir", default="./attention_comparison",
+              show_default=True, help="Output directory; the store is kept there.")
+@click.option("--num_samples", "--num-samples", "num_samples", type=click.IntRange(min=1),
+              default=100, show_default=True, help="Seeded subset of the split.")
+@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1),
+              default=32, show_default=True)
+@click.option("--adapter", default="reference", show_default=True,
+              help="'reference', 'package.module:object' or 'file.py:object'.")
+@click.option("--split", default="test", show_default=True, help="Which split's samples.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:k.")
+@click.option("--allow-training-samples", is_flag=True,
+              help="Allow samples the checkpoints record as training samples.")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow pickled objects in checkpoints (weights_only=False); recorded.")
+@_with_analyze_options
+def compare_cmd(checkpoint_full, checkpoint_no_middle, models, root_dir, save_dir, num_samples,
+                batch_size, adapter, split, device, allow_training_samples, trust_checkpoint,
+                quiet, **kw) -> None:
+    """Extract then analyse in one go (the original compare_attention_weights.py command).
+
+    \b
+    attncmp compare --checkpoint_full A.pt --checkpoint_no_middle B.pt --root_dir DATA \\
+        --save_dir ./attention_comparison --num_samples 100 --batch_size 32
+
+    The store is kept as SAVE_DIR/attention_store.h5; a later run with the same checkpoints and
+    selection skips extraction, and an interrupted one continues it.
+    """
+    import sys
+    from pathlib import Path
+
+    pairs = []
+    if checkpoint_full:
+        pairs.append(("full", checkpoint_full))
+    if checkpoint_no_middle:
+        pairs.append(("no_middle", checkpoint_no_middle))
+    for m in models:
+        name, sep, path = str(m).partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise click.BadParameter(f"{m!r}: expected NAME=PATH", param_hint="--model")
+        pairs.append((name.strip(), path.strip()))
+    if len(pairs) < 2:
+        raise click.UsageError(
+            "give two checkpoints: --checkpoint_full A.pt --checkpoint_no_middle B.pt "
+            "(or --model NAME=PATH twice)"
+        )
+    try:
+        from analyze.outputs import existing_store_matches, prepare_save_dir, run_analysis
+
+        options = _options_from(kw, quiet)
+        seed = options.seed
+        out = prepare_save_dir(save_dir)
+        store_path = out / "attention_store.h5"
+        skip, why = existing_store_matches(store_path, pairs, split=split, seed=seed,
+                                           num_samples=num_samples)
+    except _analysis_errors() as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    if skip:
+        if not quiet:
+            print(f"using the existing store {store_path} ({why}); extraction skipped",
+                  file=sys.stderr)
+    else:
+        try:
+            from extract.engine import ExtractConfig, run_extraction
+            from extract.errors import ExtractError
+        except ImportError as exc:
+            raise click.ClickException(
+                f'extraction needs torch ({exc}); install it with: pip install "attncmp[extract]"'
+            ) from None
+        from store import StoreError
+
+        cfg = ExtractConfig(
+            models=[(n, str(Path(p))) for n, p in pairs], adapter=adapter, out=store_path,
+            root_dir=root_dir, split=split, num_samples=num_samples, batch_size=batch_size,
+            seed=seed, device=device, allow_training_samples=allow_training_samples,
+            trust_checkpoint=trust_checkpoint, quiet=quiet,
+        )
+        try:
+            result = run_extraction(cfg)
+        except (ExtractError, StoreError) as exc:
+            raise click.ClickException(_one_line(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "interrupted; committed samples are kept: re-run the same command to continue"
+            ) from None
+        if not quiet:
+            print(result.summary(), file=sys.stderr)
+    try:
+        res = run_analysis([store_path], out, options)
+    except _analysis_errors() as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    _print_outcome(res)
+
+
 # === end analyze commands ===
 
 

@@ -241,6 +241,7 @@ def normalize_rows(
     all_mass = np.zeros(n_rows, dtype=bool)
     all_keys = np.zeros(n_rows, dtype=bool)
     excluded = np.zeros(0, dtype=np.int64)
+    p = w if not copy else w.copy()
     if len(sp):
         srow = _row_of(sp, off)
         sw = np.bincount(srow, weights=w[sp].astype(np.float64), minlength=n_rows)
@@ -252,15 +253,14 @@ def normalize_rows(
             keep = ~all_keys[srow]
             excluded = sp[keep]
             n_keys = np.where(all_keys, lengths, lengths - nsp)
-            den = np.where(all_keys, rs, rs - sw)
+            p[excluded] = 0
+            # the remaining mass, summed directly (no cancellation in rs - special mass)
+            den = segment_sum(p, off).astype(np.float64)
             # all mass on specials (allow float16 rounding: < 1e-6 of the row left)
             all_mass = ~all_keys & ~invalid & (den <= 1e-6 * np.where(invalid, 1.0, rs))
             rs = np.where(all_mass, 1.0, den)
     scale = np.where(invalid, 0.0, 1.0 / np.where(invalid, 1.0, rs)).astype(w.dtype)
-    p = w if not copy else w.copy()
     p *= np.repeat(scale, lengths)
-    if len(excluded):
-        p[excluded] = 0
     if all_mass.any():
         rows = np.flatnonzero(all_mass)
         pos = expand_positions(

@@ -643,6 +643,9 @@ def row_metrics(
         for a in (h, mx, eff, ipr_, g, top):
             a[bad] = np.nan
     h = np.maximum(h, 0.0)
+    one = (n == 1) & ~bad
+    if one.any():  # exact conventions for a single valid key (no float rounding residue)
+        h[one], mx[one], ipr_[one], top[one], g[one] = 0.0, 1.0, 1.0, 1.0, 0.0
     with np.errstate(invalid="ignore"):
         constant = (n > 1) & (mx * n <= 1.0 + constant_rtol)
     out = RowMetrics(
@@ -671,6 +674,8 @@ def row_metrics(
         hbar = -_LN2 * segment_sum(_plogp(mean), moff).astype(np.float64)
         hmean, cnt = segment_mean(h, goff)
         spec = np.maximum(hbar - hmean, 0.0)
+        spec[np.diff(goff) == 1] = 0.0  # one row: 0 by definition (no rounding residue)
+        spec[n[goff[:-1]] == 1] = 0.0  # one valid key: every row is the same one-hot
         spec[cnt < np.diff(goff)] = np.nan  # a group with an invalid row
         out.specificity = spec
         out.mean_rows, out.mean_row_offsets = mean, moff

@@ -1,0 +1,281 @@
+"""compute_tables on real stores vs the per-row reference applied to padded batches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from analyze import MetricOptions, MetricTables, compare, compute_tables
+from analyze.synthetic import write_synthetic_store
+from analyze.table import METRICS
+from store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
+
+from ._engine_reference import ref_group, ref_jsd, ref_tv
+
+MODELS = ("full", "no_middle")
+
+
+def _padded_store(
+    tmp_path, *, n=9, L=2, H=3, qmax=6, kmax=9, dtype="float32", gold=True, seed=0, qmin=1, kmin=1
+):
+    """Write a store from padded batch arrays (valid region only goes in); return the arrays."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(qmin, qmax + 1, size=n)
+    k = rng.integers(kmin, kmax + 1, size=n)
+    A = {}
+    for m in MODELS:
+        a = rng.random((n, L, H, qmax, kmax)) * 5 + 3.0  # garbage in the padding
+        for i in range(n):
+            z = rng.standard_normal((L, H, q[i], k[i])) * rng.choice([0.5, 2.0, 6.0])
+            e = np.exp(z - z.max(-1, keepdims=True))
+            a[i, :, :, : q[i], : k[i]] = e / e.sum(-1, keepdims=True)
+        A[m] = a
+    special = np.zeros((n, kmax), dtype=bool)
+    for i in range(n):
+        if k[i] >= 3:
+            special[i, 0] = special[i, k[i] - 1] = True
+    G = rng.random((n, qmax, kmax)) < 0.25 if gold else None
+    site = SiteSpec("atom_to_text", "nodes", "tokens", n_layers=L, n_heads=H)
+    ids = tuple(f"x{i}" for i in range(n))
+    spec = StoreSpec(
+        models=tuple(ModelSpec(m) for m in MODELS),
+        sites=(site,),
+        selection_ids=ids,
+        dtype=dtype,
+        has_gold=gold,
+        selection_seed=7,
+        split="test",
+    )
+    path = tmp_path / f"s_{dtype}_{seed}.h5"
+    recs = []
+    for i in range(n):
+        recs.append(
+            SampleRecord(
+                id=ids[i],
+                node_labels=["C"] * int(q[i]),
+                tokens=["t"] * int(k[i]),
+                special=special[i, : k[i]],
+                target=float(i),
+                predictions={m: float(i) + 0.1 for m in MODELS},
+                attention={m: {"atom_to_text": A[m][i, :, :, : q[i], : k[i]]} for m in MODELS},
+                gold=G[i, : q[i], : k[i]] if gold else None,
+                split="test",
+            )
+        )
+    with StoreWriter.create(path, spec) as w:
+        w.append(recs[: n // 2])
+        w.append(recs[n // 2 :])
+    if dtype == "float16":  # the reference must see what the store holds
+        A = {m: a.astype(np.float16).astype(np.float64) for m, a in A.items()}
+    return path, dict(A=A, q=q, k=k, special=special, G=G, L=L, H=H, n=n)
+
+
+def _reference(arr, opts: MetricOptions):
+    A, q, k, sp, G, L, H, n = (arr[x] for x in ("A", "q", "k", "special", "G", "L", "H", "n"))
+    per, pair = {}, {}
+    kw = dict(threshold=opts.threshold, top_k=opts.top_k, exclude_special=opts.exclude_special)
+    for i in range(n):
+        gold = None if G is None else G[i, : q[i], : k[i]]
+        for lyr in range(L):
+            ps = {}
+            for m in MODELS:
+                blocks = [(h, A[m][i, lyr, h]) for h in range(H)]
+                blocks.append((-1, A[m][i, lyr].mean(axis=0)))  # head-mean of the valid region
+                for h, blk in blocks:
+                    rows = [blk[r, : k[i]] for r in range(q[i])]
+                    if h == -1:
+                        rows = [A[m][i, lyr, :, r, : k[i]].mean(axis=0) for r in range(q[i])]
+                    out, p = ref_group(rows, sp[i, : k[i]], gold, **kw)
+                    per[(i, m, lyr, h)] = out
+                    ps[(m, h)] = p
+            for h in [*range(H), -1]:
+                pa, pb = ps[(MODELS[0], h)], ps[(MODELS[1], h)]
+                pair[(i, lyr, h)] = (
+                    np.mean([ref_jsd(x, y) for x, y in zip(pa, pb, strict=True)]),
+                    np.mean([ref_tv(x, y) for x, y in zip(pa, pb, strict=True)]),
+                )
+    return per, pair
+
+
+@pytest.mark.parametrize(
+    "dtype,exclude,threshold,top_k",
+    [("float32", True, 0.1, 3), ("float32", False, 0.25, 1), ("float16", True, 0.1, 2)],
+)
+def test_tables_match_reference_on_padded_batches(tmp_path, dtype, exclude, threshold, top_k):
+    path, arr = _padded_store(tmp_path, dtype=dtype, seed=hash((dtype, exclude)) % 1000)
+    opts = MetricOptions(threshold=threshold, exclude_special=exclude, top_k=top_k, chunk_samples=4)
+    t = compute_tables(open_store(path), options=opts)
+    per, pair = _reference(arr, opts)
+    H, L, n = arr["H"], arr["L"], arr["n"]
+    assert len(t.per_sample) == n * 2 * L * (H + 1)
+    tol = dict(rtol=1e-5, atol=3e-6)
+    for row in t.per_sample.iter_rows(named=True):
+        i = int(row["sample_id"][1:])
+        ref = per[(i, row["model"], row["layer"], row["head"])]
+        assert row["head_kind"] == ("head-mean" if row["head"] == -1 else "head")
+        assert row["n_rows"] == arr["q"][i] == ref["n_rows"]
+        assert row["n_keys"] == ref["n_keys"]
+        for col in METRICS:
+            want, got = ref[col], row[col]
+            if col == "effective_tokens":
+                assert abs(got - want) <= 1.0 / row["n_rows"] + 1e-9
+            elif math.isnan(want):
+                assert math.isnan(got), (col, row)
+            else:
+                np.testing.assert_allclose(got, want, **tol, err_msg=f"{col} {row}")
+    assert len(t.pairwise) == n * L * (H + 1)
+    for row in t.pairwise.iter_rows(named=True):
+        i = int(row["sample_id"][1:])
+        jsd, tv = pair[(i, row["layer"], row["head"])]
+        np.testing.assert_allclose(row["jsd"], jsd, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row["tv"], tv, rtol=1e-5, atol=1e-6)
+
+
+def test_results_do_not_depend_on_chunk_size(tmp_path):
+    path, _ = _padded_store(tmp_path, n=11)
+    st = open_store(path)
+    ref = compute_tables(st, options=MetricOptions(chunk_samples=1000))
+    for c in (1, 3):
+        t = compute_tables(st, options=MetricOptions(chunk_samples=c))
+        assert_frame_equal(t.per_sample, ref.per_sample, check_exact=False, abs_tol=1e-9)
+        assert_frame_equal(t.pairwise, ref.pairwise, check_exact=False, abs_tol=1e-9)
+        assert_frame_equal(t.head_similarity, ref.head_similarity, check_exact=False, abs_tol=1e-9)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    path, _ = _padded_store(tmp_path, n=5)
+    t = compute_tables(open_store(path))
+    d = t.save(tmp_path / "out")
+    for f in (
+        "per_sample_metrics.parquet",
+        "per_sample_metrics.csv",
+        "pairwise.parquet",
+        "samples.parquet",
+        "tables_meta.json",
+    ):
+        assert (d / f).exists(), f
+    back = MetricTables.load(d)
+    assert_frame_equal(back.per_sample, t.per_sample)
+    assert_frame_equal(back.pairwise, t.pairwise)
+    assert_frame_equal(back.samples, t.samples)
+    assert back.models == t.models and back.baseline == t.baseline and back.sites == t.sites
+    assert back.seed == 7 and back.split == "test" and back.options == t.options
+    assert back.diagnostics.to_dict() == t.diagnostics.to_dict()
+    with pytest.raises(FileNotFoundError, match="tables_meta.json"):
+        MetricTables.load(tmp_path / "nothing")
+
+
+def test_nan_never_leaks_from_one_node_samples_and_one_token_rows(tmp_path):
+    path = write_synthetic_store(
+        tmp_path / "tiny.h5", n_samples=40, nodes=(1, 3), tokens=(1, 3), seed=5
+    )
+    t = compute_tables(open_store(path))
+    cols = [c for c in METRICS if not c.startswith("gold")]
+    for c in cols:
+        assert t.per_sample[c].is_nan().sum() == 0, c
+        assert t.per_sample[c].null_count() == 0, c
+    assert t.pairwise["jsd"].is_nan().sum() == 0
+    one = t.per_sample.filter(pl.col("n_rows") == 1)
+    assert len(one) > 0
+    assert (one["node_specificity"] == 0).all() and not one["identical_rows"].any()
+    single_key = t.per_sample.filter(pl.col("n_keys") == 1)
+    assert len(single_key) > 0
+    assert (single_key["entropy"] == 0).all() and (single_key["norm_entropy"] == 0).all()
+    d = t.diagnostics.sites.filter(pl.col("model") == "full").row(0, named=True)
+    assert d["rows_key_len_1"] > 0 and d["one_node_samples"] > 0
+    cmp = compare(t, n_boot=50)
+    for test in cmp.tests:
+        assert math.isfinite(test.mean_baseline) and math.isfinite(test.mean_variant)
+        assert test.n == 40 and test.n_dropped == 0
+
+
+def test_degenerate_site_and_identical_rows_are_reported(tmp_path):
+    sites = (
+        SiteSpec("atom_to_text", "nodes", "tokens", n_layers=1, n_heads=2),
+        SiteSpec("graph_to_text_pooled", "nodes", "single", n_layers=1, n_heads=1),
+    )
+    path = write_synthetic_store(
+        tmp_path / "deg.h5",
+        n_samples=12,
+        sites=sites,
+        nodes=(2, 5),
+        tokens=(4, 8),
+        identical_rows=("no_middle",),
+    )
+    t = compute_tables(open_store(path))
+    assert t.diagnostics.degenerate_sites() == {
+        "graph_to_text_pooled": "key length 1 in every sample (weights are always 1.0)"
+    }
+    msgs = " ".join(t.diagnostics.messages)
+    assert "graph_to_text_pooled" in msgs and "degenerate" in msgs
+    assert "every node attends identically" in msgs
+    nm = t.per_sample.filter((pl.col("model") == "no_middle") & (pl.col("site") == "atom_to_text"))
+    assert nm["identical_rows"].all()
+    assert (nm["node_specificity"] < 1e-5).all()
+    full = t.per_sample.filter((pl.col("model") == "full") & (pl.col("site") == "atom_to_text"))
+    assert not full["identical_rows"].any()
+    cmp = compare(t, n_boot=20)
+    assert {x.site for x in cmp.tests} == {"atom_to_text"}
+    assert any("graph_to_text_pooled" in s for s in cmp.skipped)
+    assert any("identically" in w for w in cmp.warnings)
+    assert "identically" in cmp.verdict.explanation
+
+
+@pytest.mark.parametrize(
+    "heads,kinds", [("each", {"head"}), ("mean", {"head-mean"}), ("both", {"head", "head-mean"})]
+)
+def test_heads_option(tmp_path, heads, kinds):
+    path = write_synthetic_store(tmp_path / "h.h5", n_samples=6)
+    t = compute_tables(open_store(path), options=MetricOptions(heads=heads))
+    assert set(t.per_sample["head_kind"].unique()) == kinds
+    assert set(t.pairwise["head_kind"].unique()) == kinds
+
+
+def test_partial_store_is_flagged(tmp_path):
+    site = SiteSpec("a", "nodes", "tokens")
+    spec = StoreSpec(
+        models=(ModelSpec("full"), ModelSpec("nm")), sites=(site,), selection_ids=("a", "b", "c")
+    )
+    path = tmp_path / "p.h5"
+    with StoreWriter.create(path, spec) as w:
+        w.append(
+            [
+                SampleRecord(
+                    id="a",
+                    node_labels=["C", "O"],
+                    tokens=["x", "y"],
+                    special=[False, False],
+                    target=1.0,
+                    predictions={"full": 1.0, "nm": 2.0},
+                    attention={m: {"a": np.full((1, 1, 2, 2), 0.5)} for m in ("full", "nm")},
+                )
+            ]
+        )
+    t = compute_tables(open_store(path))
+    assert t.is_partial and t.n_samples == 1 and t.n_planned == 3
+    assert t.diagnostics.messages[0].startswith("partial store: 1 of 3")
+
+
+def test_unknown_sites_and_models_are_clear_errors(tmp_path):
+    path = write_synthetic_store(tmp_path / "e.h5", n_samples=3)
+    st = open_store(path)
+    with pytest.raises(ValueError, match="`sites`.*nope"):
+        compute_tables(st, sites=["nope"])
+    with pytest.raises(ValueError, match="`models`.*nope"):
+        compute_tables(st, models=["nope"])
+    with pytest.raises(ValueError, match="heads"):
+        MetricOptions(heads="all")
+
+
+def test_accepts_a_path_and_reports_progress(tmp_path):
+    path = write_synthetic_store(tmp_path / "g.h5", n_samples=10)
+    seen = []
+    t = compute_tables(
+        path, options=MetricOptions(chunk_samples=4), progress=lambda d, tot: seen.append((d, tot))
+    )
+    assert seen == [(4, 10), (8, 10), (10, 10)]
+    assert t.main_site() == "atom_to_text"

@@ -1,0 +1,220 @@
+"""Statistics against scipy.stats on the same inputs, plus invariants and edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from analyze.stats import (
+    bootstrap,
+    bootstrap_mean_ci,
+    correct_pvalues,
+    mean_ci,
+    paired_bootstrap_ci,
+    paired_test,
+    partial_spearman,
+    spearman_with_ci,
+)
+
+
+def _tplus_tminus(d):
+    nz = d[d != 0]
+    r = stats.rankdata(np.abs(nz))
+    return r[nz > 0].sum(), r[nz < 0].sum()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(3, 120),
+    shift=st.floats(-1, 1),
+    rounding=st.sampled_from([None, 1]),
+)
+def test_paired_test_matches_scipy(seed, n, shift, rounding):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    y = x + shift + rng.normal(size=n)
+    if rounding is not None:  # ties and zero differences
+        x, y = np.round(x, rounding), np.round(y, rounding)
+    r = paired_test(x, y, n_boot=0)
+    d = y - x
+    assert r.n == n and r.n_dropped == 0 and r.n_zero == int(np.sum(d == 0))
+    assert r.mean_diff == pytest.approx(d.mean(), abs=1e-12)
+    assert r.mean_baseline == pytest.approx(x.mean()) and r.mean_variant == pytest.approx(y.mean())
+    if d.std() > 0:
+        tt = stats.ttest_rel(y, x)
+        assert r.t_statistic == pytest.approx(tt.statistic, rel=1e-10)
+        assert r.t_pvalue == pytest.approx(tt.pvalue, rel=1e-10, abs=1e-300)
+        assert r.cohens_dz == pytest.approx(d.mean() / d.std(ddof=1), rel=1e-12)
+    if np.any(d != 0):
+        w = stats.wilcoxon(d, zero_method="wilcox")
+        assert r.wilcoxon_statistic == pytest.approx(w.statistic)
+        assert r.wilcoxon_pvalue == pytest.approx(w.pvalue, rel=1e-10, abs=1e-300)
+        tp, tm = _tplus_tminus(d)
+        assert r.rank_biserial == pytest.approx((tp - tm) / (tp + tm), abs=1e-12)
+    lo, hi = stats.t.interval(0.95, n - 1, loc=x.mean(), scale=stats.sem(x))
+    assert r.ci_baseline == pytest.approx((lo, hi), rel=1e-10, abs=1e-12)
+
+
+def test_bca_interval_agrees_with_scipy_bootstrap():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=200)
+    y = x + 0.2 + rng.gamma(1.0, 1.0, size=200) - 1.0  # skewed differences
+    r = paired_test(x, y, n_boot=20000, seed=1)
+    ref = stats.bootstrap((y - x,), np.mean, n_resamples=20000, method="BCa", random_state=2)
+    width = ref.confidence_interval.high - ref.confidence_interval.low
+    assert r.ci_diff[0] == pytest.approx(ref.confidence_interval.low, abs=0.03 * width)
+    assert r.ci_diff[1] == pytest.approx(ref.confidence_interval.high, abs=0.03 * width)
+    # percentile as well
+    b = paired_bootstrap_ci(x, y, n_boot=20000, seed=1, method="percentile")
+    refp = stats.bootstrap(
+        (y - x,), np.mean, n_resamples=20000, method="percentile", random_state=2
+    )
+    assert b.ci[0] == pytest.approx(refp.confidence_interval.low, abs=0.03 * width)
+    assert b.ci[1] == pytest.approx(refp.confidence_interval.high, abs=0.03 * width)
+
+
+def test_bootstrap_is_seeded_and_records_its_seed():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    a, b = paired_test(x, y, seed=11), paired_test(x, y, seed=11)
+    c = paired_test(x, y, seed=12)
+    assert a == b and a.ci_diff == b.ci_diff and a.seed == 11
+    assert a.ci_diff != c.ci_diff
+    assert a.bootstrap_method == "BCa" and a.wilcoxon_zero_method == "wilcox"
+    lo90, hi90 = a.confidence_interval(0.90)
+    assert a.ci_diff[0] < lo90 < hi90 < a.ci_diff[1]
+    assert a.confidence_interval() == a.ci_diff
+
+
+def test_t_interval_bound_has_p_equal_to_alpha():
+    rng = np.random.default_rng(2)
+    x = rng.normal(1.0, 2.0, size=37)
+    m, lo, hi = mean_ci(x, 0.95)
+    assert stats.ttest_1samp(x, lo).pvalue == pytest.approx(0.05, rel=1e-8)
+    assert stats.ttest_1samp(x, hi).pvalue == pytest.approx(0.05, rel=1e-8)
+
+
+def test_nan_pairs_are_dropped_and_counted():
+    x = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
+    y = np.array([1.5, np.nan, 3.0, 4.1, 5.9, 6.2])
+    r = paired_test(x, y, n_boot=100)
+    assert r.n == 4 and r.n_dropped == 2
+    assert r.mean_diff == pytest.approx(np.mean([0.5, 0.1, 0.9, 0.2]))
+    assert all(math.isfinite(v) for v in (r.t_pvalue, r.wilcoxon_pvalue, *r.ci_diff))
+
+
+def test_zero_and_constant_differences():
+    x = np.arange(10.0)
+    r = paired_test(x, x.copy(), n_boot=50)
+    assert r.wilcoxon_pvalue == 1.0 and r.wilcoxon_statistic == 0.0
+    assert r.t_pvalue == 1.0 and r.t_statistic == 0.0 and r.cohens_dz == 0.0
+    assert r.rank_biserial == 0.0 and r.n_zero == 10
+    assert r.ci_diff == (0.0, 0.0)
+    c = paired_test(x, x + 1.0, n_boot=50)
+    assert c.t_statistic == math.inf and c.t_pvalue == 0.0 and c.rank_biserial == 1.0
+    assert c.pct_change == pytest.approx(100 * 1.0 / 4.5)
+
+
+def test_empty_and_tiny_inputs_give_nan_not_crash():
+    e = paired_test([], [], n_boot=10)
+    assert e.n == 0 and math.isnan(e.mean_diff) and math.isnan(e.wilcoxon_pvalue)
+    one = paired_test([1.0], [2.0], n_boot=10)
+    assert one.n == 1 and one.mean_diff == 1.0 and math.isnan(one.t_pvalue)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_test([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_test([1, 2], [1, 2], confidence=95)
+
+
+def _holm_ref(p):
+    m = len(p)
+    order = np.argsort(p)
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+@settings(max_examples=50, deadline=None)
+@given(p=st.lists(st.floats(0, 1), min_size=1, max_size=40))
+def test_holm_and_bh(p):
+    p = np.array(p)
+    h = correct_pvalues(p, "holm")
+    np.testing.assert_allclose(h, _holm_ref(p), rtol=1e-12)
+    b = correct_pvalues(p, "bh")
+    np.testing.assert_allclose(b, stats.false_discovery_control(p, method="bh"), rtol=1e-10)
+    assert np.all(h >= p - 1e-15) and np.all(b >= p - 1e-15) and np.all(b <= h + 1e-15)
+
+
+def test_correction_ignores_nan_in_family_size():
+    p = np.array([0.01, np.nan, 0.02])
+    h = correct_pvalues(p, "holm")
+    assert math.isnan(h[1]) and h[0] == pytest.approx(0.02) and h[2] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="holm"):
+        correct_pvalues(p, "bonferroni")
+
+
+def test_spearman_matches_scipy_with_bootstrap_ci():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=150)
+    y = 0.5 * x + rng.normal(size=150)
+    r = spearman_with_ci(x, y, n_boot=4000, seed=3)
+    ref = stats.spearmanr(x, y)
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-12)
+    assert r.pvalue == pytest.approx(ref.pvalue, rel=1e-10)
+
+    def rho(a, b, axis=-1):
+        return stats.spearmanr(a, b, axis=axis).statistic
+
+    bref = stats.bootstrap(
+        (x, y),
+        lambda a, b: stats.spearmanr(a, b).statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=4000,
+        method="percentile",
+        random_state=0,
+    )
+    lo, hi = bref.confidence_interval
+    assert r.ci[0] == pytest.approx(lo, abs=0.03) and r.ci[1] == pytest.approx(hi, abs=0.03)
+    assert r.ci[0] < r.statistic < r.ci[1]
+
+
+def test_partial_spearman_equals_formula_with_one_covariate():
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=300)
+    x = z + rng.normal(size=300)
+    y = z + 0.3 * x + rng.normal(size=300)
+    rxy = stats.spearmanr(x, y).statistic
+    rxz = stats.spearmanr(x, z).statistic
+    ryz = stats.spearmanr(y, z).statistic
+    want = (rxy - rxz * ryz) / math.sqrt((1 - rxz**2) * (1 - ryz**2))
+    r = partial_spearman(x, y, z, n_boot=200, seed=1)
+    assert r.statistic == pytest.approx(want, abs=1e-10)
+    dof = 300 - 3
+    t = want * math.sqrt(dof / (1 - want**2))
+    assert r.pvalue == pytest.approx(2 * stats.t.sf(abs(t), dof), rel=1e-8)
+    assert r.ci[0] < r.statistic < r.ci[1]
+    # confounded: x and y related only through z -> partial near 0, plain Spearman not
+    y2 = z + rng.normal(size=300)
+    assert abs(partial_spearman(x, y2, z).statistic) < 0.12 < stats.spearmanr(x, y2).statistic
+
+
+def test_generic_bootstrap_with_a_vectorised_statistic():
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=80)
+    res = bootstrap([a], lambda x, axis=-1: np.median(x, axis=axis), n_boot=1000, seed=0)
+    assert res.estimate == pytest.approx(np.median(a))
+    assert res.ci[0] < res.estimate < res.ci[1] and len(res.distribution) == 1000
+    m = bootstrap_mean_ci(a, n_boot=1000, seed=0)
+    assert m.estimate == pytest.approx(a.mean()) and m.method == "BCa"
+    with pytest.raises(ValueError, match="method"):
+        bootstrap([a], None, method="basic")

@@ -1,0 +1,1 @@
+"""Built-in adapters (``--adapter reference``). Importing this package does not load torch."""

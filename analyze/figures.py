@@ -262,7 +262,7 @@ def plot_paired_metrics(
             n = min(len(v) for v in vals.values()) if vals else 0
             lines = [metric_label(metric, threshold)]
             for r in rows:
-                vname = "" if len(variants) == 1 else f"{safe_text(r['variant'], 14)}: "
+                vname = f"{safe_text(r['variant'], 14)} vs {safe_text(baseline, 14)}: "
                 lines.append(
                     f"{vname}change {fmt_pct(r['pct_change'])}, "
                     f"p({correction}) = {fmt_p(r['p_corrected'])}, n = {r['n']}"
@@ -438,7 +438,7 @@ def plot_attention_error(
         axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
         for ax, metric in zip(axes, panels, strict=False):
             if metric == "delta":
-                _delta_panel(ax, frame, errors, models, "entropy")
+                _delta_panel(ax, frame, errors, models, "entropy", correlations)
                 continue
             j = (
                 frame.select("sample_id", "model", metric).join(
@@ -501,6 +501,8 @@ def _rho_text(correlations: pl.DataFrame | None, model: str, metric: str) -> str
     if correlations is None or correlations.height == 0:
         return ""
     c = correlations.filter((pl.col("model") == model) & (pl.col("metric") == metric))
+    if "kind" in c.columns:
+        c = c.filter(pl.col("kind") == "per_model")
     if c.height == 0:
         return ""
     r = c.row(0, named=True)
@@ -510,7 +512,14 @@ def _rho_text(correlations: pl.DataFrame | None, model: str, metric: str) -> str
     return s
 
 
-def _delta_panel(ax, frame: pl.DataFrame, errors: pl.DataFrame, models: Sequence[str], metric: str):
+def _delta_panel(
+    ax,
+    frame: pl.DataFrame,
+    errors: pl.DataFrame,
+    models: Sequence[str],
+    metric: str,
+    correlations: pl.DataFrame | None = None,
+):
     base = models[0]
     ax.axhline(0, color="#999999", linewidth=0.7)
     ax.axvline(0, color="#999999", linewidth=0.7)
@@ -530,11 +539,20 @@ def _delta_panel(ax, frame: pl.DataFrame, errors: pl.DataFrame, models: Sequence
         y = (d["ev"] - d["eb"]).to_numpy()
         ok = np.isfinite(x) & np.isfinite(y)
         lab = safe_text(v, 14)
-        if ok.sum() >= 3:
+        c = None
+        if correlations is not None and correlations.height and "kind" in correlations.columns:
+            c = correlations.filter(
+                (pl.col("kind") != "per_model")
+                & (pl.col("model") == f"{v} - {base}")
+                & (pl.col("metric") == metric)
+            )
+        if c is not None and c.height:
+            r = c.row(0, named=True)
+            lab += f": rho {r['rho']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        elif ok.sum() >= 3:
             from scipy.stats import spearmanr
 
-            rho = spearmanr(x[ok], y[ok]).statistic
-            lab += f": rho {rho:+.2f}"
+            lab += f": rho {spearmanr(x[ok], y[ok]).statistic:+.2f}"
         ax.scatter(
             x[ok], y[ok], s=10, alpha=0.6, color=_colour(models, v), edgecolors="none", label=lab
         )
@@ -616,7 +634,7 @@ def plot_strata(
                 ax.set_xticks(range(len(labels)))
                 ax.set_xticklabels(
                     [
-                        safe_text(lb, 16) + (f"\nn={n}" if ns else "")
+                        safe_text(lb, 24) + (f"\nn={n}" if ns else "")
                         for lb, n in zip(labels, ns if ns else [None] * len(labels), strict=False)
                     ],
                     fontsize=7,
@@ -667,26 +685,28 @@ def plot_node_specificity(
         lines = ["Node specificity (mean JSD of each row to the sample's mean row)"]
         for r in rows:
             lines.append(
-                f"{safe_text(r['variant'], 14)}: change {fmt_pct(r['pct_change'])}, "
-                f"p({correction}) = {fmt_p(r['p_corrected'])}"
+                f"{safe_text(r['variant'], 14)} vs {safe_text(models[0], 14)}: change "
+                f"{fmt_pct(r['pct_change'])}, p({correction}) = {fmt_p(r['p_corrected'])} "
+                "(secondary family)"
             )
         ax1.set_title("\n".join(lines), fontsize=9, loc="left")
-        shares = []
+        shares, counts = [], []
         for m in models:
             d = frame.filter(pl.col("model") == m)
             if "identical_rows" in d.columns and d.height:
-                shares.append(
-                    100.0 * float(d["identical_rows"].cast(pl.Float64).fill_null(0).mean())
-                )
+                k = int(d["identical_rows"].cast(pl.Int64).fill_null(0).sum())
+                shares.append(100.0 * k / d.height)
+                counts.append(f"{k} of {d.height}")
             else:
                 shares.append(float("nan"))
+                counts.append("n/a")
         xs = np.arange(len(models))
         bars = ax2.bar(
             xs, np.nan_to_num(shares), color=[_colour(models, m) for m in models], width=0.6
         )
-        for b, s in zip(bars, shares, strict=True):
+        for b, s, c in zip(bars, shares, counts, strict=True):
             ax2.annotate(
-                "n/a" if not np.isfinite(s) else f"{s:.0f}%",
+                "n/a" if not np.isfinite(s) else f"{s:.0f}% ({c})",
                 (b.get_x() + b.get_width() / 2, b.get_height()),
                 textcoords="offset points",
                 xytext=(0, 2),
@@ -697,6 +717,17 @@ def plot_node_specificity(
         ax2.set_xticklabels([safe_text(m, 16) for m in models])
         ax2.set_ylim(0, 105)
         ax2.set_ylabel("% of samples")
+        if all(np.isfinite(x) and x == 0 for x in shares):
+            ax2.text(
+                0.5,
+                0.55,
+                "none: in every sample the nodes\nattend differently",
+                ha="center",
+                va="center",
+                transform=ax2.transAxes,
+                fontsize=9,
+                color="#444444",
+            )
         ax2.set_title("Samples where every node attends identically", fontsize=9, loc="left")
         fig.suptitle(f"Node specificity ({_sel_text(selection)})", x=0.01, ha="left")
         return _finish(fig, stem, formats)
@@ -761,10 +792,23 @@ def plot_mae_comparison(
                 hatch=hatch,
                 edgecolor="white",
             )
-            for b, v in zip(bars, vals, strict=True):
+            lo = [pm.get(m, {}).get(f"{key}_ci_low") for m in models]
+            hi = [pm.get(m, {}).get(f"{key}_ci_high") for m in models]
+            has_ci = all(x is not None and np.isfinite(x) for x in lo + hi)
+            if has_ci:
+                ax1.errorbar(
+                    xs + off,
+                    vals,
+                    yerr=[np.subtract(vals, lo), np.subtract(hi, vals)],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=3,
+                    linewidth=1.0,
+                )
+            for b, v, h in zip(bars, vals, hi if has_ci else vals, strict=True):
                 ax1.annotate(
                     f"{v:.3f}",
-                    (b.get_x() + b.get_width() / 2, b.get_height()),
+                    (b.get_x() + b.get_width() / 2, h),
                     textcoords="offset points",
                     xytext=(0, 2),
                     ha="center",
@@ -773,11 +817,16 @@ def plot_mae_comparison(
         ax1.set_xticks(xs)
         ax1.set_xticklabels([safe_text(m, 16) for m in models])
         ax1.set_ylabel(f"error ({safe_text(target)})")
-        ax1.set_title("MAE (solid) and RMSE (hatched)", fontsize=9, loc="left")
+        ax1.set_title("MAE (solid) and RMSE (hatched), 95% CI", fontsize=9, loc="left")
         ax1.margins(y=0.15)
 
         vals = _wide(errors.rename({"abs_error": "v"}), "v", models)
-        _paired_panel(ax2, vals, models, ylabel="|error| per sample")
+        mae_ci = {
+            m: (pm[m]["mae"], pm[m].get("mae_ci_low", np.nan), pm[m].get("mae_ci_high", np.nan))
+            for m in models
+            if m in pm
+        }
+        _paired_panel(ax2, vals, models, ylabel="|error| per sample", mean_ci=mae_ci)
         ax2.set_title("Per-sample absolute error", fontsize=9, loc="left")
 
         ax3.axvline(0, color="#999999", linewidth=0.8)

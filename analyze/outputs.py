@@ -57,6 +57,14 @@ __all__ = [
 SUMMARY_FORMAT = "attncmp-analysis-summary"
 SUMMARY_VERSION = 1
 CACHE_DIR = "analysis_cache"
+#: tested as their own family (two-sided, no hypothesis direction), head-mean, headline site
+SECONDARY_METRICS = (
+    "norm_entropy",
+    "node_specificity",
+    "gold_mass",
+    "gold_pointing",
+    "special_mass",
+)
 EXAMPLE_STRATEGIES = ("divergent", "random", "ids")
 
 #: every file an analysis may write, with its meaning (also in summary.json under "files")
@@ -558,18 +566,9 @@ def replot(
 # render: statistics + files from the tables
 # ---------------------------------------------------------------------------------------------
 def _main_selection(comparison, tables, site: str) -> dict[str, Any]:
-    try:
-        mt = comparison.main_tests()
-    except Exception:  # noqa: BLE001
-        mt = []
-    for t in mt:
-        if t.metric in F.MAIN_METRICS:
-            return {
-                "site": t.site,
-                "layer": int(t.layer),
-                "head": int(t.head),
-                "head_kind": t.head_kind,
-            }
+    """The headline cell: the main site's head-mean distribution of its last layer (the layer
+    whose output feeds the prediction; the original method on a one-layer model)."""
+    site = getattr(comparison, "main_site", None) or site
     n_layers = int(tables.sites.get(site, {}).get("n_layers", 1))
     return {"site": site, "layer": n_layers - 1, "head": -1, "head_kind": "head-mean"}
 
@@ -742,6 +741,23 @@ def render(
         main_site=site,
     )
     sel = _main_selection(comparison, tables, site)
+    secondary, err = _safe_call(
+        log,
+        "secondary metrics",
+        compare,
+        tables,
+        baseline=baseline,
+        variants=variants,
+        metrics=[m for m in SECONDARY_METRICS if m in tables.per_sample.columns],
+        correction=options.correction,
+        alpha=options.alpha,
+        n_boot=options.n_boot,
+        seed=options.seed,
+        heads="mean",
+        sites=[sel["site"]],
+        main_site=sel["site"],
+    )
+    notes += [err] if err else []
     prediction, err = _safe_call(
         log,
         "prediction comparison",
@@ -767,13 +783,14 @@ def render(
         "strata comparison",
         compare_strata,
         tables,
-        site=site,
+        site=sel["site"],
         baseline=baseline,
         variants=variants,
         n_boot=min(options.n_boot, 1000),
         seed=options.seed,
         correction=options.correction,
         alpha=options.alpha,
+        layer=sel["layer"],
     )
     notes += [err] if err else []
     noise = None
@@ -784,16 +801,26 @@ def render(
     # -- tables ---------------------------------------------------------------------------------
     stats_csv = _statistics_csv(comparison, models, sel)
     files.append(_write_csv(stats_csv, d / "attention_statistics.csv"))
-    files.append(_write_csv(comparison.to_frame(), d / "significance.csv"))
+    tests_frame = comparison.to_frame()
+    sec_frame = secondary.to_frame() if secondary is not None else None
+    if sec_frame is not None and sec_frame.height:
+        sec_frame = sec_frame.with_columns(pl.lit("secondary").alias("family"))
+        all_tests = pl.concat(
+            [tests_frame.with_columns(pl.lit("main").alias("family")), sec_frame],
+            how="diagonal_relaxed",
+        )
+    else:
+        all_tests = tests_frame.with_columns(pl.lit("main").alias("family"))
+    files.append(_write_csv(all_tests, d / "significance.csv"))
     files.append(_write_csv(_per_layer_head_table(tables), d / "per_layer_head.csv"))
     files += [d / "per_sample_metrics.parquet", d / "per_sample_metrics.csv"]
     pred_frame = _prediction_frame(prediction)
     if pred_frame is not None:
         files.append(_write_csv(pred_frame, d / "prediction.csv"))
-    corr_frame = _norm_correlations(correlations)
+    corr_frame = _norm_correlations(correlations, sel["layer"])
     if correlations is not None:
         files.append(_write_csv(correlations, d / "attention_error_correlation.csv"))
-    strata_frame = _norm_strata(strata)
+    strata_frame = _norm_strata(strata, sel["layer"])
     if strata is not None:
         files.append(_write_csv(strata, d / "strata.csv"))
     if noise is not None:
@@ -801,7 +828,6 @@ def render(
 
     # -- figures --------------------------------------------------------------------------------
     log("figures")
-    tests_frame = comparison.to_frame()
     figs: dict[str, list[Path]] = {}
 
     def fig(name: str, fn, *a, **kw):
@@ -855,7 +881,7 @@ def render(
         "node_specificity",
         F.plot_node_specificity,
         tables.per_sample,
-        tests_frame,
+        all_tests,
         models=models,
         selection=sel,
         correction=options.correction,
@@ -865,7 +891,7 @@ def render(
             "gold_alignment",
             F.plot_gold_alignment,
             tables.per_sample,
-            tests_frame,
+            all_tests,
             models=models,
             selection=sel,
             correction=options.correction,
@@ -919,6 +945,7 @@ def render(
         notes=notes,
         target=target,
         written=[p for p in files if p is not None],
+        secondary=secondary,
     )
     (d / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, default=str))
     files.append(d / "summary.json")
@@ -965,20 +992,19 @@ def _has_gold(tables, sel) -> bool:
 
 
 def _prediction_parts(prediction) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(per_model, differences) with the MAE-difference CI as ``ci_low`` / ``ci_high``."""
     per_model = prediction.per_model
     diffs = prediction.differences
     if diffs is not None and diffs.height:
         ren = {}
         for want, cands in (
-            ("mae_diff", ("mae_diff", "diff", "mean_diff")),
-            ("ci_low", ("ci_low", "mae_diff_ci_low", "ci_diff_low")),
-            ("ci_high", ("ci_high", "mae_diff_ci_high", "ci_diff_high")),
+            ("ci_low", ("mae_diff_ci_low", "ci_diff_low")),
+            ("ci_high", ("mae_diff_ci_high", "ci_diff_high")),
         ):
             if want not in diffs.columns:
-                for c in cands:
-                    if c in diffs.columns:
-                        ren[c] = want
-                        break
+                c = next((c for c in cands if c in diffs.columns), None)
+                if c:
+                    ren[c] = want
         diffs = diffs.rename(ren)
     return per_model, diffs
 
@@ -994,79 +1020,75 @@ def _prediction_frame(prediction) -> pl.DataFrame | None:
     return out
 
 
-def _norm_correlations(c: pl.DataFrame | None) -> pl.DataFrame | None:
-    """Map the engine's correlation frame onto ``model, metric, rho, ci_low, ci_high,
-    partial_rho, pvalue`` for figures and the report."""
+def _norm_correlations(c: pl.DataFrame | None, layer: int) -> pl.DataFrame | None:
+    """The engine's correlation rows of ``layer`` as ``kind, model, metric, n, rho, ci_low,
+    ci_high, pvalue, partial_rho, partial_p`` (figures and report)."""
     if c is None or c.height == 0:
         return None
-    cols = set(c.columns)
-
-    def pick(*names):
-        return next((n for n in names if n in cols), None)
-
-    mapping = {
-        "model": pick("model", "variant"),
-        "metric": pick("metric"),
-        "rho": pick("rho", "spearman", "statistic", "spearman_rho"),
-        "ci_low": pick("ci_low", "rho_ci_low", "spearman_ci_low"),
-        "ci_high": pick("ci_high", "rho_ci_high", "spearman_ci_high"),
-        "pvalue": pick("pvalue", "p_value", "spearman_pvalue", "rho_pvalue"),
-        "partial_rho": pick("partial_rho", "partial", "partial_spearman"),
-        "kind": pick("kind", "type"),
-    }
-    if not mapping["model"] or not mapping["metric"] or not mapping["rho"]:
-        return None
-    c2 = c
-    if mapping["kind"]:
-        kinds = c[mapping["kind"]].unique().to_list()
-        per_model = [k for k in kinds if "delta" not in str(k).lower()]
-        if per_model:
-            c2 = c.filter(pl.col(mapping["kind"]).is_in(per_model))
-    exprs = [pl.col(src).alias(dst) for dst, src in mapping.items() if src and dst != "kind"]
-    out = c2.select(exprs)
-    for dst in ("ci_low", "ci_high", "pvalue", "partial_rho"):
-        if dst not in out.columns:
-            out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(dst))
-    return out
+    if "layer" in c.columns:
+        c = c.filter(pl.col("layer") == layer)
+    ren = {"rho_ci_low": "ci_low", "rho_ci_high": "ci_high", "p": "pvalue"}
+    c = c.rename({k: v for k, v in ren.items() if k in c.columns})
+    keep = [
+        k
+        for k in (
+            "kind",
+            "model",
+            "metric",
+            "n",
+            "rho",
+            "ci_low",
+            "ci_high",
+            "pvalue",
+            "partial_rho",
+            "partial_p",
+        )
+        if k in c.columns
+    ]
+    return c.select(keep)
 
 
-def _norm_strata(s: pl.DataFrame | None) -> pl.DataFrame | None:
-    """Map the engine's strata frame onto ``stratum, bin, bin_label, variant, metric, n,
-    mean_diff, ci_diff_low, ci_diff_high, p_corrected``."""
+def _num(x) -> str:
+    if x is None or not math.isfinite(float(x)):
+        return "?"
+    return f"{float(x):.0f}" if float(x).is_integer() else f"{float(x):.3g}"
+
+
+def _norm_strata(s: pl.DataFrame | None, layer: int) -> pl.DataFrame | None:
+    """The engine's strata rows of ``layer`` as ``stratum`` (the stratifier), ``bin`` (order),
+    ``bin_label``, ``variant, metric, n, mean_diff, ci_diff_low, ci_diff_high, p_corrected``."""
     if s is None or s.height == 0:
         return None
-    cols = set(s.columns)
-
-    def pick(*names):
-        return next((n for n in names if n in cols), None)
-
-    mapping = {
-        "stratum": pick("stratum", "by", "stratifier"),
-        "bin": pick("bin", "bin_index", "quantile"),
-        "bin_label": pick("bin_label", "label", "range"),
-        "variant": pick("variant"),
-        "metric": pick("metric"),
-        "n": pick("n"),
-        "mean_diff": pick("mean_diff"),
-        "ci_diff_low": pick("ci_diff_low", "ci_low"),
-        "ci_diff_high": pick("ci_diff_high", "ci_high"),
-        "p_corrected": pick("p_corrected", "p_corr"),
-    }
-    need = ("stratum", "bin", "variant", "metric", "mean_diff")
-    if any(mapping[k] is None for k in need):
-        return None
-    exprs = [pl.col(src).alias(dst) for dst, src in mapping.items() if src]
-    out = s.select(exprs)
-    if "bin_label" not in out.columns:
-        out = out.with_columns(pl.col("bin").cast(pl.String).alias("bin_label"))
-    else:
-        out = out.with_columns(pl.col("bin_label").cast(pl.String))
-    for dst in ("ci_diff_low", "ci_diff_high", "p_corrected"):
-        if dst not in out.columns:
-            out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(dst))
-    if "n" not in out.columns:
-        out = out.with_columns(pl.lit(None, dtype=pl.Int64).alias("n"))
-    return out
+    if "layer" in s.columns:
+        s = s.filter(pl.col("layer") == layer)
+    s = s.rename({"stratum": "bin_label"}).rename({"stratifier": "stratum"})
+    order = (
+        s.select("stratum", "bin_label", "low")
+        .unique(maintain_order=True)
+        .with_columns(pl.int_range(pl.len()).over("stratum").alias("bin"))
+    )
+    s = s.join(order.select("stratum", "bin_label", "bin"), on=["stratum", "bin_label"])
+    if "low" in s.columns and "high" in s.columns:
+        s = s.with_columns(
+            pl.struct("bin", "low", "high")
+            .map_elements(
+                lambda r: f"q{r['bin'] + 1} [{_num(r['low'])}, {_num(r['high'])}]",
+                return_dtype=pl.String,
+            )
+            .alias("bin_label")
+        )
+    return s.select(
+        "stratum",
+        "bin",
+        "bin_label",
+        "variant",
+        "metric",
+        "n",
+        "mean_diff",
+        "ci_diff_low",
+        "ci_diff_high",
+        "p_corrected",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1088,6 +1110,7 @@ def build_summary(
     notes,
     target,
     written=(),
+    secondary=None,
 ) -> dict[str, Any]:
     """The documented ``summary.json`` (see README, section analyze)."""
     facts = state["store"]
@@ -1104,10 +1127,8 @@ def build_summary(
     main = [
         _test_dict(t) for t in comparison.tests if at_selection(t) and t.metric in F.MAIN_METRICS
     ]
-    secondary = [
-        _test_dict(t)
-        for t in comparison.tests
-        if at_selection(t) and t.metric not in F.MAIN_METRICS
+    secondary_rows = [
+        _test_dict(t) for t in (secondary.tests if secondary is not None else []) if at_selection(t)
     ]
     cells = [
         t
@@ -1218,7 +1239,7 @@ def build_summary(
         "warnings": warnings,
         "examples": ex,
         "figures": {k: [p.name for p in v] for k, v in figures.items()},
-        "secondary_results": secondary,
+        "secondary_results": secondary_rows,
         "grid_counts": grid,
         "files_written": [
             {"name": n, "description": describe_file(n)}
@@ -1274,6 +1295,8 @@ def _warnings(facts, tables, comparison, identical, degenerate, variants, notes)
     if facts.get("n_invalid_attention"):
         out.append({"kind": "invalid_attention", "n": facts["n_invalid_attention"]})
     for s in getattr(comparison, "skipped", []) or []:
+        if any(f"'{site}'" in str(s) for site in (degenerate or {})):
+            continue  # already reported as a degenerate site
         out.append({"kind": "skipped", "message": str(s)})
     for s in notes:
         out.append({"kind": "skipped", "message": s})

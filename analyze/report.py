@@ -22,6 +22,8 @@ _VERDICT_KEYS = {
     "expected direction, significant": "v_expected_sig",
     "not significant": "v_not_sig",
     "significant, opposite direction": "v_opposite_sig",
+    "significant, no expected direction": "v_two_sided_sig",
+    "mixed": "v_mixed",
 }
 _OVERALL_KEYS = {
     "supported": ("verdict_supported", "para_supported"),
@@ -61,6 +63,15 @@ def _metric_name(lang: str, metric: str) -> str:
         return text(lang, key)
     except KeyError:
         return metric.replace("_", " ")
+
+
+def _primary_name(lang: str, primary: str) -> str:
+    return text(lang, "primary_t") if primary == "t" else text(lang, "primary_wilcoxon")
+
+
+def _matching_name(lang: str, matching: str) -> str:
+    key = {"hungarian": "match_hungarian", "sorted": "match_sorted", "index": "match_index"}
+    return text(lang, key[matching]) if matching in key else str(matching)
 
 
 def _verdict_text(lang: str, v: str | None) -> str:
@@ -146,8 +157,8 @@ def render_report(
             seed=st.get("seed"),
             correction=corr_name,
             family=st.get("family_size"),
-            primary=st.get("primary_test", "wilcoxon"),
-            matching=st.get("head_matching", "index"),
+            primary=_primary_name(lang, st.get("primary_test", "wilcoxon")),
+            matching=_matching_name(lang, st.get("head_matching", "index")),
         )
     )
     out.append("")
@@ -277,8 +288,11 @@ def render_report(
             for r in cors:
                 if r.get("metric") not in MAIN_METRICS:
                     continue
+                model = f"`{_md(r.get('model'))}`"
+                if r.get("kind") not in (None, "per_model"):
+                    model = t("corr_delta", m=model)
                 out.append(
-                    f"| `{_md(r.get('model'))}` | {_metric_name(lang, r['metric'])} | "
+                    f"| {model} | {_metric_name(lang, r['metric'])} | "
                     f"{_f(r.get('rho'), 2)} ({_f(r.get('ci_low'), 2)}, {_f(r.get('ci_high'), 2)})"
                     f" | {_f(r.get('partial_rho'), 2)} | {fmt_p(r.get('pvalue'))} |"
                 )
@@ -297,7 +311,7 @@ def render_report(
                 n_sig=gs.get("n_significant", "?"),
                 n_tests=gs.get("n_tests", "?"),
                 correction=corr_name,
-                matching=st.get("head_matching", "index"),
+                matching=_matching_name(lang, st.get("head_matching", "index")),
             ),
             "",
         ]
@@ -329,9 +343,9 @@ def render_report(
         ]
         for r in sec:
             out.append(
-                f"- {_metric_name(lang, r['metric'])} (`{_md(r['variant'])}` vs `{_md(b)}`): "
-                f"{_f(r['mean_baseline'])} vs {_f(r['mean_variant'])}, {_pct(r.get('pct_change'))}"
-                f", p ({corr_name}) = {fmt_p(r.get('p_corrected'))}, n = {r.get('n')}"
+                f"- {_metric_name(lang, r['metric'])}: `{_md(b)}` {_f(r['mean_baseline'])}, "
+                f"`{_md(r['variant'])}` {_f(r['mean_variant'])} ({_pct(r.get('pct_change'))}), "
+                f"p ({corr_name}) = {fmt_p(r.get('p_corrected'))}, n = {r.get('n')}"
             )
         out.append("")
         out += _img("gold_alignment", s, "gold alignment")
@@ -388,7 +402,13 @@ def render_report(
             out.append(t("cav_invalid", n=w.get("n")))
         elif k == "skipped":
             out.append(t("cav_skipped", message=w.get("message")))
-    for msg in (s.get("diagnostics") or {}).get("messages", [])[:12]:
+    degenerate = (s.get("diagnostics") or {}).get("degenerate_sites") or {}
+    msgs = [
+        m
+        for m in (s.get("diagnostics") or {}).get("messages", [])
+        if not any(f"'{site}'" in m and "degenerate" in m for site in degenerate)
+    ]
+    for msg in msgs[:12]:
         out.append(t("cav_diag", message=msg))
     out.append("")
 
@@ -448,7 +468,7 @@ def _paragraph(
                 split=store.get("split") or "n/a",
                 seed=store.get("selection_seed", "n/a"),
                 site=s.get("selection", {}).get("site"),
-                where=where,
+                where=t("where_para", layer=s.get("selection", {}).get("layer")),
                 b=f"`{b}`",
                 v=f"`{v}`",
             )
@@ -476,7 +496,8 @@ def _paragraph(
                     unit=_UNITS.get(metric, "")
                     if lang == "en"
                     else (" nats" if metric == "entropy" else ""),
-                    p=fmt_p(r.get("p_corrected")),
+                    p=fmt_p(r.get("p_corrected"))
+                    + ("" if r.get("verdict") != "not significant" else t("para_ns")),
                 )
             )
         if items:
@@ -489,7 +510,7 @@ def _paragraph(
             parts.append(
                 t(
                     "para_pnote",
-                    primary=st.get("primary_test", "wilcoxon"),
+                    primary=_primary_name(lang, st.get("primary_test", "wilcoxon")),
                     correction=corr_name,
                     family=st.get("family_size", "?"),
                 )

@@ -115,6 +115,8 @@ def make_store(
     max_tokens: int = 40,
     batch: int = 16,
     keep_open: bool = False,
+    provenance: dict | None = None,
+    config: dict | None = None,
 ):
     """Write a store of ``n`` committed samples (of ``n_planned`` selected) and return its path.
 
@@ -133,17 +135,20 @@ def make_store(
             SiteSpec("graph_to_text", "single", "tokens", 1, n_heads, "graph vector -> tokens"),
             SiteSpec("text_pool", "nodes", "single", 1, 1, "length-1 key (degenerate)"),
         ]
+    prov = provenance or {}
     spec = StoreSpec(
         models=tuple(
             ModelSpec(
-                m, {"checkpoint": f"/ckpt/{m}.pt", "sha256": f"{i:064x}", "adapter": "synthetic"}
+                m,
+                prov.get(m)
+                or {"checkpoint": f"/ckpt/{m}.pt", "sha256": f"{i:064x}", "adapter": "synthetic"},
             )
             for i, m in enumerate(models)
         ),
         sites=tuple(sites),
         selection_ids=tuple(ids),
         meta_columns=(("smiles", "str"), ("n_rings", "int")),
-        config={"num_samples": n_planned, "batch_size": batch, "synthetic": True},
+        config=config or {"num_samples": n_planned, "batch_size": batch, "synthetic": True},
         selection_seed=seed,
         split="test",
         has_gold=gold,

@@ -600,13 +600,16 @@ def row_metrics(
     constant_rtol: float = 1e-3,
     copy: bool = True,
 ) -> RowMetrics:
-    r"""Every per-row metric in one pass over the data (shared normalisation, logs and sorts).
+    r"""Every per-row metric at once (shared normalisation, logarithms and sorts).
+
+    Rows are processed by distinct length: the rows of one length are gathered into a 2-D
+    block and handed to :func:`block_metrics` (the loop runs over lengths, not rows).
 
     Parameters
     ----------
     data, offsets : flat attention rows (weights; renormalised here, see :func:`normalize_rows`).
-    special : bool mask aligned with ``data`` or flat positions of special-token keys.
-    gold : bool mask aligned with ``data`` or flat positions of gold keys (None: no gold).
+    special : bool mask aligned with ``data`` or flat positions (unique) of special-token keys.
+    gold : bool mask aligned with ``data`` or flat positions (unique) of gold keys.
     groups : offsets, in rows, of groups whose node specificity is wanted (rows of one group must
         have equal length: e.g. the query rows of one sample, layer and head).
     threshold : effective-token threshold (strict ``p > threshold``).
@@ -615,71 +618,288 @@ def row_metrics(
     constant_rtol : a row with ``max_weight * n_keys <= 1 + constant_rtol`` is uniform
         ("constant"); since :math:`\max_k p_k \ge 1/n` with equality only for the uniform row,
         this needs no extra pass.
+    copy : if False and ``data`` is float32/float64, the normalised rows are written into it.
 
     Returns
     -------
     RowMetrics
         entropy (nats), norm_entropy (:math:`H/\ln n`, 0 for n = 1), perplexity (:math:`e^H`),
         max_weight, effective_tokens, gini, ipr (:math:`1/\sum p^2`), topk_mass, special_mass,
-        gold metrics, flags. Invalid rows are NaN throughout.
+        gold metrics (NaN for rows without gold), flags, the normalised rows ``p``; with
+        ``groups``: ``specificity`` and ``mean_rows`` per group. Invalid rows are NaN.
     """
     if top_k < 1:
         raise ValueError(f"`top_k` must be >= 1, got {top_k}")
-    norm = normalize_rows(
-        data, offsets, special=special, exclude_special=exclude_special, copy=copy
-    )
-    p = norm.p
-    off = _offsets(offsets, len(p))
+    w = _as_float(data)
+    off = _offsets(offsets, len(w))
+    n_rows = len(off) - 1
     lengths = np.diff(off)
-    n = norm.n_keys
-    h = -_LN2 * segment_sum(_plogp(p), off).astype(np.float64)
-    mx = max_weight(p, off)
-    eff = effective_tokens(p, off, threshold)
-    ipr_ = inverse_participation_ratio(p, off)
-    wsum, top = _order_stats(p, off, top_k)
-    g = _gini_from(wsum, np.ones(len(n)), lengths, n)
-    bad = norm.invalid
-    if bad.any():
-        for a in (h, mx, eff, ipr_, g, top):
-            a[bad] = np.nan
-    h = np.maximum(h, 0.0)
-    one = (n == 1) & ~bad
-    if one.any():  # exact conventions for a single valid key (no float rounding residue)
-        h[one], mx[one], ipr_[one], top[one], g[one] = 0.0, 1.0, 1.0, 1.0, 0.0
-    with np.errstate(invalid="ignore"):
-        constant = (n > 1) & (mx * n <= 1.0 + constant_rtol)
-    out = RowMetrics(
+    sp = _positions(special, len(w), "special") if special is not None else None
+    gp = _positions(gold, len(w), "gold") if gold is not None else None
+    goff = _offsets(groups, n_rows, "groups") if groups is not None else None
+    if goff is not None:
+        glen = _group_rows_check(off, goff)
+    p = w if not copy else w.copy()
+    out = {name: np.zeros(n_rows) for name in _BLOCK_ROW_FLOAT}
+    out["n_keys"] = lengths.copy()
+    for name in _BLOCK_ROW_BOOL:
+        out[name] = np.zeros(n_rows, dtype=bool)
+    if gp is not None:
+        out["gold_mass"] = np.full(n_rows, np.nan)
+        out["gold_pointing"] = np.full(n_rows, np.nan)
+    spec = mean_rows = moff = None
+    if goff is not None:
+        spec = np.zeros(len(goff) - 1)
+        moff = np.concatenate(([0], np.cumsum(glen)))
+        mean_rows = np.zeros(int(moff[-1]), dtype=p.dtype)
+    # which rows hold each special / gold position
+    local = np.empty(n_rows, dtype=np.int64)
+    sp_row = _row_of(sp, off) if sp is not None and len(sp) else None
+    gp_row = _row_of(gp, off) if gp is not None and len(gp) else None
+    for L, rows in _length_groups(lengths):
+        local[rows] = np.arange(len(rows))
+        idx = off[rows][:, None] + np.arange(L)
+        X = p[idx]  # [rows, L] copy
+        in_sp = in_gp = None
+        if sp_row is not None:
+            sel = lengths[sp_row] == L
+            in_sp = local[sp_row[sel]] * L + (sp[sel] - off[sp_row[sel]])
+        if gp is not None:
+            in_gp = np.zeros(0, dtype=np.int64)
+            if gp_row is not None:
+                sel = lengths[gp_row] == L
+                in_gp = local[gp_row[sel]] * L + (gp[sel] - off[gp_row[sel]])
+        gstarts = gsel = None
+        if goff is not None:
+            gsel = np.flatnonzero(glen == L)
+            gstarts = local[goff[gsel]]
+        b = block_metrics(
+            X,
+            special=in_sp,
+            gold=in_gp,
+            group_starts=gstarts,
+            threshold=threshold,
+            top_k=top_k,
+            exclude_special=exclude_special,
+            constant_rtol=constant_rtol,
+        )
+        for name, arr in b.rows.items():
+            out[name][rows] = arr
+        p[idx] = X
+        if goff is not None and len(gsel):
+            spec[gsel] = b.specificity
+            mean_rows[moff[gsel][:, None] + np.arange(L)] = b.mean_rows
+    h = out["entropy"]
+    n = out["n_keys"]
+    return RowMetrics(
         n_keys=n,
         entropy=h,
         norm_entropy=normalized_entropy(h, n),
         perplexity=perplexity(h),
-        max_weight=mx,
-        effective_tokens=eff,
-        gini=g,
-        ipr=ipr_,
-        topk_mass=top,
-        special_mass=norm.special_mass,
-        constant=constant,
-        all_special_mass=norm.all_special_mass,
-        all_special_keys=norm.all_special_keys,
-        invalid=bad,
+        max_weight=out["max_weight"],
+        effective_tokens=out["effective_tokens"],
+        gini=out["gini"],
+        ipr=out["ipr"],
+        topk_mass=out["topk_mass"],
+        special_mass=out["special_mass"],
+        gold_mass=out.get("gold_mass"),
+        gold_pointing=out.get("gold_pointing"),
+        constant=out["constant"],
+        all_special_mass=out["all_special_mass"],
+        all_special_keys=out["all_special_keys"],
+        invalid=out["invalid"],
         p=p,
+        specificity=spec,
+        mean_rows=mean_rows,
+        mean_row_offsets=moff,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# the 2-D block kernel: rows of one length, contiguous, small enough to stay in cache
+# ----------------------------------------------------------------------------------------------
+_BLOCK_ROW_FLOAT = (
+    "entropy",
+    "norm_entropy",
+    "perplexity",
+    "max_weight",
+    "effective_tokens",
+    "gini",
+    "ipr",
+    "topk_mass",
+    "special_mass",
+)
+_BLOCK_ROW_BOOL = ("constant", "all_special_mass", "all_special_keys", "invalid")
+
+
+@dataclass
+class BlockResult:
+    """What :func:`block_metrics` returns: per-row arrays (``rows``), and per group (when
+    ``group_starts`` was given) ``specificity`` and ``mean_rows`` ``[groups, L]``."""
+
+    rows: dict[str, np.ndarray]
+    specificity: np.ndarray | None = None
+    mean_rows: np.ndarray | None = None
+    mean_entropy: np.ndarray | None = None  # entropy of each mean row
+
+
+def _plogp_rows(X: np.ndarray, buf: np.ndarray | None = None) -> np.ndarray:
+    """Row sums of ``p ln p`` (0 ln 0 = 0) of a 2-D block, float64 ``[rows]``."""
+    tiny = _TINY32 if X.dtype == np.float32 else np.finfo(np.float64).tiny
+    if buf is None or buf.shape != X.shape or buf.dtype != X.dtype:
+        buf = np.empty_like(X)
+    np.maximum(X, tiny, out=buf)
+    np.log2(buf, out=buf)
+    buf *= X
+    return _LN2 * buf.sum(axis=1, dtype=np.float64)
+
+
+def block_metrics(
+    X: np.ndarray,
+    *,
+    special: np.ndarray | None = None,
+    gold: np.ndarray | None = None,
+    group_starts: np.ndarray | None = None,
+    threshold: float = 0.1,
+    top_k: int = 3,
+    exclude_special: bool = True,
+    constant_rtol: float = 1e-3,
+) -> BlockResult:
+    r"""All row metrics of a 2-D block ``X [rows, L]`` of raw weights (modified in place: on
+    return it holds the normalised rows, specials zeroed when excluded, NaN for invalid rows).
+
+    ``special`` / ``gold``: flat positions into ``X.ravel()`` (unique). ``group_starts``: first
+    row of each group of consecutive rows (node specificity, mean rows). Same conventions as
+    :func:`row_metrics`. Gini uses centred weights for accuracy in float32:
+    :math:`G = \left(\sum_i (2i - L - 1) p_{(i)} - m\right) / n` for a row with ``m``
+    excluded (zeroed) keys and ``n = L - m`` counted keys, which equals the sorted-sample formula.
+    """
+    R, L = X.shape
+    flat = X.reshape(-1)
+    rs = X.sum(axis=1, dtype=np.float64)
+    invalid = ~(np.isfinite(rs) & (rs > 0))
+    n = np.full(R, L, dtype=np.int64)
+    smass = np.zeros(R)
+    all_mass = np.zeros(R, dtype=bool)
+    all_keys = np.zeros(R, dtype=bool)
+    m_excl = np.zeros(R, dtype=np.int64)
+    if special is not None and len(special):
+        srow = special // L
+        sw = np.bincount(srow, weights=flat[special].astype(np.float64), minlength=R)
+        safe = np.where(invalid, 1.0, rs)
+        smass = np.where(invalid, np.nan, sw / safe)
+        if exclude_special:
+            nsp = np.bincount(srow, minlength=R)
+            all_keys = nsp >= L
+            excl = special[~all_keys[srow]]
+            flat[excl] = 0
+            m_excl = np.where(all_keys, 0, nsp)
+            n = L - m_excl
+            den = X.sum(axis=1, dtype=np.float64)
+            all_mass = ~all_keys & ~invalid & (den <= 1e-6 * safe)
+            rs = np.where(all_mass, rs, den)
+            if all_mass.any():  # uniform over the non-special keys
+                rows = np.flatnonzero(all_mass)
+                X[rows] = 1.0
+                flat[excl[all_mass[excl // L]]] = 0
+                rs[rows] = n[rows]
+    scale = np.where(invalid, 0.0, 1.0 / np.where(invalid, 1.0, rs)).astype(X.dtype)
+    X *= scale[:, None]
+    if invalid.any():
+        X[invalid] = np.nan
+        smass[invalid] = np.nan
+    buf = np.empty_like(X)
+    h = np.maximum(-_plogp_rows(X, buf), 0.0)
+    buf[...] = X
+    buf.sort(axis=1)  # ascending per row (NaN rows stay NaN)
+    w = (2.0 * np.arange(1, L + 1) - L - 1).astype(X.dtype)
+    c = buf @ w
+    g = np.clip((c.astype(np.float64) - m_excl) / n, 0.0, 1.0)
+    top = buf[:, max(0, L - top_k) :].sum(axis=1, dtype=np.float64)
+    mx = buf[:, -1].astype(np.float64)
+    if threshold > 0:
+        mc = min(L, int(np.floor((1.0 + 1e-5) / threshold)) + 1)  # at most 1/t keys exceed t
+        eff = np.count_nonzero(buf[:, L - mc :] > threshold, axis=1).astype(np.float64)
+    else:
+        eff = np.count_nonzero(buf > threshold, axis=1).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        ipr_ = 1.0 / np.einsum("ij,ij->i", buf, buf, dtype=np.float64)
+    if invalid.any():
+        for a in (h, mx, eff, ipr_, g, top):
+            a[invalid] = np.nan
+    one = (n == 1) & ~invalid
+    if one.any():  # exact conventions for a single valid key (no float rounding residue)
+        h[one], mx[one], ipr_[one], top[one], g[one] = 0.0, 1.0, 1.0, 1.0, 0.0
+    with np.errstate(invalid="ignore"):
+        constant = (n > 1) & (mx * n <= 1.0 + constant_rtol)
+    rows_out = {
+        "n_keys": n,
+        "entropy": h,
+        "norm_entropy": normalized_entropy(h, n),
+        "perplexity": perplexity(h),
+        "max_weight": mx,
+        "effective_tokens": eff,
+        "gini": g,
+        "ipr": ipr_,
+        "topk_mass": top,
+        "special_mass": smass,
+        "constant": constant,
+        "all_special_mass": all_mass,
+        "all_special_keys": all_keys,
+        "invalid": invalid,
+    }
     if gold is not None:
-        gp = _positions(gold, len(p), "gold")
-        out.gold_mass, out.gold_pointing = _gold(p, off, gp)
-    if groups is not None:
-        goff = _offsets(groups, len(lengths), "groups")
-        mean, moff = _group_mean_rows(p, off, goff)
-        hbar = -_LN2 * segment_sum(_plogp(mean), moff).astype(np.float64)
-        hmean, cnt = segment_mean(h, goff)
-        spec = np.maximum(hbar - hmean, 0.0)
-        spec[np.diff(goff) == 1] = 0.0  # one row: 0 by definition (no rounding residue)
-        spec[n[goff[:-1]] == 1] = 0.0  # one valid key: every row is the same one-hot
-        spec[cnt < np.diff(goff)] = np.nan  # a group with an invalid row
-        out.specificity = spec
-        out.mean_rows, out.mean_row_offsets = mean, moff
-    return out
+        gm = np.full(R, np.nan)
+        hit = np.full(R, np.nan)
+        if len(gold):
+            grow = gold // L
+            has = np.bincount(grow, minlength=R) > 0
+            tot = np.bincount(grow, weights=flat[gold].astype(np.float64), minlength=R)
+            gm[has] = tot[has]
+            rows = np.flatnonzero(has & ~invalid)
+            am = rows * L + np.argmax(X[rows], axis=1)
+            hit[rows] = np.isin(am, gold).astype(np.float64)
+            gm[invalid] = np.nan
+        rows_out["gold_mass"] = gm
+        rows_out["gold_pointing"] = hit
+    res = BlockResult(rows_out)
+    if group_starts is not None:
+        gs = np.asarray(group_starts, dtype=np.int64)
+        if len(gs):
+            sizes = np.diff(np.append(gs, R))
+            mean = np.add.reduceat(X, gs, axis=0)
+            mean *= (1.0 / sizes).astype(X.dtype)[:, None]
+            hbar = np.maximum(-_plogp_rows(mean), 0.0)
+            hsum = np.add.reduceat(h, gs)
+            spec = np.maximum(hbar - hsum / sizes, 0.0)
+            spec[sizes == 1] = 0.0  # one row: 0 by definition (no rounding residue)
+            spec[n[gs] == 1] = 0.0  # one valid key: every row is the same one-hot
+            res.specificity = spec  # NaN if the group holds an invalid row
+            res.mean_rows = mean
+            res.mean_entropy = hbar
+        else:
+            res.specificity = np.zeros(0)
+            res.mean_rows = np.zeros((0, L), dtype=X.dtype)
+            res.mean_entropy = np.zeros(0)
+    return res
+
+
+def block_divergence(
+    P: np.ndarray, Q: np.ndarray, hp: np.ndarray, hq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row JSD (nats) and total variation between two normalised 2-D blocks.
+
+    ``hp`` / ``hq`` are the rows' entropies (from :func:`block_metrics`), so only the mixture's
+    entropy is computed: :math:`JSD = H(\tfrac{p+q}2) - \tfrac12 H(p) - \tfrac12 H(q)`.
+    """
+    buf = np.add(P, Q)
+    buf *= 0.5
+    hm = np.maximum(-_plogp_rows(buf), 0.0)
+    jsd = np.clip(hm - 0.5 * hp - 0.5 * hq, 0.0, _LN2)
+    np.subtract(P, Q, out=buf)
+    np.abs(buf, out=buf)
+    tv = 0.5 * buf.sum(axis=1, dtype=np.float64)
+    return jsd, tv
 
 
 # ----------------------------------------------------------------------------------------------

@@ -250,55 +250,6 @@ class MetricTables:
 # ----------------------------------------------------------------------------------------------
 # the engine
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class _Layout:
-    """Row/group structure of one chunk for one head layout (per-head or head-mean)."""
-
-    block_off: np.ndarray  # element offset of each sample's block [c + 1]
-    row_off: np.ndarray  # [n_rows + 1]
-    group_off: np.ndarray  # rows of each (sample, layer, head) group [n_groups + 1]
-    special: np.ndarray  # flat positions of special keys
-    gold: np.ndarray | None  # flat positions of gold cells
-    n_heads: int  # heads in this layout (H, or 1 for head-mean)
-
-
-def _layout(
-    chunk, L: int, H: int, block_off: np.ndarray, sp_sample, sp_local, gd_sample, gd_local
-) -> _Layout:
-    Q = chunk.n_query.astype(np.int64)
-    K = chunk.n_key.astype(np.int64)
-    rows_per = L * H * Q
-    row_len = np.repeat(K, rows_per)
-    row_off = np.concatenate(([0], np.cumsum(row_len)))
-    group_off = np.concatenate(([0], np.cumsum(np.repeat(Q, L * H))))
-    base = block_off[:-1]
-    special = M.expand_positions(sp_sample, sp_local, rows_per, K, base)
-    gold = None
-    if gd_sample is not None:
-        gold = M.expand_positions(gd_sample, gd_local, np.full(len(Q), L * H), Q * K, base)
-    return _Layout(block_off, row_off, group_off, special, gold, H)
-
-
-def _head_mean(w: np.ndarray, block_off: np.ndarray, Q, K, L: int, H: int):
-    """Average over heads of each sample's ``[L, H, Q, K]`` block -> flat ``[L, Q, K]`` blocks."""
-    qk = Q * K
-    sizes = L * qk
-    hm_off = np.concatenate(([0], np.cumsum(sizes)))
-    total = int(hm_off[-1])
-    s = np.repeat(np.arange(len(Q)), sizes)
-    local = np.arange(total, dtype=np.int64) - hm_off[:-1][s]
-    qks = qk[s]
-    if L == 1:
-        src = block_off[:-1][s] + local
-    else:
-        src = block_off[:-1][s] + (local // qks) * (H * qks) + local % qks
-    out = w[src].astype(np.float32, copy=True)
-    for h in range(1, H):
-        out += w[src + h * qks]
-    out *= np.float32(1.0 / H)
-    return out, hm_off
-
-
 _COUNT_KEYS = M.DIAGNOSTIC_COUNTS
 
 
@@ -577,227 +528,378 @@ def _messages(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _chunk_frames(
-    chunk_pos: np.ndarray,
-    Q: np.ndarray,
-    L: int,
-    H: int,
-    head_kind: str,
-    model: str,
-    site: str,
-    rm: M.RowMetrics,
-    group_off: np.ndarray,
-    tol: float,
-) -> pl.DataFrame:
-    """Reduce row metrics to (sample, layer, head) rows."""
-    c = len(Q)
-    n_groups = c * L * H
-    cols: dict[str, Any] = {
-        "position": np.repeat(chunk_pos, L * H),
-        "model": pl.Series([model], dtype=pl.String).new_from_index(0, n_groups),
-        "site": pl.Series([site], dtype=pl.String).new_from_index(0, n_groups),
-        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int64), H), c),
-        "head": (
-            np.tile(np.arange(H, dtype=np.int64), c * L)
-            if head_kind == HEAD
-            else np.full(n_groups, -1, dtype=np.int64)
-        ),
-        "head_kind": pl.Series([head_kind], dtype=pl.String).new_from_index(0, n_groups),
-    }
-    ent, n_rows = M.segment_mean(rm.entropy, group_off)
-    cols["n_rows"] = n_rows
-    cols["n_keys"] = np.maximum.reduceat(rm.n_keys, group_off[:-1]) if n_groups else np.zeros(0)
-    if rm.gold_mass is not None:
-        gm, gcount = M.segment_mean(rm.gold_mass, group_off)
-        gp, _ = M.segment_mean(rm.gold_pointing, group_off)
+# per-(sample, layer, head) outputs of one model and head kind, filled block by block
+_GROUP_FLOAT = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_pointing")
+_GROUP_INT = ("n_rows", "n_keys", "n_gold_rows")
+#: weights per 2-D block (rows of one length): small enough to stay in cache
+BLOCK_ELEMENTS = 1 << 18
+
+
+def _new_groups(n: int, gold: bool) -> dict[str, np.ndarray]:
+    out = {k: np.zeros(n) for k in _GROUP_FLOAT}
+    for k in _GROUP_INT:
+        out[k] = np.zeros(n, dtype=np.int64)
+    if not gold:
+        out["gold_mass"][:] = np.nan
+        out["gold_pointing"][:] = np.nan
+    return out
+
+
+def _group_mean(v: np.ndarray, gs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring mean of consecutive row groups starting at ``gs`` (and the count)."""
+    bad = np.isnan(v)
+    if not bad.any():
+        sizes = np.diff(np.append(gs, len(v)))
+        return np.add.reduceat(v, gs) / sizes, sizes
+    cnt = np.add.reduceat((~bad).astype(np.int64), gs)
+    tot = np.add.reduceat(np.where(bad, 0.0, v), gs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan), cnt
+
+
+def _split(members: np.ndarray, el: np.ndarray, limit: int) -> list[np.ndarray]:
+    """Split consecutive samples into blocks of at most ``limit`` weights (whole samples)."""
+    cs = np.cumsum(el)
+    if cs[-1] <= limit:
+        return [members]
+    cuts = np.unique(np.searchsorted(cs, np.arange(limit, cs[-1], limit), side="right"))
+    cuts = cuts[(cuts > 0) & (cuts < len(members))]
+    return np.split(members, cuts)
+
+
+def _segments(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenated ranges ``[starts[i], starts[i] + sizes[i])`` (vectorised)."""
+    total = int(sizes.sum())
+    csum = np.cumsum(sizes) - sizes
+    return np.repeat(starts - csum, sizes) + np.arange(total, dtype=np.int64)
+
+
+def _store_groups(dst, gid, res: M.BlockResult, gs, has_gold: bool) -> None:
+    """Row -> group means of every row metric at once (NaN-ignoring; counts kept)."""
+    rows = res.rows
+    names = list(M.ROW_METRICS) + (["gold_mass", "gold_pointing"] if has_gold else [])
+    V = np.stack([rows[n] for n in names])
+    bad = np.isnan(V)
+    if not bad.any():
+        sizes = np.diff(np.append(gs, V.shape[1]))
+        mean = np.add.reduceat(V, gs, axis=1) / sizes
+        cnt = np.broadcast_to(sizes, mean.shape)
     else:
-        gm = gp = np.full(n_groups, np.nan)
-        gcount = np.zeros(n_groups, dtype=np.int64)
-    cols["n_gold_rows"] = gcount
-    for name in M.ROW_METRICS:
-        cols[name] = ent if name == "entropy" else M.segment_mean(getattr(rm, name), group_off)[0]
-    spec = rm.specificity
-    cols["node_specificity"] = spec
-    cols["gold_mass"] = gm
-    cols["gold_pointing"] = gp
-    qg = np.repeat(Q, L * H)
-    cols["identical_rows"] = (qg > 1) & (np.nan_to_num(spec, nan=np.inf) <= tol)
-    return pl.DataFrame(cols)
+        cnt = np.add.reduceat((~bad).astype(np.int64), gs, axis=1)
+        V[bad] = 0.0
+        tot = np.add.reduceat(V, gs, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+    for i, name in enumerate(names):
+        dst[name][gid] = mean[i]
+    dst["n_rows"][gid] = cnt[0]
+    if has_gold:
+        dst["n_gold_rows"][gid] = cnt[len(M.ROW_METRICS)]
+    dst["n_keys"][gid] = np.maximum.reduceat(rows["n_keys"], gs)
+    dst["node_specificity"][gid] = res.specificity
+
+
+def _count(cnt, res: M.BlockResult, gsizes: np.ndarray, tol: float) -> None:
+    r = res.rows
+    cnt["n_rows"] += len(r["n_keys"])
+    cnt["rows_key_len_1"] += int(np.count_nonzero(r["n_keys"] == 1))
+    cnt["constant_rows"] += int(np.count_nonzero(r["constant"]))
+    cnt["all_special_mass_rows"] += int(np.count_nonzero(r["all_special_mass"]))
+    cnt["all_special_key_rows"] += int(np.count_nonzero(r["all_special_keys"]))
+    cnt["invalid_rows"] += int(np.count_nonzero(r["invalid"]))
+    multi = gsizes > 1
+    cnt["head_groups"] += int(multi.sum())
+    spec = np.nan_to_num(res.specificity, nan=np.inf)
+    cnt["identical_row_heads"] += int(np.count_nonzero(multi & (spec <= tol)))
+
+
+def _cross_head_jsd(A: np.ndarray, ea: np.ndarray, B: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """JSD between every head of A and every head of B, per sample and layer.
+
+    A ``[s, L, Ha, K]`` and B ``[s, L, Hb, K]`` (mean rows) with entropies ``ea [s, L, Ha]``,
+    ``eb [s, L, Hb]``; returns ``[s, L, Ha, Hb]``."""
+    mix = (A[:, :, :, None, :] + B[:, :, None, :, :]) * 0.5
+    s, L, Ha, Hb, K = mix.shape
+    hm = np.maximum(-M._plogp_rows(mix.reshape(-1, K)), 0.0).reshape(s, L, Ha, Hb)
+    return np.clip(hm - 0.5 * ea[:, :, :, None] - 0.5 * eb[:, :, None, :], 0.0, M._LN2)
 
 
 def _process_chunk(
     chunk, L, heads_of, models, pairs, options, crtol, want_each, want_mean, counts, sim_acc, sim_n
 ):
+    """Metrics of one chunk, block by block (samples of equal key length, bounded size)."""
     Q = chunk.n_query.astype(np.int64)
     K = chunk.n_key.astype(np.int64)
     c = len(Q)
     site = chunk.site
     pos = np.asarray(chunk.index, dtype=np.int64)
-    # special keys of each sample: (sample, key) pairs
+    tol = options.identical_tol
+    kw = dict(
+        threshold=options.threshold,
+        top_k=options.top_k,
+        exclude_special=options.exclude_special,
+        constant_rtol=crtol,
+    )
+    # special keys and gold cells as (chunk sample, local position) items
     spk = np.flatnonzero(chunk.key_special)
-    sp_sample = np.searchsorted(chunk.key_offsets, spk, side="right") - 1
-    sp_local = spk - chunk.key_offsets[sp_sample]
-    gd_sample = gd_local = None
-    if chunk.gold is not None and chunk.gold_offsets is not None:
+    sp_s = np.searchsorted(chunk.key_offsets, spk, side="right") - 1
+    sp_k = spk - chunk.key_offsets[sp_s]
+    has_gold = chunk.gold is not None and chunk.gold_offsets is not None
+    gd_s = gd_c = None
+    if has_gold:
         gcell = np.flatnonzero(chunk.gold)
-        gd_sample = np.searchsorted(chunk.gold_offsets, gcell, side="right") - 1
-        gd_local = gcell - chunk.gold_offsets[gd_sample]
-    per_frames: list[pl.DataFrame] = []
-    pair_frames: list[pl.DataFrame] = []
-    kinds: dict[str, dict[str, tuple[M.RowMetrics, _Layout]]] = {HEAD: {}, HEAD_MEAN: {}}
-    for m in models:
-        H = heads_of[m]
-        blocks = chunk.blocks[m]
-        w = blocks.data
-        if w.dtype != np.float32:
-            w = w.astype(np.float32)
-        block_off = blocks.offsets.astype(np.int64)
-        lay = _layout(chunk, L, H, block_off, sp_sample, sp_local, gd_sample, gd_local)
-        hm = None
-        if want_mean and H > 1:
-            hm_data, hm_off = _head_mean(w, block_off, Q, K, L, H)
-            hm = (hm_data, _layout(chunk, L, 1, hm_off, sp_sample, sp_local, gd_sample, gd_local))
-        rm = None
-        if want_each or H == 1:
-            rm = M.row_metrics(
-                w,
-                lay.row_off,
-                special=lay.special,
-                gold=lay.gold,
-                groups=lay.group_off,
-                threshold=options.threshold,
-                top_k=options.top_k,
-                exclude_special=options.exclude_special,
-                constant_rtol=crtol,
-                copy=False,
-            )
-            _count(counts[m], rm, Q, K, L * H, options.identical_tol, lay.group_off)
-            if want_each:
-                per_frames.append(
-                    _chunk_frames(
-                        pos, Q, L, H, HEAD, m, site, rm, lay.group_off, options.identical_tol
-                    )
-                )
-                kinds[HEAD][m] = (rm, lay)
-        if want_mean:
-            if hm is None:  # one head: the head mean is that head
-                rmh, layh = rm, lay
-            else:
-                rmh = M.row_metrics(
-                    hm[0],
-                    hm[1].row_off,
-                    special=hm[1].special,
-                    gold=hm[1].gold,
-                    groups=hm[1].group_off,
-                    threshold=options.threshold,
-                    top_k=options.top_k,
-                    exclude_special=options.exclude_special,
-                    constant_rtol=crtol,
-                    copy=False,
-                )
-                layh = hm[1]
-            per_frames.append(
-                _chunk_frames(
-                    pos, Q, L, 1, HEAD_MEAN, m, site, rmh, layh.group_off, options.identical_tol
-                )
-            )
-            spec = rmh.specificity.reshape(c, L)
-            counts[m]["identical_row_samples"] += int(
-                np.sum(
-                    (Q > 1)
-                    & np.any(np.nan_to_num(spec, nan=np.inf) <= options.identical_tol, axis=1)
-                )
-            )
-            kinds[HEAD_MEAN][m] = (rmh, layh)
-        counts[m]["n_samples"] += c
-        counts[m]["one_node_samples"] += int(np.sum(Q == 1))
-    for a, b in pairs:
-        for kind, d in kinds.items():
-            if a not in d or b not in d:
-                continue
-            ra, la = d[a]
-            rb, lb = d[b]
-            if kind == HEAD and heads_of[a] != heads_of[b]:
-                continue  # index pairing needs equal head counts; see head_similarity
-            Hk = la.n_heads
-            jsd = M._jsd(ra.p, rb.p, la.row_off, ra.entropy, rb.entropy)
-            tv = M.total_variation(ra.p, rb.p, la.row_off)
-            n_groups = c * L * Hk
-            pair_frames.append(
-                pl.DataFrame(
-                    {
-                        "position": np.repeat(pos, L * Hk),
-                        "baseline": pl.Series([a], dtype=pl.String).new_from_index(0, n_groups),
-                        "variant": pl.Series([b], dtype=pl.String).new_from_index(0, n_groups),
-                        "site": pl.Series([site], dtype=pl.String).new_from_index(0, n_groups),
-                        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int64), Hk), c),
-                        "head": (
-                            np.tile(np.arange(Hk, dtype=np.int64), c * L)
-                            if kind == HEAD
-                            else np.full(n_groups, -1, dtype=np.int64)
-                        ),
-                        "head_kind": pl.Series([kind], dtype=pl.String).new_from_index(0, n_groups),
-                        "jsd": M.segment_mean(jsd, la.group_off)[0],
-                        "tv": M.segment_mean(tv, la.group_off)[0],
-                    }
-                )
-            )
-        if a in kinds[HEAD] and b in kinds[HEAD]:
-            _head_similarity(
-                kinds[HEAD][a][0],
-                kinds[HEAD][b][0],
-                K,
+        gd_s = np.searchsorted(chunk.gold_offsets, gcell, side="right") - 1
+        gd_c = gcell - chunk.gold_offsets[gd_s]
+    gold_rows_possible = has_gold
+    out_head = {m: _new_groups(c * L * heads_of[m], gold_rows_possible) for m in models}
+    out_mean = {m: _new_groups(c * L, gold_rows_possible) for m in models}
+    pair_head = {
+        (a, b): (np.zeros(c * L * heads_of[a]), np.zeros(c * L * heads_of[a]))
+        for a, b in pairs
+        if heads_of[a] == heads_of[b]
+    }
+    pair_mean = {(a, b): (np.zeros(c * L), np.zeros(c * L)) for a, b in pairs}
+    ident_mean = {m: np.zeros(c, dtype=bool) for m in models}
+    need_rows = want_each or any(heads_of[m] == 1 for m in models) or bool(pairs)
+    where = np.full(c, -1, dtype=np.int64)
+
+    order = np.argsort(K, kind="stable")
+    ks, first = np.unique(K[order], return_index=True)
+    bounds = np.append(first, c)
+    for gi, kk in enumerate(ks):
+        kk = int(kk)
+        members = order[bounds[gi] : bounds[gi + 1]]
+        el = L * max(heads_of.values()) * Q[members] * kk
+        for S in _split(members, el, BLOCK_ELEMENTS):
+            _block(
+                chunk,
+                S,
+                kk,
+                Q,
                 L,
-                heads_of[a],
-                heads_of[b],
-                (a, b),
+                heads_of,
+                models,
+                pairs,
+                kw,
+                tol,
+                where,
+                sp_s,
+                sp_k,
+                gd_s,
+                gd_c,
+                has_gold,
+                need_rows,
+                want_each,
+                want_mean,
+                out_head,
+                out_mean,
+                pair_head,
+                pair_mean,
+                ident_mean,
+                counts,
                 sim_acc,
                 sim_n,
             )
+    for m in models:
+        counts[m]["n_samples"] += c
+        counts[m]["one_node_samples"] += int(np.sum(Q == 1))
+        counts[m]["identical_row_samples"] += int(np.sum(ident_mean[m] & (Q > 1)))
+    per_frames: list[pl.DataFrame] = []
+    for m in models:
+        if want_each:
+            per_frames.append(_frame(pos, Q, L, heads_of[m], HEAD, m, site, out_head[m], tol))
+        if want_mean:
+            src = out_mean[m] if heads_of[m] > 1 else out_head[m]
+            per_frames.append(_frame(pos, Q, L, 1, HEAD_MEAN, m, site, src, tol))
+    pair_frames: list[pl.DataFrame] = []
+    for (a, b), (j, t) in pair_head.items():
+        if want_each:
+            pair_frames.append(_pair_frame(pos, L, heads_of[a], HEAD, a, b, site, j, t))
+    if want_mean:
+        for (a, b), (j, t) in pair_mean.items():
+            if heads_of[a] == 1 and heads_of[b] == 1:
+                j, t = pair_head[(a, b)]
+            pair_frames.append(_pair_frame(pos, L, 1, HEAD_MEAN, a, b, site, j, t))
     return per_frames, pair_frames
 
 
-def _count(cnt, rm: M.RowMetrics, Q, K, LH, tol, group_off) -> None:
-    nk1 = rm.n_keys == 1
-    cnt["n_rows"] += len(rm.n_keys)
-    cnt["rows_key_len_1"] += int(nk1.sum())
-    cnt["constant_rows"] += int(rm.constant.sum())
-    cnt["all_special_mass_rows"] += int(rm.all_special_mass.sum())
-    cnt["all_special_key_rows"] += int(rm.all_special_keys.sum())
-    cnt["invalid_rows"] += int(rm.invalid.sum())
-    qg = np.repeat(Q, LH)
-    multi = qg > 1
-    cnt["head_groups"] += int(multi.sum())
-    cnt["identical_row_heads"] += int(
-        np.sum(multi & (np.nan_to_num(rm.specificity, nan=np.inf) <= tol))
+def _block(
+    chunk,
+    S,
+    kk,
+    Q,
+    L,
+    heads_of,
+    models,
+    pairs,
+    kw,
+    tol,
+    where,
+    sp_s,
+    sp_k,
+    gd_s,
+    gd_c,
+    has_gold,
+    need_rows,
+    want_each,
+    want_mean,
+    out_head,
+    out_mean,
+    pair_head,
+    pair_mean,
+    ident_mean,
+    counts,
+    sim_acc,
+    sim_n,
+) -> None:
+    nS = len(S)
+    where[S] = np.arange(nS)
+    qs = Q[S]
+    # the special keys / gold cells of these samples, as (index in S, local position)
+    sel = where[sp_s] >= 0
+    sp_j, sp_loc = where[sp_s[sel]], sp_k[sel]
+    if has_gold:
+        gsel = where[gd_s] >= 0
+        gd_j, gd_loc = where[gd_s[gsel]], gd_c[gsel]
+    where[S] = -1
+    res_h: dict[str, M.BlockResult] = {}
+    res_m: dict[str, M.BlockResult] = {}
+    Xs: dict[str, np.ndarray] = {}
+    Hs: dict[str, np.ndarray] = {}
+    for m in models:
+        H = heads_of[m]
+        blocks = chunk.blocks[m]
+        rows_per = L * H * qs
+        rstart = np.cumsum(rows_per) - rows_per
+        idx = _segments(blocks.offsets[S].astype(np.int64), rows_per * kk)
+        X = blocks.data[idx]
+        if X.dtype != np.float32:
+            X = X.astype(np.float32)
+        X = X.reshape(-1, kk)
+        hm = None
+        if want_mean and H > 1:
+            # head-mean rows (s, l, q) from the raw weights: mean over h of row (l*H + h)*Q + q
+            hm_per = L * qs
+            hstart = np.cumsum(hm_per) - hm_per
+            j = np.arange(int(hm_per.sum()), dtype=np.int64) - np.repeat(hstart, hm_per)
+            qrep = np.repeat(qs, hm_per)
+            src = np.repeat(rstart, hm_per) + (j // qrep) * (H * qrep) + j % qrep
+            hm = X[src]
+            for h in range(1, H):
+                hm += X[src + h * qrep]
+            hm *= np.float32(1.0 / H)
+        # per-head block
+        gs = np.repeat(rstart, L * H) + np.tile(np.arange(L * H), nS) * np.repeat(qs, L * H)
+        if need_rows or H == 1:
+            spx = M.expand_positions(sp_j, sp_loc, rows_per, np.full(nS, kk), rstart * kk)
+            gdx = None
+            if has_gold:
+                gdx = M.expand_positions(gd_j, gd_loc, np.full(nS, L * H), qs * kk, rstart * kk)
+            r = M.block_metrics(X, special=spx, gold=gdx, group_starts=gs, **kw)
+            gid = np.repeat(S * (L * H), L * H) + np.tile(np.arange(L * H), nS)
+            _store_groups(out_head[m], gid, r, gs, has_gold)
+            _count(counts[m], r, np.repeat(qs, L * H), tol)
+            res_h[m] = r
+            Xs[m] = X
+        if hm is not None:
+            hm_per = L * qs
+            hstart = np.cumsum(hm_per) - hm_per
+            spx = M.expand_positions(sp_j, sp_loc, hm_per, np.full(nS, kk), hstart * kk)
+            gdx = None
+            if has_gold:
+                gdx = M.expand_positions(gd_j, gd_loc, np.full(nS, L), qs * kk, hstart * kk)
+            hgs = np.repeat(hstart, L) + np.tile(np.arange(L), nS) * np.repeat(qs, L)
+            r = M.block_metrics(hm, special=spx, gold=gdx, group_starts=hgs, **kw)
+            gid = np.repeat(S * L, L) + np.tile(np.arange(L), nS)
+            _store_groups(out_mean[m], gid, r, hgs, has_gold)
+            res_m[m] = r
+            Hs[m] = hm
+            spec = np.nan_to_num(r.specificity, nan=np.inf).reshape(nS, L)
+            ident_mean[m][S] |= np.any(spec <= tol, axis=1)
+        elif m in res_h and want_mean:
+            spec = np.nan_to_num(res_h[m].specificity, nan=np.inf).reshape(nS, L)
+            ident_mean[m][S] |= np.any(spec <= tol, axis=1)
+    for a, b in pairs:
+        Ha, Hb = heads_of[a], heads_of[b]
+        if a in res_h and b in res_h and Ha == Hb:
+            jsd, tv = M.block_divergence(
+                Xs[a], Xs[b], res_h[a].rows["entropy"], res_h[b].rows["entropy"]
+            )
+            rows_per = L * Ha * qs
+            rstart = np.cumsum(rows_per) - rows_per
+            gs = np.repeat(rstart, L * Ha) + np.tile(np.arange(L * Ha), nS) * np.repeat(qs, L * Ha)
+            gid = np.repeat(S * (L * Ha), L * Ha) + np.tile(np.arange(L * Ha), nS)
+            pj, pt = pair_head[(a, b)]
+            pj[gid], _ = _group_mean(jsd, gs)
+            pt[gid], _ = _group_mean(tv, gs)
+        if a in res_m and b in res_m:
+            jsd, tv = M.block_divergence(
+                Hs[a], Hs[b], res_m[a].rows["entropy"], res_m[b].rows["entropy"]
+            )
+            hm_per = L * qs
+            hstart = np.cumsum(hm_per) - hm_per
+            hgs = np.repeat(hstart, L) + np.tile(np.arange(L), nS) * np.repeat(qs, L)
+            gid = np.repeat(S * L, L) + np.tile(np.arange(L), nS)
+            pj, pt = pair_mean[(a, b)]
+            pj[gid], _ = _group_mean(jsd, hgs)
+            pt[gid], _ = _group_mean(tv, hgs)
+        if a in res_h and b in res_h and (Ha > 1 or Hb > 1):
+            ra, rb = res_h[a], res_h[b]
+            A = ra.mean_rows.reshape(nS, L, Ha, kk)
+            B = rb.mean_rows.reshape(nS, L, Hb, kk)
+            cj = _cross_head_jsd(
+                A, ra.mean_entropy.reshape(nS, L, Ha), B, rb.mean_entropy.reshape(nS, L, Hb)
+            )
+            acc = np.nan_to_num(cj, nan=0.0).sum(axis=0)
+            if (a, b) in sim_acc:
+                sim_acc[(a, b)] += acc
+            else:
+                sim_acc[(a, b)] = acc
+            sim_n[(a, b)] = sim_n.get((a, b), 0) + nS
+
+
+def _frame(pos, Q, L, H, kind, model, site, g, tol) -> pl.DataFrame:
+    c = len(Q)
+    n = c * L * H
+    cols: dict[str, Any] = {
+        "position": np.repeat(pos, L * H),
+        "model": pl.Series([model], dtype=pl.String).new_from_index(0, n),
+        "site": pl.Series([site], dtype=pl.String).new_from_index(0, n),
+        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int64), H), c),
+        "head": (
+            np.tile(np.arange(H, dtype=np.int64), c * L)
+            if kind == HEAD
+            else np.full(n, -1, dtype=np.int64)
+        ),
+        "head_kind": pl.Series([kind], dtype=pl.String).new_from_index(0, n),
+        "n_rows": g["n_rows"],
+        "n_keys": g["n_keys"],
+        "n_gold_rows": g["n_gold_rows"],
+    }
+    for name in METRICS:
+        cols[name] = g[name]
+    spec = g["node_specificity"]
+    cols["identical_rows"] = (np.repeat(Q, L * H) > 1) & (np.nan_to_num(spec, nan=np.inf) <= tol)
+    return pl.DataFrame(cols)
+
+
+def _pair_frame(pos, L, H, kind, a, b, site, jsd, tv) -> pl.DataFrame:
+    c = len(pos)
+    n = c * L * H
+    return pl.DataFrame(
+        {
+            "position": np.repeat(pos, L * H),
+            "baseline": pl.Series([a], dtype=pl.String).new_from_index(0, n),
+            "variant": pl.Series([b], dtype=pl.String).new_from_index(0, n),
+            "site": pl.Series([site], dtype=pl.String).new_from_index(0, n),
+            "layer": np.tile(np.repeat(np.arange(L, dtype=np.int64), H), c),
+            "head": (
+                np.tile(np.arange(H, dtype=np.int64), c * L)
+                if kind == HEAD
+                else np.full(n, -1, dtype=np.int64)
+            ),
+            "head_kind": pl.Series([kind], dtype=pl.String).new_from_index(0, n),
+            "jsd": jsd,
+            "tv": tv,
+        }
     )
-
-
-def _head_similarity(ra, rb, K, L, Ha, Hb, key, sim_acc, sim_n) -> None:
-    """Accumulate JSD between per-sample mean rows of every (head a, head b) pair."""
-    c = len(K)
-    ma, moa = ra.mean_rows, ra.mean_row_offsets
-    mb, mob = rb.mean_rows, rb.mean_row_offsets
-    # pair-rows ordered (sample, layer, ha, hb)
-    s = np.repeat(np.arange(c), L * Ha * Hb)
-    rest = np.tile(np.arange(L * Ha * Hb), c)
-    lyr = rest // (Ha * Hb)
-    ha = (rest // Hb) % Ha
-    hb = rest % Hb
-    ga = (s * L + lyr) * Ha + ha
-    gb = (s * L + lyr) * Hb + hb
-    lens = K[s]
-    off = np.concatenate(([0], np.cumsum(lens)))
-    within = np.arange(int(off[-1])) - np.repeat(off[:-1], lens)
-    pa = ma[np.repeat(moa[:-1][ga], lens) + within]
-    pb = mb[np.repeat(mob[:-1][gb], lens) + within]
-    ha_ent = M.entropy(ma, moa)[ga]
-    hb_ent = M.entropy(mb, mob)[gb]
-    j = M._jsd(pa, pb, off, ha_ent, hb_ent)
-    j = np.nan_to_num(j, nan=0.0)
-    acc = j.reshape(c, L, Ha, Hb).sum(axis=0)
-    if key in sim_acc:
-        sim_acc[key] += acc
-    else:
-        sim_acc[key] = acc
-    sim_n[key] = sim_n.get(key, 0) + c

@@ -1,0 +1,242 @@
+"""Benchmark of the analysis engine (analyze.compute_tables), printed as ratios in one run.
+
+    python benchmarks/bench_analyze.py            # 2,000 samples (+ 20,000 for memory)
+    python benchmarks/bench_analyze.py --quick    # 300 samples, smoke test
+
+Synthetic store at realistic shapes: 2 models, 1 site nodes -> tokens, 8 heads, 1 layer, nodes
+4-64, tokens 32-256 (2 special tokens each), float16, gzip (the store defaults).
+
+(a) speed vs a straightforward per-row implementation of the four original metrics (a Python
+    loop calling scipy.stats.entropy and np.sort per row, as the old script did) on weights
+    already in memory; it is timed on a subset of rows and extrapolated per row to every
+    per-head row of both models. The engine's time is the whole compute_tables run (reading,
+    every metric, head-mean rows, pairwise JSD/TV, head similarity, per-sample tables).
+(b) the engine vs the floor: reading every weight from the store (same chunks) plus one
+    vectorised p*log(p) pass.
+(c) peak memory of compute_tables (each in a fresh subprocess; ru_maxrss and tracemalloc peak)
+    on the store and on a store 10x larger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from store import ModelSpec, SiteSpec, StoreSpec, StoreWriter, open_store  # noqa: E402
+from store.batch import FlatBatch  # noqa: E402
+
+SITE = SiteSpec("atom_to_text", "nodes", "tokens", n_layers=1, n_heads=8)
+MODELS = ("full", "no_middle")
+
+
+def make_store(path: Path, n_samples: int, *, seed: int = 0, repeat: int = 1) -> Path:
+    """Write the synthetic store; ``repeat > 1`` appends the same batches under new ids (a store
+    ``repeat`` times larger without ``repeat`` times the generation cost)."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    total = n_samples * repeat
+    ids = tuple(f"s{i:07d}" for i in range(total))
+    spec = StoreSpec(
+        models=tuple(ModelSpec(m) for m in MODELS),
+        sites=(SITE,),
+        selection_ids=ids,
+        dtype="float16",
+        compression="gzip",
+        selection_seed=seed,
+        split="test",
+    )
+    batches = []
+    bs = 250
+    for lo in range(0, n_samples, bs):
+        b = min(bs, n_samples - lo)
+        nn = rng.integers(4, 65, size=b)
+        nt = rng.integers(32, 257, size=b)
+        special = np.zeros(int(nt.sum()), dtype=bool)
+        ends = np.cumsum(nt)
+        special[ends - nt] = True
+        special[ends - 1] = True
+        att = {}
+        for j, m in enumerate(MODELS):
+            parts = []
+            for q, k in zip(nn, nt, strict=True):
+                z = rng.standard_normal((SITE.n_layers, SITE.n_heads, q, k), dtype=np.float32)
+                z *= 1.5 + 0.3 * j
+                z = np.exp(z - z.max(-1, keepdims=True))
+                z /= z.sum(-1, keepdims=True)
+                parts.append(z.reshape(-1))
+            att[m] = {SITE.name: np.concatenate(parts).astype(np.float16)}
+        tgt = rng.normal(size=(b, 1))
+        batches.append(
+            FlatBatch(
+                ids=[],
+                n_nodes=nn,
+                n_tokens=nt,
+                node_labels=["C"] * int(nn.sum()),
+                tokens=["tok"] * int(nt.sum()),
+                special=special,
+                targets=tgt,
+                predictions={m: tgt + rng.normal(size=(b, 1)) * 0.3 for m in MODELS},
+                attention=att,
+                splits=["test"] * b,
+            )
+        )
+    k = 0
+    with StoreWriter.create(path, spec) as w:
+        for _ in range(repeat):
+            for fb in batches:
+                fb.ids = list(ids[k : k + len(fb.n_nodes)])
+                k += len(fb.n_nodes)
+                w.append(fb)
+    return path
+
+
+def run_engine(path: Path, chunk: int):
+    from analyze import MetricOptions, compute_tables
+
+    t0 = time.perf_counter()
+    t = compute_tables(open_store(path), options=MetricOptions(chunk_samples=chunk))
+    return time.perf_counter() - t0, t
+
+
+def run_floor(path: Path, chunk: int) -> float:
+    """Read every weight (same chunks) + one vectorised p*log(p) pass."""
+    st = open_store(path)
+    t0 = time.perf_counter()
+    acc = 0.0
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    for ch in st.iter_chunks(SITE.name, chunk_samples=chunk):
+        for m in st.models:
+            p = ch.blocks[m].data
+            lg = np.log2(np.maximum(p, tiny))
+            lg *= p
+            acc += float(lg.sum())
+    return time.perf_counter() - t0
+
+
+def old_per_row(path: Path, max_rows: int) -> tuple[float, int, int]:
+    """The old script's per-row loop (scipy.stats.entropy, np.sort) on a subset of rows.
+
+    Returns (seconds for the subset, rows timed, total per-head rows of both models)."""
+    from scipy.stats import entropy
+
+    st = open_store(path)
+    total_rows = int(np.sum(st.n_nodes)) * SITE.n_heads * SITE.n_layers * len(MODELS)
+    rows = []
+    for ch in st.iter_chunks(SITE.name, chunk_samples=64):
+        for m in MODELS:
+            for i in range(len(ch)):
+                blk = ch.matrix(m, i).astype(np.float64)
+                rows.extend(blk.reshape(-1, blk.shape[-1]))
+                if len(rows) >= max_rows:
+                    break
+        if len(rows) >= max_rows:
+            break
+    rows = rows[:max_rows]
+    t0 = time.perf_counter()
+    out = []
+    for p in rows:
+        h = entropy(p)
+        mx = p.max()
+        eff = int(np.sum(p > 0.1))
+        s = np.sort(p)
+        n = len(s)
+        g = (2 * np.sum(np.arange(1, n + 1) * s) / (n * s.sum())) - (n + 1) / n
+        out.append((h, mx, eff, g))
+    return time.perf_counter() - t0, len(rows), total_rows
+
+
+MEM_CHILD = r"""
+import json, resource, sys, time, tracemalloc
+sys.path.insert(0, {root!r})
+from analyze import MetricOptions, compute_tables
+from store import open_store
+tracemalloc.start()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+t = compute_tables(open_store({path!r}), options=MetricOptions(chunk_samples={chunk}))
+dt = time.perf_counter() - t0
+cur, peak = tracemalloc.get_traced_memory()
+print(json.dumps(dict(rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      rss_before_kb=base, traced_peak=peak, seconds=dt,
+                      rows=len(t.per_sample))))
+"""
+
+
+def peak_memory(path: Path, chunk: int) -> dict:
+    code = MEM_CHILD.format(root=str(ROOT), path=str(path), chunk=chunk)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--scale", type=int, default=10, help="size factor of the memory store")
+    ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--old-rows", type=int, default=20000, help="rows timed for (a)")
+    ap.add_argument("--quick", action="store_true", help="300 samples, 3x memory store")
+    ap.add_argument("--workdir", default=None, help="where stores are written (kept/reused)")
+    ap.add_argument("--no-memory", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.samples, a.scale, a.old_rows = 300, 3, 3000
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="bench_analyze_"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"workdir {work}; numpy {np.__version__}; {os.cpu_count()} CPUs")
+
+    t0 = time.perf_counter()
+    small = make_store(work / f"bench_{a.samples}.h5", a.samples)
+    print(f"store: {small.name} ({small.stat().st_size / 2**20:.0f} MiB, "
+          f"written in {time.perf_counter() - t0:.1f} s)")
+    st = open_store(small)
+    n_el = int(np.sum(st.n_nodes * st.n_tokens)) * SITE.n_heads * len(MODELS)
+    rows = int(np.sum(st.n_nodes)) * SITE.n_heads * len(MODELS)
+    print(f"  {st.n_samples} samples, {rows:,} per-head rows, {n_el:,} weights (2 models)")
+
+    # warm the page cache and imports once, then time
+    run_floor(small, a.chunk)
+    floor = min(run_floor(small, a.chunk) for _ in range(2))
+    eng = min(run_engine(small, a.chunk)[0] for _ in range(2))
+    old_s, old_n, old_total = old_per_row(small, a.old_rows)
+    old_total_s = old_s / old_n * old_total
+
+    print()
+    print(f"(a) old per-row loop: {old_s:.2f} s for {old_n:,} rows -> {old_total_s:.1f} s "
+          f"extrapolated to {old_total:,} rows (4 metrics, no reading)")
+    print(f"    engine (read + all metrics, head-mean, pairwise, tables): {eng:.2f} s")
+    print(f"    speed-up: {old_total_s / eng:.0f}x   (goal >= 100x)")
+    print(f"(b) floor (read all weights + one p*log p pass): {floor:.2f} s")
+    print(f"    engine / floor: {eng / floor:.2f}x   (goal <= 3x)")
+    print(f"    throughput: {n_el / eng / 1e6:.0f} M weights/s (engine), "
+          f"{n_el / floor / 1e6:.0f} M weights/s (floor)")
+
+    if not a.no_memory:
+        t0 = time.perf_counter()
+        big = make_store(work / f"bench_{a.samples}x{a.scale}.h5", a.samples, repeat=a.scale)
+        print(f"(c) store {a.scale}x larger: {big.name} ({big.stat().st_size / 2**20:.0f} MiB, "
+              f"written in {time.perf_counter() - t0:.1f} s)")
+        m1 = peak_memory(small, a.chunk)
+        m2 = peak_memory(big, a.chunk)
+        for name, m in (("1x", m1), (f"{a.scale}x", m2)):
+            print(f"    {name}: peak RSS {m['rss_kb'] / 1024:.0f} MiB (after imports "
+                  f"{m['rss_before_kb'] / 1024:.0f} MiB), tracemalloc peak "
+                  f"{m['traced_peak'] / 2**20:.0f} MiB, {m['seconds']:.1f} s, "
+                  f"{m['rows']:,} table rows")
+        print(f"    peak RSS ratio {a.scale}x/1x: {m2['rss_kb'] / m1['rss_kb']:.2f}   "
+              f"tracemalloc ratio: {m2['traced_peak'] / m1['traced_peak']:.2f}   (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

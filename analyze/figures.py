@@ -78,7 +78,7 @@ def fmt_p(p: float | None) -> str:
         return "n/a"
     if p < 1e-3:
         return f"{p:.1e}"
-    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+    return f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:

@@ -115,8 +115,10 @@ def test_short_text_side_by_side_and_formats(tmp_path):
     panels = [ax for ax in fig.axes if ax.images]
     x0 = [ax.get_position().x0 for ax in panels]
     assert x0 == sorted(x0) and len(set(np.round(x0, 3))) == 3  # one row of three panels
-    paths = plot_heatmap(d, tmp_path / "h", formats=("png", "svg"))
-    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.exists() for p in paths)
+    paths = plot_heatmap(d, tmp_path / "h", formats=("png", "pdf", "svg"))
+    assert [p.suffix for p in paths] == [".png", ".pdf", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert paths[1].read_bytes().startswith(b"%PDF") and b"<svg" in paths[2].read_bytes()
 
 
 def test_cache_round_trip(tmp_path):

@@ -1,0 +1,125 @@
+"""report.md rendering from a summary: both languages complete, the three scenarios, caveats,
+the drafted paragraph with the numbers filled in (fast: no store, no statistics)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from analyze.i18n import STRINGS
+from analyze.report import render_report
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _row(metric, mb, mv, p, verdict):
+    return {
+        "metric": metric, "site": "atom_to_text", "layer": 0, "head": -1, "variant": "no_middle",
+        "baseline": "full", "n": 42, "mean_baseline": mb, "ci_baseline_low": mb - 0.1,
+        "ci_baseline_high": mb + 0.1, "mean_variant": mv, "ci_variant_low": mv - 0.1,
+        "ci_variant_high": mv + 0.1, "mean_diff": mv - mb, "ci_diff_low": mv - mb - 0.05,
+        "ci_diff_high": mv - mb + 0.05, "pct_change": 100 * (mv - mb) / mb, "t_pvalue": p / 2,
+        "wilcoxon_pvalue": p / 3, "p_corrected": p, "cohens_dz": 0.8, "verdict": verdict,
+    }
+
+
+def summary(overall="supported", **extra):
+    s = {
+        "attncmp_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00",
+        "store": {"paths": ["a.h5"], "n_planned": 42, "split": "test", "selection_seed": 7,
+                  "sites": {"atom_to_text": {"query_axis": "nodes", "key_axis": "tokens",
+                                             "n_layers": 1, "n_heads": 4}}},
+        "provenance": {"full": {"checkpoint": "/c/full.pt", "checkpoint_sha256": "ab" * 32},
+                       "no_middle": {"checkpoint": "/c/nm.pt", "checkpoint_sha256": "cd" * 32}},
+        "baseline": "full", "variants": ["no_middle"], "n_samples": 42, "is_partial": False,
+        "selection": {"site": "atom_to_text", "layer": 0, "head": -1, "head_kind": "head-mean"},
+        "options": {"threshold": 0.1, "exclude_special": True, "example_strategy": "divergent"},
+        "statistics": {"correction": "holm", "alpha": 0.05, "n_boot": 2000, "seed": 0,
+                       "primary_test": "wilcoxon", "head_matching": "hungarian",
+                       "family_size": 20},
+        "verdict": {"overall": overall, "explanation": "Engine explanation.",
+                    "per_metric": {"entropy": "expected direction, significant",
+                                   "max_weight": "expected direction, significant",
+                                   "effective_tokens": "not significant",
+                                   "gini": "significant, opposite direction"}},
+        "main_results": [
+            _row("entropy", 2.0, 2.3, 0.0012, "expected direction, significant"),
+            _row("max_weight", 0.40, 0.33, 0.004, "expected direction, significant"),
+            _row("effective_tokens", 2.5, 2.4, 0.5, "not significant"),
+            _row("gini", 0.60, 0.50, 0.03, "expected direction, significant"),
+        ],
+        "prediction": {"per_model": {"full": {"n": 42, "mae": 0.255, "rmse": 0.31},
+                                     "no_middle": {"n": 42, "mae": 0.274, "rmse": 0.35}},
+                       "differences": [{"variant": "no_middle", "mae_diff": 0.019,
+                                        "ci_low": 0.002, "ci_high": 0.037}]},
+        "figures": {"attention_statistics_comparison": ["attention_statistics_comparison.png"],
+                    "mae_comparison": ["mae_comparison.png"]},
+        "examples": [{"index": 1, "sample_id": "FS0001", "file": "attention_heatmap_example_1.png",
+                      "jsd": 0.2}],
+        "warnings": [], "diagnostics": {"messages": [], "identical_rows": {}},
+    }
+    s.update(extra)
+    return s
+
+
+def test_both_languages_have_every_key():
+    assert set(STRINGS["en"]) == set(STRINGS["zh"])
+    prose = [k for k, v in STRINGS["zh"].items() if len(v) > 12 and "{metric}" not in v
+             and not k.endswith("header")]
+    assert all(CJK.search(STRINGS["zh"][k]) for k in prose), [
+        k for k in prose if not CJK.search(STRINGS["zh"][k])]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_numbers_filled_in_and_no_placeholders(lang):
+    text = render_report(summary(), lang=lang)
+    assert "{" not in text and "}" not in text
+    for pct in ("+15.0%", "-17.5%", "-4.0%", "-16.7%"):
+        assert pct in text
+    for num in ("2.000", "2.300", "0.255", "0.274", "0.0190", "0.0020", "0.0370", "0.0012"):
+        assert num in text, num
+    assert "n = 42" in text
+    assert "![" in text and "(attention_statistics_comparison.png)" in text
+    assert "(attention_heatmap_example_1.png)" in text
+    if lang == "zh":
+        para = text.split("## 结果段落草稿")[1]
+        assert len(CJK.findall(para)) > 100  # real Chinese prose, not English with a header
+        assert "注意力熵更高" in para and "+15.0%" in para
+
+
+@pytest.mark.parametrize(
+    "overall, en, zh",
+    [
+        ("supported", "scenario 1, hypothesis supported", "情形 1，假设成立"),
+        ("partly supported", "between scenarios 1 and 2", "介于情形 1 与情形 2 之间"),
+        ("not supported", "scenario 2, no significant difference", "情形 2，无显著差异"),
+        ("contrary", "scenario 3, opposite direction", "情形 3，方向相反"),
+    ],
+)
+def test_verdict_uses_the_three_scenarios(overall, en, zh):
+    assert en in render_report(summary(overall), lang="en")
+    assert zh in render_report(summary(overall), lang="zh")
+
+
+def test_caveats_partial_training_identical_degenerate():
+    s = summary(
+        is_partial=True,
+        warnings=[
+            {"kind": "partial_store", "n": 42, "n_planned": 100},
+            {"kind": "training_samples", "counts": {"full": 5}},
+            {"kind": "degenerate_site", "site": "pool", "reason": "key length 1"},
+            {"kind": "identical_rows", "model": "no_middle", "n_samples": 42, "n_identical": 42},
+            {"kind": "invalid_attention", "n": 2},
+        ],
+    )
+    s["store"]["n_planned"] = 100
+    en = render_report(s, lang="en")
+    assert "Partial store" in en and "42 of the 100" in en
+    assert "Training samples" in en and "full: 5" in en
+    assert "Degenerate site `pool`" in en and "key length 1" in en
+    assert "42 of 42 samples have every node attending identically" in en
+    assert "Invalid attention" in en
+    zh = render_report(s, lang="zh")
+    assert "存储文件尚不完整" in zh and "训练样本" in zh and "退化位点 `pool`" in zh
+    assert "Multiple comparisons" in en and "20 tests" in en  # family size stated

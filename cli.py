@@ -144,6 +144,14 @@ def store() -> None:
     show_default=True,
     help="NaN/negative attention or rows not summing to 1: stop, or record and continue.",
 )
+@click.option(
+    "--commit-every",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Commit computed batches to the store at least this often (0: after every batch).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract_cmd(**kw) -> None:
     """Run >= 2 model variants over the same samples and store their attention (HDF5).

@@ -65,6 +65,7 @@ __all__ = [
 
 INVALID_META_COLUMN = "invalid_attention"  # per-sample problems recorded with on_invalid="warn"
 ON_INVALID = ("fail", "warn")
+COMMIT_MAX_BYTES = 256 << 20  # commit early when this much attention is pending
 DTYPES = ("float16", "float32")
 _TORCH_DTYPE = {"float16": torch.float16, "float32": torch.float32}
 # row-sum tolerance of the source attention, by its dtype
@@ -96,7 +97,9 @@ class ExtractConfig:
     quiet: bool = False  # no progress bar
     compression: str = "gzip"  # gzip | lzf | none
     row_sum_tol: float | None = None  # default by the attention's dtype (1e-3 fp32, 2e-2 16-bit)
-    queue_size: int = 2  # batches in flight between the device and the writer thread
+    queue_size: int = 3  # batches in flight between the device and the writer thread
+    prefetch: int | None = None  # batches built ahead on a thread; None: 2 on GPU, 0 on CPU
+    commit_every: float = 2.0  # seconds between commits (batches are grouped); 0: every batch
     progress_stream: Any = None  # default sys.stderr
 
 
@@ -416,27 +419,64 @@ class _Job:
 
 
 class _WriterThread:
-    """Checks, converts and commits batches on a background thread (bounded queue)."""
+    """Checks and converts batches on a background thread and commits them in groups.
 
-    def __init__(self, handle: Callable[[_Job], None], size: int) -> None:
-        self._handle = handle
+    ``accept(job)`` validates one batch and keeps it pending; ``flush()`` appends everything
+    pending to the store as one committed group. A group is flushed once ``every`` seconds have
+    passed since the last commit (also while waiting for the next batch), at the end, and before
+    an error is handed to the main thread, so every valid batch is committed.
+    """
+
+    def __init__(
+        self,
+        accept: Callable[[_Job], None],
+        flush: Callable[[], None],
+        pending: Callable[[], bool],
+        size: int,
+        every: float,
+    ) -> None:
+        self._accept, self._flush, self._pending = accept, flush, pending
+        self._every = max(0.0, float(every))
         self._q: queue.Queue = queue.Queue(maxsize=max(1, size))
         self.error: BaseException | None = None
         self._stop = False
+        self._last = time.perf_counter()
         self._t = threading.Thread(target=self._run, name="attncmp-store-writer", daemon=True)
         self._t.start()
 
+    def _commit(self) -> None:
+        try:
+            self._flush()
+        except BaseException as exc:
+            if self.error is None:
+                self.error = exc
+        self._last = time.perf_counter()
+
     def _run(self) -> None:
         while True:
-            job = self._q.get()
+            timeout = None
+            if self._pending() and self.error is None:
+                timeout = max(0.0, self._last + self._every - time.perf_counter())
+            try:
+                job = self._q.get(timeout=timeout)
+            except queue.Empty:
+                self._commit()
+                continue
             if job is None:
+                if self.error is None:
+                    self._commit()
                 return
             if self.error is not None or self._stop:
                 continue
             try:
-                self._handle(job)
-            except BaseException as exc:  # handed to the main thread
-                self.error = exc
+                self._accept(job)
+            except BaseException as exc:  # commit the valid batches, then hand over
+                self._commit()
+                if self.error is None:
+                    self.error = exc
+                continue
+            if time.perf_counter() - self._last >= self._every:
+                self._commit()
 
     def put(self, job: _Job) -> None:
         while True:
@@ -449,7 +489,7 @@ class _WriterThread:
                 continue
 
     def close(self, *, drain: bool = True) -> None:
-        """Wait for queued batches (``drain``) or skip them, then stop the thread."""
+        """Commit queued batches (``drain``) or skip them, then stop the thread."""
         if not drain:
             self._stop = True
         while True:
@@ -460,6 +500,94 @@ class _WriterThread:
                 if not self._t.is_alive():
                     break
         self._t.join()
+
+
+class _Prefetcher:
+    """Builds upcoming batches (``make_batch`` + ``describe``) on a background thread while the
+    current batch runs on the device; errors surface in order, at the batch that caused them.
+    ``depth=0`` builds each batch on the calling thread instead."""
+
+    def __init__(self, chunks: list[list[str]], produce: Callable[[list[str]], Any], depth: int):
+        self._chunks, self._produce, self._depth = chunks, produce, depth
+        self._stop = threading.Event()
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._t: threading.Thread | None = None
+        if depth > 0:
+            self._t = threading.Thread(target=self._run, name="attncmp-batches", daemon=True)
+            self._t.start()
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        for ids in self._chunks:
+            if self._stop.is_set():
+                return
+            try:
+                item = ("ok", self._produce(ids))
+            except BaseException as exc:  # re-raised on the main thread
+                self._put(("err", exc))
+                return
+            if not self._put(item):
+                return
+        self._put(("end", None))
+
+    def __iter__(self):
+        if self._t is None:
+            for ids in self._chunks:
+                yield self._produce(ids)
+            return
+        while True:
+            kind, value = self._q.get()
+            if kind == "end":
+                return
+            if kind == "err":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._t is not None:
+            while self._t.is_alive():
+                try:
+                    self._q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._t.join()
+
+
+def _concat_flat(parts: list[FlatBatch]) -> FlatBatch:
+    """One :class:`FlatBatch` from several (same models, sites, metadata columns)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    has_gold = first.gold_present is not None
+    return FlatBatch(
+        ids=[i for p in parts for i in p.ids],
+        n_nodes=np.concatenate([p.n_nodes for p in parts]),
+        n_tokens=np.concatenate([p.n_tokens for p in parts]),
+        node_labels=[x for p in parts for x in p.node_labels],
+        tokens=[x for p in parts for x in p.tokens],
+        special=np.concatenate([p.special for p in parts]),
+        targets=np.concatenate([p.targets for p in parts]),
+        predictions={
+            m: np.concatenate([p.predictions[m] for p in parts]) for m in first.predictions
+        },
+        attention={
+            m: {s: np.concatenate([p.attention[m][s] for p in parts]) for s in sites}
+            for m, sites in first.attention.items()
+        },
+        splits=[x for p in parts for x in p.splits],
+        meta={k: [x for p in parts for x in p.meta[k]] for k in first.meta},
+        gold_present=np.concatenate([p.gold_present for p in parts]) if has_gold else None,
+        gold=np.concatenate([p.gold for p in parts]) if has_gold else None,
+    )
 
 
 class _Run:
@@ -889,7 +1017,8 @@ class _Run:
         )
 
     # -- writer thread ------------------------------------------------------------------------
-    def _commit(self, job: _Job) -> None:
+    def _accept(self, job: _Job) -> None:
+        """Check one batch (lengths, attention sanity) and queue it for the next commit."""
         if job.event is not None:
             job.event.synchronize()
         ids, B = job.ids, len(job.ids)
@@ -981,6 +1110,22 @@ class _Run:
             gold_present=gold_present if self.has_gold else None,
             gold=(np.concatenate(golds) if golds else np.zeros(0, bool)) if self.has_gold else None,
         )
+        self._pending.append(fb)
+        self._pending_problems.update(problems)
+        self._pending_bytes += sum(a.nbytes for d in fb.attention.values() for a in d.values())
+        for sid, what in problems.items():
+            print(f"warning: sample {sid!r}: {'; '.join(what)}", file=sys.stderr)
+        self.progress.update(B)
+        if self._pending_bytes >= COMMIT_MAX_BYTES:  # bound the memory held between commits
+            self._flush()
+
+    def _flush(self) -> None:
+        """Append everything pending as one committed group."""
+        if not self._pending:
+            return
+        fb = _concat_flat(self._pending)
+        problems = self._pending_problems
+        self._pending, self._pending_problems, self._pending_bytes = [], {}, 0
         try:
             self.writer.append(fb)
         except OSError as exc:
@@ -991,10 +1136,6 @@ class _Run:
                 "and re-run the same command to continue"
             ) from exc
         self.invalid.update(problems)
-        if problems:
-            for sid, what in problems.items():
-                print(f"warning: sample {sid!r}: {'; '.join(what)}", file=sys.stderr)
-        self.progress.update(B)
 
     # -- main ---------------------------------------------------------------------------------
     def run(self) -> ExtractionResult:
@@ -1020,13 +1161,22 @@ class _Run:
         resumed_from = len(mine) - len(todo)
         self.progress = _Progress(len(mine), resumed_from, c.progress_stream, c.quiet)
         cuda = self.device.type == "cuda"
-        wt = _WriterThread(self._commit, c.queue_size)
-        ok = False
+        self._pending: list[FlatBatch] = []
+        self._pending_problems: dict[str, list[str]] = {}
+        self._pending_bytes = 0
+        wt = _WriterThread(
+            self._accept, self._flush, lambda: bool(self._pending), c.queue_size, c.commit_every
+        )
+        chunks = [todo[lo : lo + c.batch_size] for lo in range(0, len(todo), c.batch_size)]
+
+        def produce(ids: list[str]):
+            batch = self._call("make_batch()", self.adapter.make_batch, ids, c.root_dir)
+            return (ids, batch, *self._describe(ids, batch))
+
+        depth = c.prefetch if c.prefetch is not None else (0 if self.device.type == "cpu" else 2)
+        batches = _Prefetcher(chunks, produce, depth)
         try:
-            for lo in range(0, len(todo), c.batch_size):
-                ids = todo[lo : lo + c.batch_size]
-                batch = self._call("make_batch()", self.adapter.make_batch, ids, c.root_dir)
-                infos, n_nodes, n_tokens = self._describe(ids, batch)
+            for ids, batch, infos, n_nodes, n_tokens in batches:
                 B = len(ids)
                 host_lens = {
                     s.name: (
@@ -1035,7 +1185,9 @@ class _Run:
                     )
                     for s in self.sites
                 }
-                lens = {k: _lengths_to(self.device, *v) for k, v in host_lens.items()}
+                nodes_d, tokens_d = _lengths_to(self.device, n_nodes, n_tokens)  # one copy
+                on_dev = {"nodes": nodes_d, "tokens": tokens_d, "single": torch.ones_like(nodes_d)}
+                lens = {s.name: (on_dev[s.query_axis], on_dev[s.key_axis]) for s in self.sites}
                 dev_batch = move_to_device(batch, self.device)
                 outputs: dict[str, _ModelOut] = {}
                 with torch.inference_mode():
@@ -1046,14 +1198,13 @@ class _Run:
                     event = torch.cuda.Event()
                     event.record()
                 wt.put(_Job(ids, infos, n_nodes, n_tokens, outputs, event))
-            ok = True
         finally:
             # commit what is already computed (also on errors: nothing valid is lost), then stop
+            batches.close()
             wt.close(drain=True)
             self.progress.close()
         if wt.error is not None:
             raise wt.error
-        assert ok
         n_committed = self.writer.n_committed
         self.writer.close()
         return ExtractionResult(

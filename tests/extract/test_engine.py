@@ -56,6 +56,7 @@ def _cfg(ckpts, out, a="dict_a", b="dict_b", **kw) -> ExtractConfig:
     kw.setdefault("batch_size", 4)
     kw.setdefault("quiet", True)
     kw.setdefault("adapter", ToyAdapter())
+    kw.setdefault("commit_every", 0.0)  # one commit per batch: crash tests count batches
     return ExtractConfig(
         models=[("full", str(ckpts[a])), ("no_middle", str(ckpts[b]))], out=out, **kw
     )
@@ -229,15 +230,18 @@ class _CrashAt(ToyAdapter):
         return super().make_batch(ids, root_dir)
 
 
-def test_resume_after_an_error_continues_and_matches_an_uninterrupted_run(ckpts, tmp_path) -> None:
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_resume_after_an_error_continues_and_matches_an_uninterrupted_run(
+    prefetch, ckpts, tmp_path
+) -> None:
     whole = tmp_path / "whole.h5"
     run_extraction(_cfg(ckpts, whole))
     out = tmp_path / "resumed.h5"
     with pytest.raises(AdapterError, match=r"make_batch\(\) failed: RuntimeError: simulated crash"):
-        run_extraction(_cfg(ckpts, out, adapter=_CrashAt(3)))
+        run_extraction(_cfg(ckpts, out, adapter=_CrashAt(3), prefetch=prefetch))
     with open_store(out) as st:
         assert st.n_samples == 8  # the two batches computed before the error are committed
-    res = run_extraction(_cfg(ckpts, out))
+    res = run_extraction(_cfg(ckpts, out, prefetch=prefetch, commit_every=60.0))
     assert res.resumed_from == 8 and res.n_written == len(TEST_IDS) - 8
     assert_same_store(whole, out)
 

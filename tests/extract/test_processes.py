@@ -24,7 +24,7 @@ def _cmd(tmp: Path, out: str, *extra: str) -> list[str]:
         sys.executable, "-m", "cli", "extract",
         "--adapter", "tests.extract.toy:ToyAdapter",
         "--model", f"full={tmp / 'a.pt'}", "--model", f"no_middle={tmp / 'b.pt'}",
-        "--batch-size", "2", "--out", str(tmp / out), "--quiet", *extra,
+        "--batch-size", "2", "--out", str(tmp / out), "--quiet", "--commit-every", "0", *extra,
     ]  # fmt: skip
 
 

@@ -1139,8 +1139,13 @@ class _Run:
 
     # -- main ---------------------------------------------------------------------------------
     def run(self) -> ExtractionResult:
-        c = self.cfg
-        torch.manual_seed(c.seed)
+        # seeded for adapters with randomness, without disturbing the caller's RNG state
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed)
+            return self._run()
+
+    def _run(self) -> ExtractionResult:
         self._load_models()
         self._sites()
         self._select()

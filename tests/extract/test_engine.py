@@ -340,7 +340,16 @@ class _Broken(ToyAdapter):
             return ForwardOutput(out.attention, out.predictions[:-1])
         if self.mode == "site":
             return ForwardOutput({"other": out.attention["atom_to_text"]}, out.predictions)
+        if self.mode == "describe":
+            return out
         raise ValueError("boom\nsecond line")
+
+    def describe(self, batch):
+        infos = super().describe(batch)
+        if self.mode == "describe":  # re-tokenised differently from the model: [SEP] lost
+            for i in infos:
+                i.tokens, i.special, i.gold = i.tokens[:-1], i.special[:-1], i.gold[:, :-1]
+        return infos
 
 
 @pytest.mark.parametrize(
@@ -350,6 +359,7 @@ class _Broken(ToyAdapter):
         ("preds", AttentionShapeError, "predictions have shape [3], expected [4]"),
         ("site", AttentionShapeError, "returned no attention for site 'atom_to_text'"),
         ("raise", AdapterError, "forward() for model 'full' failed: ValueError: boom"),
+        ("describe", LengthMismatchError, "describe() must use the model's own tokenisation"),
     ],
 )
 def test_adapter_returning_bad_output_is_one_clear_line(mode, err, want, ckpts, tmp_path) -> None:
@@ -412,3 +422,28 @@ def test_missing_and_corrupt_checkpoints_are_one_line(ckpts, tmp_path) -> None:
 def test_collate_pads_with_valid_positions_first() -> None:
     b = collate([SAMPLES["S026"], SAMPLES["S027"]])
     assert b["node_mask"].sum(1).tolist() == [len(SAMPLES[i]["elements"]) for i in ("S026", "S027")]
+
+
+def test_progress_bar_and_torchrun_environment(ckpts, tmp_path, monkeypatch) -> None:
+    import io
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    stream = io.StringIO()
+    before = torch.random.get_rng_state()
+    res = run_extraction(_cfg(ckpts, tmp_path / "s.h5", quiet=False, progress_stream=stream))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+    assert res.path.name == "s.shard-01-of-02.h5" and res.shard == (1, 2)
+    with open_store(res.path) as st:
+        assert st.ids == TEST_IDS[7:]
+    last = stream.getvalue().strip().splitlines()[-1]
+    assert "7/7 samples" in last and "samples/s" in last and "ETA" in last
+    summary = res.summary()
+    for part in (
+        "extracted 7 samples shard 1/2",
+        "2 models (full, no_middle)",
+        "1 site (atom_to_text)",
+        " s (",
+        "KiB",
+    ):
+        assert part in summary, summary

@@ -355,6 +355,7 @@ def compute_tables(
             done += len(chunk)
             if progress is not None:
                 progress(done, total_units)
+            del chunk, res  # release before the next chunk is read (peak = one chunk)
         for (a, b), acc in sim_acc.items():
             n = sim_n[(a, b)]
             La, Ha, Hb = acc.shape
@@ -574,9 +575,8 @@ def _segments(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.repeat(starts - csum, sizes) + np.arange(total, dtype=np.int64)
 
 
-def _store_groups(dst, gid, res: M.BlockResult, gs, has_gold: bool) -> None:
-    """Row -> group means of every row metric at once (NaN-ignoring; counts kept)."""
-    rows = res.rows
+def _group_stats(rows: dict[str, np.ndarray], gs: np.ndarray, has_gold: bool):
+    """Row -> group means of every row metric at once (NaN-ignoring): (names, means, counts)."""
     names = list(M.ROW_METRICS) + (["gold_mass", "gold_pointing"] if has_gold else [])
     V = np.stack([rows[n] for n in names])
     bad = np.isnan(V)
@@ -590,27 +590,22 @@ def _store_groups(dst, gid, res: M.BlockResult, gs, has_gold: bool) -> None:
         tot = np.add.reduceat(V, gs, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
-    for i, name in enumerate(names):
-        dst[name][gid] = mean[i]
-    dst["n_rows"][gid] = cnt[0]
-    if has_gold:
-        dst["n_gold_rows"][gid] = cnt[len(M.ROW_METRICS)]
-    dst["n_keys"][gid] = np.maximum.reduceat(rows["n_keys"], gs)
-    dst["node_specificity"][gid] = res.specificity
+    return names, mean, cnt
 
 
-def _count(cnt, res: M.BlockResult, gsizes: np.ndarray, tol: float) -> None:
-    r = res.rows
-    cnt["n_rows"] += len(r["n_keys"])
-    cnt["rows_key_len_1"] += int(np.count_nonzero(r["n_keys"] == 1))
-    cnt["constant_rows"] += int(np.count_nonzero(r["constant"]))
-    cnt["all_special_mass_rows"] += int(np.count_nonzero(r["all_special_mass"]))
-    cnt["all_special_key_rows"] += int(np.count_nonzero(r["all_special_keys"]))
-    cnt["invalid_rows"] += int(np.count_nonzero(r["invalid"]))
+def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, gsizes, tol) -> None:
+    sl = slice(r0, r1)
+    cnt["n_rows"] += r1 - r0
+    cnt["rows_key_len_1"] += int(np.count_nonzero(rows["n_keys"][sl] == 1))
+    cnt["constant_rows"] += int(np.count_nonzero(rows["constant"][sl]))
+    cnt["all_special_mass_rows"] += int(np.count_nonzero(rows["all_special_mass"][sl]))
+    cnt["all_special_key_rows"] += int(np.count_nonzero(rows["all_special_keys"][sl]))
+    cnt["invalid_rows"] += int(np.count_nonzero(rows["invalid"][sl]))
     multi = gsizes > 1
     cnt["head_groups"] += int(multi.sum())
-    spec = np.nan_to_num(res.specificity, nan=np.inf)
-    cnt["identical_row_heads"] += int(np.count_nonzero(multi & (spec <= tol)))
+    cnt["identical_row_heads"] += int(
+        np.count_nonzero(multi & (np.nan_to_num(spec, nan=np.inf) <= tol))
+    )
 
 
 def _cross_head_jsd(A: np.ndarray, ea: np.ndarray, B: np.ndarray, eb: np.ndarray) -> np.ndarray:
@@ -660,7 +655,7 @@ def _process_chunk(
     }
     pair_mean = {(a, b): (np.zeros(c * L), np.zeros(c * L)) for a, b in pairs}
     ident_mean = {m: np.zeros(c, dtype=bool) for m in models}
-    need_rows = want_each or any(heads_of[m] == 1 for m in models) or bool(pairs)
+    need_rows = want_each
     where = np.full(c, -1, dtype=np.int64)
 
     order = np.argsort(K, kind="stable")
@@ -723,6 +718,19 @@ def _process_chunk(
     return per_frames, pair_frames
 
 
+@dataclass
+class _Part:
+    """One model's rows of one head kind inside a block (a row range of the combined array)."""
+
+    model: str
+    kind: str
+    H: int  # heads in this layout (1 for the head mean)
+    r0: int = 0
+    r1: int = 0
+    g0: int = 0
+    g1: int = 0
+
+
 def _block(
     chunk,
     S,
@@ -752,103 +760,128 @@ def _block(
     sim_acc,
     sim_n,
 ) -> None:
+    """All models and head kinds of the samples ``S`` (equal key length ``kk``) in one
+    :func:`analyze.metrics.block_metrics` call (few large numpy calls, not many small ones)."""
     nS = len(S)
     where[S] = np.arange(nS)
     qs = Q[S]
-    # the special keys / gold cells of these samples, as (index in S, local position)
     sel = where[sp_s] >= 0
     sp_j, sp_loc = where[sp_s[sel]], sp_k[sel]
     if has_gold:
         gsel = where[gd_s] >= 0
         gd_j, gd_loc = where[gd_s[gsel]], gd_c[gsel]
     where[S] = -1
-    res_h: dict[str, M.BlockResult] = {}
-    res_m: dict[str, M.BlockResult] = {}
-    Xs: dict[str, np.ndarray] = {}
-    Hs: dict[str, np.ndarray] = {}
+    parts: list[_Part] = []
+    mats, sps, gds, gss = [], [], [], []
+    row0 = 0
     for m in models:
         H = heads_of[m]
         blocks = chunk.blocks[m]
         rows_per = L * H * qs
-        rstart = np.cumsum(rows_per) - rows_per
-        idx = _segments(blocks.offsets[S].astype(np.int64), rows_per * kk)
-        X = blocks.data[idx]
-        if X.dtype != np.float32:
-            X = X.astype(np.float32)
+        if nS == 1:  # one sample: a slice
+            a = int(blocks.offsets[S[0]])
+            X = np.array(blocks.data[a : a + int(rows_per[0]) * kk], dtype=np.float32)
+        else:
+            idx = _segments(blocks.offsets[S].astype(np.int64), rows_per * kk)
+            X = blocks.data[idx]
+            if X.dtype != np.float32:
+                X = X.astype(np.float32)
         X = X.reshape(-1, kk)
-        hm = None
+        layouts = []
+        if need_rows or H == 1:
+            layouts.append((HEAD, H, X))
         if want_mean and H > 1:
             # head-mean rows (s, l, q) from the raw weights: mean over h of row (l*H + h)*Q + q
-            hm_per = L * qs
-            hstart = np.cumsum(hm_per) - hm_per
-            j = np.arange(int(hm_per.sum()), dtype=np.int64) - np.repeat(hstart, hm_per)
-            qrep = np.repeat(qs, hm_per)
-            src = np.repeat(rstart, hm_per) + (j // qrep) * (H * qrep) + j % qrep
-            hm = X[src]
-            for h in range(1, H):
-                hm += X[src + h * qrep]
+            if np.all(qs == qs[0]):  # equal node counts: a contiguous reduction
+                hm = X.reshape(nS * L, H, int(qs[0]), kk).sum(axis=1).reshape(-1, kk)
+            else:
+                rstart = np.cumsum(rows_per) - rows_per
+                hm_per = L * qs
+                hstart = np.cumsum(hm_per) - hm_per
+                j = np.arange(int(hm_per.sum()), dtype=np.int64) - np.repeat(hstart, hm_per)
+                qrep = np.repeat(qs, hm_per)
+                src = np.repeat(rstart, hm_per) + (j // qrep) * (H * qrep) + j % qrep
+                hm = X[src]
+                for h in range(1, H):
+                    hm += X[src + h * qrep]
             hm *= np.float32(1.0 / H)
-        # per-head block
-        gs = np.repeat(rstart, L * H) + np.tile(np.arange(L * H), nS) * np.repeat(qs, L * H)
-        if need_rows or H == 1:
-            spx = M.expand_positions(sp_j, sp_loc, rows_per, np.full(nS, kk), rstart * kk)
-            gdx = None
+            layouts.append((HEAD_MEAN, 1, hm))
+        for kind, Hk, mat in layouts:
+            per = L * Hk * qs
+            start = np.cumsum(per) - per
+            sps.append(M.expand_positions(sp_j, sp_loc, per, np.full(nS, kk), (row0 + start) * kk))
             if has_gold:
-                gdx = M.expand_positions(gd_j, gd_loc, np.full(nS, L * H), qs * kk, rstart * kk)
-            r = M.block_metrics(X, special=spx, gold=gdx, group_starts=gs, **kw)
-            gid = np.repeat(S * (L * H), L * H) + np.tile(np.arange(L * H), nS)
-            _store_groups(out_head[m], gid, r, gs, has_gold)
-            _count(counts[m], r, np.repeat(qs, L * H), tol)
-            res_h[m] = r
-            Xs[m] = X
-        if hm is not None:
-            hm_per = L * qs
-            hstart = np.cumsum(hm_per) - hm_per
-            spx = M.expand_positions(sp_j, sp_loc, hm_per, np.full(nS, kk), hstart * kk)
-            gdx = None
-            if has_gold:
-                gdx = M.expand_positions(gd_j, gd_loc, np.full(nS, L), qs * kk, hstart * kk)
-            hgs = np.repeat(hstart, L) + np.tile(np.arange(L), nS) * np.repeat(qs, L)
-            r = M.block_metrics(hm, special=spx, gold=gdx, group_starts=hgs, **kw)
-            gid = np.repeat(S * L, L) + np.tile(np.arange(L), nS)
-            _store_groups(out_mean[m], gid, r, hgs, has_gold)
-            res_m[m] = r
-            Hs[m] = hm
-            spec = np.nan_to_num(r.specificity, nan=np.inf).reshape(nS, L)
-            ident_mean[m][S] |= np.any(spec <= tol, axis=1)
-        elif m in res_h and want_mean:
-            spec = np.nan_to_num(res_h[m].specificity, nan=np.inf).reshape(nS, L)
-            ident_mean[m][S] |= np.any(spec <= tol, axis=1)
+                gds.append(
+                    M.expand_positions(
+                        gd_j, gd_loc, np.full(nS, L * Hk), qs * kk, (row0 + start) * kk
+                    )
+                )
+            gss.append(
+                row0
+                + np.repeat(start, L * Hk)
+                + np.tile(np.arange(L * Hk), nS) * np.repeat(qs, L * Hk)
+            )
+            parts.append(_Part(m, kind, Hk, row0, row0 + len(mat)))
+            mats.append(mat)
+            row0 += len(mat)
+    Xall = mats[0] if len(mats) == 1 else np.concatenate(mats)
+    gs = np.concatenate(gss)
+    r = M.block_metrics(
+        Xall,
+        special=np.concatenate(sps),
+        gold=np.concatenate(gds) if has_gold else None,
+        group_starts=gs,
+        **kw,
+    )
+    names, gmean, gcnt = _group_stats(r.rows, gs, has_gold)
+    nkeys = np.maximum.reduceat(r.rows["n_keys"], gs)
+    g0 = 0
+    by: dict[tuple[str, str], _Part] = {}
+    for p in parts:
+        p.g0, p.g1 = g0, g0 + nS * L * p.H
+        g0 = p.g1
+        by[(p.model, p.kind)] = p
+        gsl = slice(p.g0, p.g1)
+        LH = L * p.H
+        gid = np.repeat(S * LH, LH) + np.tile(np.arange(LH), nS)
+        dst = (out_head if p.kind == HEAD else out_mean)[p.model]
+        for i, name in enumerate(names):
+            dst[name][gid] = gmean[i, gsl]
+        dst["n_rows"][gid] = gcnt[0, gsl]
+        if has_gold:
+            dst["n_gold_rows"][gid] = gcnt[len(M.ROW_METRICS), gsl]
+        dst["n_keys"][gid] = nkeys[gsl]
+        spec = r.specificity[gsl]
+        dst["node_specificity"][gid] = spec
+        if p.kind == HEAD:
+            _count(counts[p.model], r.rows, p.r0, p.r1, spec, np.repeat(qs, LH), tol)
+        if want_mean and (p.kind == HEAD_MEAN or heads_of[p.model] == 1):
+            sp2 = np.nan_to_num(spec, nan=np.inf).reshape(nS, LH)
+            ident_mean[p.model][S] |= np.any(sp2 <= tol, axis=1)
+    ent = r.rows["entropy"]
     for a, b in pairs:
-        Ha, Hb = heads_of[a], heads_of[b]
-        if a in res_h and b in res_h and Ha == Hb:
+        for kind, store_ in ((HEAD, pair_head), (HEAD_MEAN, pair_mean)):
+            pa, pb = by.get((a, kind)), by.get((b, kind))
+            if pa is None or pb is None or pa.H != pb.H or (a, b) not in store_:
+                continue
             jsd, tv = M.block_divergence(
-                Xs[a], Xs[b], res_h[a].rows["entropy"], res_h[b].rows["entropy"]
+                Xall[pa.r0 : pa.r1], Xall[pb.r0 : pb.r1], ent[pa.r0 : pa.r1], ent[pb.r0 : pb.r1]
             )
-            rows_per = L * Ha * qs
-            rstart = np.cumsum(rows_per) - rows_per
-            gs = np.repeat(rstart, L * Ha) + np.tile(np.arange(L * Ha), nS) * np.repeat(qs, L * Ha)
-            gid = np.repeat(S * (L * Ha), L * Ha) + np.tile(np.arange(L * Ha), nS)
-            pj, pt = pair_head[(a, b)]
-            pj[gid], _ = _group_mean(jsd, gs)
-            pt[gid], _ = _group_mean(tv, gs)
-        if a in res_m and b in res_m:
-            jsd, tv = M.block_divergence(
-                Hs[a], Hs[b], res_m[a].rows["entropy"], res_m[b].rows["entropy"]
-            )
-            hm_per = L * qs
-            hstart = np.cumsum(hm_per) - hm_per
-            hgs = np.repeat(hstart, L) + np.tile(np.arange(L), nS) * np.repeat(qs, L)
-            gid = np.repeat(S * L, L) + np.tile(np.arange(L), nS)
-            pj, pt = pair_mean[(a, b)]
-            pj[gid], _ = _group_mean(jsd, hgs)
-            pt[gid], _ = _group_mean(tv, hgs)
-        if a in res_h and b in res_h and (Ha > 1 or Hb > 1):
-            ra, rb = res_h[a], res_h[b]
-            A = ra.mean_rows.reshape(nS, L, Ha, kk)
-            B = rb.mean_rows.reshape(nS, L, Hb, kk)
+            lgs = gs[pa.g0 : pa.g1] - pa.r0
+            LH = L * pa.H
+            gid = np.repeat(S * LH, LH) + np.tile(np.arange(LH), nS)
+            pj, pt = store_[(a, b)]
+            pj[gid], _ = _group_mean(jsd, lgs)
+            pt[gid], _ = _group_mean(tv, lgs)
+        pa, pb = by.get((a, HEAD)), by.get((b, HEAD))
+        if pa is not None and pb is not None and (pa.H > 1 or pb.H > 1):
+            A = r.mean_rows[pa.g0 : pa.g1].reshape(nS, L, pa.H, kk)
+            B = r.mean_rows[pb.g0 : pb.g1].reshape(nS, L, pb.H, kk)
             cj = _cross_head_jsd(
-                A, ra.mean_entropy.reshape(nS, L, Ha), B, rb.mean_entropy.reshape(nS, L, Hb)
+                A,
+                r.mean_entropy[pa.g0 : pa.g1].reshape(nS, L, pa.H),
+                B,
+                r.mean_entropy[pb.g0 : pb.g1].reshape(nS, L, pb.H),
             )
             acc = np.nan_to_num(cj, nan=0.0).sum(axis=0)
             if (a, b) in sim_acc:

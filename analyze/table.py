@@ -772,28 +772,39 @@ def _block(
         gd_j, gd_loc = where[gd_s[gsel]], gd_c[gsel]
     where[S] = -1
     parts: list[_Part] = []
-    mats, sps, gds, gss = [], [], [], []
+    sps, gds, gss = [], [], []
+    sq = int(qs.sum())
+    with_head = {m: need_rows or heads_of[m] == 1 for m in models}
+    with_mean = {m: want_mean and heads_of[m] > 1 for m in models}
+    total = sum(L * heads_of[m] * sq * with_head[m] + L * sq * with_mean[m] for m in models)
+    Xall = np.empty((total, kk), dtype=np.float32)  # every part of the block, written in place
     row0 = 0
     for m in models:
         H = heads_of[m]
         blocks = chunk.blocks[m]
         rows_per = L * H * qs
+        n_rows = L * H * sq
+        X = Xall[row0 : row0 + n_rows] if with_head[m] else np.empty((n_rows, kk), np.float32)
+        flat = X.reshape(-1)
         if nS == 1:  # one sample: a slice
             a = int(blocks.offsets[S[0]])
-            X = np.array(blocks.data[a : a + int(rows_per[0]) * kk], dtype=np.float32)
+            flat[...] = blocks.data[a : a + n_rows * kk]
         else:
             idx = _segments(blocks.offsets[S].astype(np.int64), rows_per * kk)
-            X = blocks.data[idx]
-            if X.dtype != np.float32:
-                X = X.astype(np.float32)
-        X = X.reshape(-1, kk)
+            if blocks.data.dtype == np.float32:
+                np.take(blocks.data, idx, out=flat)
+            else:
+                flat[...] = blocks.data[idx]
         layouts = []
-        if need_rows or H == 1:
-            layouts.append((HEAD, H, X))
-        if want_mean and H > 1:
+        if with_head[m]:
+            layouts.append((HEAD, H, n_rows))
+        if with_mean[m]:
             # head-mean rows (s, l, q) from the raw weights: mean over h of row (l*H + h)*Q + q
+            h0 = row0 + (n_rows if with_head[m] else 0)
+            hm = Xall[h0 : h0 + L * sq]
             if np.all(qs == qs[0]):  # equal node counts: a contiguous reduction
-                hm = X.reshape(nS * L, H, int(qs[0]), kk).sum(axis=1).reshape(-1, kk)
+                q0 = int(qs[0])
+                X.reshape(nS * L, H, q0, kk).sum(axis=1, out=hm.reshape(nS * L, q0, kk))
             else:
                 rstart = np.cumsum(rows_per) - rows_per
                 hm_per = L * qs
@@ -801,12 +812,12 @@ def _block(
                 j = np.arange(int(hm_per.sum()), dtype=np.int64) - np.repeat(hstart, hm_per)
                 qrep = np.repeat(qs, hm_per)
                 src = np.repeat(rstart, hm_per) + (j // qrep) * (H * qrep) + j % qrep
-                hm = X[src]
+                np.take(X, src, axis=0, out=hm)
                 for h in range(1, H):
                     hm += X[src + h * qrep]
             hm *= np.float32(1.0 / H)
-            layouts.append((HEAD_MEAN, 1, hm))
-        for kind, Hk, mat in layouts:
+            layouts.append((HEAD_MEAN, 1, L * sq))
+        for kind, Hk, nr in layouts:
             per = L * Hk * qs
             start = np.cumsum(per) - per
             sps.append(M.expand_positions(sp_j, sp_loc, per, np.full(nS, kk), (row0 + start) * kk))
@@ -821,10 +832,8 @@ def _block(
                 + np.repeat(start, L * Hk)
                 + np.tile(np.arange(L * Hk), nS) * np.repeat(qs, L * Hk)
             )
-            parts.append(_Part(m, kind, Hk, row0, row0 + len(mat)))
-            mats.append(mat)
-            row0 += len(mat)
-    Xall = mats[0] if len(mats) == 1 else np.concatenate(mats)
+            parts.append(_Part(m, kind, Hk, row0, row0 + nr))
+            row0 += nr
     gs = np.concatenate(gss)
     r = M.block_metrics(
         Xall,

@@ -121,6 +121,7 @@ class ExtractionResult:
     device: str = "cpu"
     skipped_sites: dict[str, list[str]] = field(default_factory=dict)  # model -> sites not common
     invalid: dict[str, list[str]] = field(default_factory=dict)  # sample id -> problems (warn mode)
+    timings: dict[str, float] = field(default_factory=dict)  # load_models, setup, batches (s)
 
     @property
     def complete(self) -> bool:
@@ -1146,13 +1147,16 @@ class _Run:
             return self._run()
 
     def _run(self) -> ExtractionResult:
+        t = time.perf_counter()
         self._load_models()
+        self.timings = {"load_models": time.perf_counter() - t}
         self._sites()
         self._select()
         self._probe()
         spec = self._spec()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = StoreWriter.open_or_create(self.path, spec)
+        self.timings["setup"] = time.perf_counter() - t - self.timings["load_models"]
         try:
             return self._loop(spec)
         finally:
@@ -1172,6 +1176,7 @@ class _Run:
         wt = _WriterThread(
             self._accept, self._flush, lambda: bool(self._pending), c.queue_size, c.commit_every
         )
+        t_loop = time.perf_counter()
         chunks = [todo[lo : lo + c.batch_size] for lo in range(0, len(todo), c.batch_size)]
 
         def produce(ids: list[str]):
@@ -1210,6 +1215,7 @@ class _Run:
             self.progress.close()
         if wt.error is not None:
             raise wt.error
+        self.timings["batches"] = time.perf_counter() - t_loop
         n_committed = self.writer.n_committed
         self.writer.close()
         return ExtractionResult(
@@ -1227,6 +1233,7 @@ class _Run:
             device=str(self.device),
             skipped_sites=dict(self.skipped),
             invalid=dict(self.invalid),
+            timings=dict(self.timings),
         )
 
 

@@ -13,7 +13,8 @@ Shared inputs
     metric of the head-averaged distribution (the original method).
 ``tests``
     The comparison table (:meth:`analyze.compare.Comparison.to_frame`): one row per metric x site x
-    layer x head x variant with ``mean_diff``, ``ci_diff_low/high``, ``pct_change``, ``p_corrected``,
+    layer x head x variant with ``mean_diff``, ``ci_diff_low/high``, ``pct_change``,
+    ``p_corrected``,
     ``verdict``, ...
 ``selection``
     Where the headline numbers come from: ``{"site", "layer", "head", "head_kind"}``.
@@ -392,9 +393,15 @@ def plot_per_layer_head(
                 cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
                 cb.set_label("% change", fontsize=7)
                 cb.ax.tick_params(labelsize=6.5)
-        match = f"; heads matched by {head_matching}" if head_matching else ""
+        match = {
+            "hungarian": "; variant heads matched to baseline heads by Hungarian assignment "
+            "(baseline head index shown)",
+            "sorted": "; order-free: h<r> compares the r-th smallest per-head values",
+            "index": "; heads paired by index",
+        }.get(head_matching or "", f"; heads matched by {head_matching}" if head_matching else "")
         fig.suptitle(
-            f"Per layer and head: % change of the mean, {' / '.join(safe_text(v) for v in variants)}"
+            "Per layer and head: % change of the mean, "
+            f"{' / '.join(safe_text(v) for v in variants)}"
             f" vs {safe_text(baseline)} (site {safe_text(site)})",
             x=0.01,
             ha="left",
@@ -487,7 +494,8 @@ def plot_attention_error(
             ha="left",
         )
         fig.supxlabel(
-            "rho: Spearman correlation per model with 95% bootstrap CI; partial: controlling for the "
+            "rho: Spearman correlation per model with 95% bootstrap CI; partial: controlling for "
+            "the "
             "number of valid tokens",
             fontsize=7.5,
             x=0.01,

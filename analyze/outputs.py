@@ -532,7 +532,8 @@ def replot(
         raise AnalysisError(f"{d}: no such directory; pass the --save-dir of an earlier analysis")
     if not state_path.exists() or not (d / "per_sample_metrics.parquet").exists():
         raise AnalysisError(
-            f"{d}: no cached analysis (per_sample_metrics.parquet, {CACHE_DIR}/analysis_state.json);"
+            f"{d}: no cached analysis (per_sample_metrics.parquet, "
+            f"{CACHE_DIR}/analysis_state.json);"
             " run `attncmp analyze STORE --save-dir DIR` first"
         )
     state = json.loads(state_path.read_text())
@@ -1230,7 +1231,7 @@ def build_summary(
         "prediction": pred,
         "correlations": None if correlations is None else correlations.to_dicts(),
         "strata": None if strata is None else strata.to_dicts(),
-        "noise_floor": None if noise is None else _noise_summary(noise),
+        "noise_floor": None if noise is None else _noise_summary(noise, selection["layer"]),
         "diagnostics": {
             "messages": list(getattr(diag, "messages", []) or []),
             "degenerate_sites": degenerate,
@@ -1262,11 +1263,43 @@ def describe_file(name: str) -> str:
     return "table"
 
 
-def _noise_summary(noise) -> Any:
-    try:
-        return noise.summary().to_dicts()
-    except Exception:  # noqa: BLE001
-        return noise.frame.to_dicts()
+def _noise_summary(noise, layer: int) -> Any:
+    """The noise-floor rows (within- and between-group comparisons) of the headline layer, main
+    metrics first."""
+    f = noise.frame
+    if f is None or f.height == 0:
+        return []
+    keep = [
+        c
+        for c in (
+            "metric",
+            "comparison",
+            "group_a",
+            "group_b",
+            "model_a",
+            "model_b",
+            "n",
+            "mean_diff",
+            "mean_abs_diff",
+            "layer",
+        )
+        if c in f.columns
+    ]
+    f = f.select(keep)
+    if "layer" in f.columns:
+        f = f.filter(pl.col("layer") == layer)
+    order = {m: i for i, m in enumerate([*F.MAIN_METRICS, "jsd", "tv"])}
+    if "metric" in f.columns:
+        f = (
+            f.with_columns(
+                pl.col("metric")
+                .replace_strict(order, default=99, return_dtype=pl.Int64)
+                .alias("_o")
+            )
+            .sort("_o")
+            .drop("_o")
+        )
+    return f.to_dicts()
 
 
 def _warnings(facts, tables, comparison, identical, degenerate, variants, notes) -> list[dict]:

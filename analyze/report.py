@@ -84,7 +84,10 @@ def _verdict_text(lang: str, v: str | None) -> str:
 def render_report(
     summary: Mapping[str, Any], *, stats: pl.DataFrame | None = None, lang: str = "en"
 ) -> str:
-    """The Markdown report for an analysis ``summary`` (see :func:`analyze.outputs.build_summary`)."""
+    """The Markdown report for an analysis ``summary``.
+
+    ``summary`` is what :func:`analyze.outputs.build_summary` returns (``summary.json``).
+    """
     t = lambda key, **kw: text(lang, key, **kw)  # noqa: E731
     s = summary
     store = s.get("store", {})

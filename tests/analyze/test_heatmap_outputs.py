@@ -87,8 +87,18 @@ def _synthetic(q, k, tokens=None):
     b = rng.dirichlet(np.ones(k) * 0.3, size=q)
     tokens = tokens or [f"tok{i}" for i in range(k)]
     d = HeatmapData(
-        "LONG", "atom_to_text", "nodes", "tokens", 0, 1, None, 2, ("full", "no_middle"),
-        (a, b), [f"C{i}" for i in range(q)], tokens,
+        "LONG",
+        "atom_to_text",
+        "nodes",
+        "tokens",
+        0,
+        1,
+        None,
+        2,
+        ("full", "no_middle"),
+        (a, b),
+        [f"C{i}" for i in range(q)],
+        tokens,
         np.array([t.startswith("[") for t in tokens]),
     )
     d.metrics, d.jsd = quick_metrics(d)

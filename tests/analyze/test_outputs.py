@@ -46,10 +46,33 @@ ALWAYS = [
     "mae_comparison.png",
 ]
 SUMMARY_KEYS = {
-    "format", "version", "attncmp_version", "created", "store", "store_config", "provenance",
-    "models", "baseline", "variants", "n_samples", "is_partial", "selection", "options",
-    "statistics", "verdict", "main_results", "secondary_results", "prediction", "correlations",
-    "strata", "noise_floor", "diagnostics", "warnings", "examples", "figures", "grid_counts",
+    "format",
+    "version",
+    "attncmp_version",
+    "created",
+    "store",
+    "store_config",
+    "provenance",
+    "models",
+    "baseline",
+    "variants",
+    "n_samples",
+    "is_partial",
+    "selection",
+    "options",
+    "statistics",
+    "verdict",
+    "main_results",
+    "secondary_results",
+    "prediction",
+    "correlations",
+    "strata",
+    "noise_floor",
+    "diagnostics",
+    "warnings",
+    "examples",
+    "figures",
+    "grid_counts",
     "files_written",
 }
 
@@ -57,8 +80,7 @@ SUMMARY_KEYS = {
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     root = tmp_path_factory.mktemp("out")
-    store = make_store(root / "store.h5", n=14, n_heads=2, n_layers=2, max_nodes=12,
-                       max_tokens=24)
+    store = make_store(root / "store.h5", n=14, n_heads=2, n_layers=2, max_nodes=12, max_tokens=24)
     res = run_analysis([store], root / "analysis", AnalysisOptions(**FAST))
     return store, res
 
@@ -75,16 +97,36 @@ def test_every_documented_file_is_written(analysed):
 def test_statistics_csv_matches_the_engine(analysed):
     _, res = analysed
     csv = pl.read_csv(res.save_dir / "attention_statistics.csv")
-    for col in ["metric", "full", "no_middle", "change_pct", "n", "baseline_ci_low",
-                "baseline_ci_high", "variant_ci_low", "variant_ci_high", "mean_diff",
-                "diff_ci_low", "diff_ci_high", "t_pvalue", "wilcoxon_pvalue", "p_corrected",
-                "correction", "cohens_dz", "rank_biserial", "verdict"]:
+    for col in [
+        "metric",
+        "full",
+        "no_middle",
+        "change_pct",
+        "n",
+        "baseline_ci_low",
+        "baseline_ci_high",
+        "variant_ci_low",
+        "variant_ci_high",
+        "mean_diff",
+        "diff_ci_low",
+        "diff_ci_high",
+        "t_pvalue",
+        "wilcoxon_pvalue",
+        "p_corrected",
+        "correction",
+        "cohens_dz",
+        "rank_biserial",
+        "verdict",
+    ]:
         assert col in csv.columns, col
     assert csv["metric"].to_list() == ["entropy", "max_weight", "effective_tokens", "gini"]
     sel = res.summary["selection"]
     assert sel == {"site": "atom_to_text", "layer": 1, "head": -1, "head_kind": "head-mean"}
-    by = {t.metric: t for t in res.comparison.tests if t.site == sel["site"]
-          and t.layer == sel["layer"] and t.head == -1}
+    by = {
+        t.metric: t
+        for t in res.comparison.tests
+        if t.site == sel["site"] and t.layer == sel["layer"] and t.head == -1
+    }
     for row in csv.iter_rows(named=True):
         t = by[row["metric"]]
         assert row["full"] == pytest.approx(t.mean_baseline)
@@ -95,8 +137,12 @@ def test_statistics_csv_matches_the_engine(analysed):
         assert row["verdict"] == t.verdict
     # the per-sample table agrees with the csv means
     ps = pl.read_parquet(res.save_dir / "per_sample_metrics.parquet")
-    ent = ps.filter((pl.col("model") == "full") & (pl.col("site") == "atom_to_text")
-                    & (pl.col("layer") == 1) & (pl.col("head") == -1))["entropy"].mean()
+    ent = ps.filter(
+        (pl.col("model") == "full")
+        & (pl.col("site") == "atom_to_text")
+        & (pl.col("layer") == 1)
+        & (pl.col("head") == -1)
+    )["entropy"].mean()
     assert csv["full"][0] == pytest.approx(ent)
 
 
@@ -105,18 +151,39 @@ def test_significance_and_per_layer_head_tables(analysed):
     sig = pl.read_csv(res.save_dir / "significance.csv")
     main = sig.filter(pl.col("family") == "main")
     assert main.height == len(res.comparison.tests)
-    assert {"metric", "site", "layer", "head", "variant", "pct_change", "p_corrected",
-            "verdict", "head_matching"} <= set(sig.columns)
-    assert sig.filter(pl.col("family") == "secondary")["metric"].is_in(
-        ["node_specificity", "gold_mass", "gold_pointing", "norm_entropy", "special_mass"]).all()
+    assert {
+        "metric",
+        "site",
+        "layer",
+        "head",
+        "variant",
+        "pct_change",
+        "p_corrected",
+        "verdict",
+        "head_matching",
+    } <= set(sig.columns)
+    assert (
+        sig.filter(pl.col("family") == "secondary")["metric"]
+        .is_in(["node_specificity", "gold_mass", "gold_pointing", "norm_entropy", "special_mass"])
+        .all()
+    )
     plh = pl.read_csv(res.save_dir / "per_layer_head.csv")
     assert {"site", "layer", "head", "head_kind", "model", "n_samples", "entropy", "gini"} <= set(
-        plh.columns)
+        plh.columns
+    )
     ps = res.tables.per_sample
-    want = ps.filter((pl.col("site") == "atom_to_text") & (pl.col("layer") == 0)
-                     & (pl.col("head") == 1) & (pl.col("model") == "no_middle"))["gini"].mean()
-    got = plh.filter((pl.col("site") == "atom_to_text") & (pl.col("layer") == 0)
-                     & (pl.col("head") == 1) & (pl.col("model") == "no_middle"))["gini"][0]
+    want = ps.filter(
+        (pl.col("site") == "atom_to_text")
+        & (pl.col("layer") == 0)
+        & (pl.col("head") == 1)
+        & (pl.col("model") == "no_middle")
+    )["gini"].mean()
+    got = plh.filter(
+        (pl.col("site") == "atom_to_text")
+        & (pl.col("layer") == 0)
+        & (pl.col("head") == 1)
+        & (pl.col("model") == "no_middle")
+    )["gini"][0]
     assert got == pytest.approx(want)
     # the cached per-sample table is the engine's table
     assert pl.read_parquet(res.save_dir / "per_sample_metrics.parquet").equals(ps)
@@ -131,13 +198,18 @@ def test_summary_json_documented_keys(analysed):
     assert s["n_samples"] == 14 and s["is_partial"] is False
     assert s["store"]["split"] == "test" and s["store"]["selection_seed"] == 0
     assert {r["metric"] for r in s["main_results"]} == {
-        "entropy", "max_weight", "effective_tokens", "gini"}
+        "entropy",
+        "max_weight",
+        "effective_tokens",
+        "gini",
+    }
     assert set(s["prediction"]["per_model"]) == {"full", "no_middle"}
     mae = s["prediction"]["per_model"]["full"]["mae"]
     smp = res.tables.samples
     assert mae == pytest.approx(float((smp["prediction_full"] - smp["target"]).abs().mean()))
     assert [e["file"] for e in s["examples"]] == [
-        f"attention_heatmap_example_{k}.png" for k in (1, 2, 3)]
+        f"attention_heatmap_example_{k}.png" for k in (1, 2, 3)
+    ]
     assert any(w["kind"] == "degenerate_site" for w in s["warnings"])
     assert any(w["kind"] == "small_sample" for w in s["warnings"])
     names = {f["name"] for f in s["files_written"]}
@@ -154,8 +226,12 @@ def test_report_has_the_measured_numbers(analysed):
         assert f"{r['mae']:.3f}" in text, m
     assert "n = 14" in text and "Draft results paragraph" in text
     assert "scenario" in text.lower() and "Caveats" in text
-    for name in ("attention_statistics_comparison.png", "mae_comparison.png",
-                 "attention_heatmap_example_3.png", "gold_alignment.png"):
+    for name in (
+        "attention_statistics_comparison.png",
+        "mae_comparison.png",
+        "attention_heatmap_example_3.png",
+        "gold_alignment.png",
+    ):
         assert f"]({name})" in text, name
     assert "text_pool" in text  # the degenerate site is reported
 
@@ -165,8 +241,12 @@ def test_examples_strategies(analysed):
     t = res.tables
     kw = dict(site="atom_to_text", layer=1, baseline="full", variant="no_middle")
     div = choose_examples(t, k=3, strategy="divergent", **kw)
-    jsd = t.pairwise.filter((pl.col("site") == "atom_to_text") & (pl.col("layer") == 1)
-                            & (pl.col("head") == -1) & (pl.col("variant") == "no_middle"))
+    jsd = t.pairwise.filter(
+        (pl.col("site") == "atom_to_text")
+        & (pl.col("layer") == 1)
+        & (pl.col("head") == -1)
+        & (pl.col("variant") == "no_middle")
+    )
     top = jsd.sort("jsd", descending=True)["sample_id"].to_list()[:3]
     assert div == top == [e.sample_id for e in res.examples]
     r1 = choose_examples(t, k=3, strategy="random", seed=5, **kw)
@@ -192,8 +272,12 @@ def test_replot_needs_no_store_and_switches_language(analysed, tmp_path):
         again = replot(out, lang="zh")
     finally:
         store.write_bytes(store_backup)
-    for name in ("attention_statistics_comparison.png", "attention_heatmap_example_1.png",
-                 "attention_heatmap_example_3.png", "mae_comparison.png"):
+    for name in (
+        "attention_statistics_comparison.png",
+        "attention_heatmap_example_1.png",
+        "attention_heatmap_example_3.png",
+        "mae_comparison.png",
+    ):
         assert (out / name).exists(), name
     zh = (out / "report.md").read_text(encoding="utf-8")
     assert "注意力对比分析报告" in zh and "结果段落草稿" in zh
@@ -211,12 +295,20 @@ def test_replot_without_cache_is_a_clear_error(tmp_path):
 
 
 def test_partial_store_is_analysed_and_says_so(tmp_path):
-    path, writer = make_store(tmp_path / "partial.h5", n=8, n_planned=20, n_heads=1,
-                              n_layers=1, extra_sites=False, keep_open=True)
+    path, writer = make_store(
+        tmp_path / "partial.h5",
+        n=8,
+        n_planned=20,
+        n_heads=1,
+        n_layers=1,
+        extra_sites=False,
+        keep_open=True,
+    )
     lines: list[str] = []
     try:
-        res = run_analysis([path], tmp_path / "p", AnalysisOptions(
-            n_boot=200, examples=2, log=lines.append))
+        res = run_analysis(
+            [path], tmp_path / "p", AnalysisOptions(n_boot=200, examples=2, log=lines.append)
+        )
     finally:
         writer.close()
     assert any("partial" in ln and "8 of 20" in ln for ln in lines)
@@ -242,5 +334,6 @@ def test_secondary_family_is_separate(analysed):
     c = compare(t, n_boot=200)
     # the main family is what the engine computes by default: secondary metrics do not inflate it
     assert len(c.tests) == len(res.comparison.tests)
-    assert np.allclose([x.p_corrected for x in c.tests],
-                       [x.p_corrected for x in res.comparison.tests])
+    assert np.allclose(
+        [x.p_corrected for x in c.tests], [x.p_corrected for x in res.comparison.tests]
+    )

@@ -15,49 +15,107 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 def _row(metric, mb, mv, p, verdict):
     return {
-        "metric": metric, "site": "atom_to_text", "layer": 0, "head": -1, "variant": "no_middle",
-        "baseline": "full", "n": 42, "mean_baseline": mb, "ci_baseline_low": mb - 0.1,
-        "ci_baseline_high": mb + 0.1, "mean_variant": mv, "ci_variant_low": mv - 0.1,
-        "ci_variant_high": mv + 0.1, "mean_diff": mv - mb, "ci_diff_low": mv - mb - 0.05,
-        "ci_diff_high": mv - mb + 0.05, "pct_change": 100 * (mv - mb) / mb, "t_pvalue": p / 2,
-        "wilcoxon_pvalue": p / 3, "p_corrected": p, "cohens_dz": 0.8, "verdict": verdict,
+        "metric": metric,
+        "site": "atom_to_text",
+        "layer": 0,
+        "head": -1,
+        "variant": "no_middle",
+        "baseline": "full",
+        "n": 42,
+        "mean_baseline": mb,
+        "ci_baseline_low": mb - 0.1,
+        "ci_baseline_high": mb + 0.1,
+        "mean_variant": mv,
+        "ci_variant_low": mv - 0.1,
+        "ci_variant_high": mv + 0.1,
+        "mean_diff": mv - mb,
+        "ci_diff_low": mv - mb - 0.05,
+        "ci_diff_high": mv - mb + 0.05,
+        "pct_change": 100 * (mv - mb) / mb,
+        "t_pvalue": p / 2,
+        "wilcoxon_pvalue": p / 3,
+        "p_corrected": p,
+        "cohens_dz": 0.8,
+        "verdict": verdict,
     }
 
 
 def summary(overall="supported", **extra):
     s = {
-        "attncmp_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00",
-        "store": {"paths": ["a.h5"], "n_planned": 42, "split": "test", "selection_seed": 7,
-                  "sites": {"atom_to_text": {"query_axis": "nodes", "key_axis": "tokens",
-                                             "n_layers": 1, "n_heads": 4}}},
-        "provenance": {"full": {"checkpoint": "/c/full.pt", "checkpoint_sha256": "ab" * 32},
-                       "no_middle": {"checkpoint": "/c/nm.pt", "checkpoint_sha256": "cd" * 32}},
-        "baseline": "full", "variants": ["no_middle"], "n_samples": 42, "is_partial": False,
+        "attncmp_version": "0.1.0",
+        "created": "2026-01-01T00:00:00+00:00",
+        "store": {
+            "paths": ["a.h5"],
+            "n_planned": 42,
+            "split": "test",
+            "selection_seed": 7,
+            "sites": {
+                "atom_to_text": {
+                    "query_axis": "nodes",
+                    "key_axis": "tokens",
+                    "n_layers": 1,
+                    "n_heads": 4,
+                }
+            },
+        },
+        "provenance": {
+            "full": {"checkpoint": "/c/full.pt", "checkpoint_sha256": "ab" * 32},
+            "no_middle": {"checkpoint": "/c/nm.pt", "checkpoint_sha256": "cd" * 32},
+        },
+        "baseline": "full",
+        "variants": ["no_middle"],
+        "n_samples": 42,
+        "is_partial": False,
         "selection": {"site": "atom_to_text", "layer": 0, "head": -1, "head_kind": "head-mean"},
         "options": {"threshold": 0.1, "exclude_special": True, "example_strategy": "divergent"},
-        "statistics": {"correction": "holm", "alpha": 0.05, "n_boot": 2000, "seed": 0,
-                       "primary_test": "wilcoxon", "head_matching": "hungarian",
-                       "family_size": 20},
-        "verdict": {"overall": overall, "explanation": "Engine explanation.",
-                    "per_metric": {"entropy": "expected direction, significant",
-                                   "max_weight": "expected direction, significant",
-                                   "effective_tokens": "not significant",
-                                   "gini": "significant, opposite direction"}},
+        "statistics": {
+            "correction": "holm",
+            "alpha": 0.05,
+            "n_boot": 2000,
+            "seed": 0,
+            "primary_test": "wilcoxon",
+            "head_matching": "hungarian",
+            "family_size": 20,
+        },
+        "verdict": {
+            "overall": overall,
+            "explanation": "Engine explanation.",
+            "per_metric": {
+                "entropy": "expected direction, significant",
+                "max_weight": "expected direction, significant",
+                "effective_tokens": "not significant",
+                "gini": "significant, opposite direction",
+            },
+        },
         "main_results": [
             _row("entropy", 2.0, 2.3, 0.0012, "expected direction, significant"),
             _row("max_weight", 0.40, 0.33, 0.004, "expected direction, significant"),
             _row("effective_tokens", 2.5, 2.4, 0.5, "not significant"),
             _row("gini", 0.60, 0.50, 0.03, "expected direction, significant"),
         ],
-        "prediction": {"per_model": {"full": {"n": 42, "mae": 0.255, "rmse": 0.31},
-                                     "no_middle": {"n": 42, "mae": 0.274, "rmse": 0.35}},
-                       "differences": [{"variant": "no_middle", "mae_diff": 0.019,
-                                        "ci_low": 0.002, "ci_high": 0.037}]},
-        "figures": {"attention_statistics_comparison": ["attention_statistics_comparison.png"],
-                    "mae_comparison": ["mae_comparison.png"]},
-        "examples": [{"index": 1, "sample_id": "FS0001", "file": "attention_heatmap_example_1.png",
-                      "jsd": 0.2}],
-        "warnings": [], "diagnostics": {"messages": [], "identical_rows": {}},
+        "prediction": {
+            "per_model": {
+                "full": {"n": 42, "mae": 0.255, "rmse": 0.31},
+                "no_middle": {"n": 42, "mae": 0.274, "rmse": 0.35},
+            },
+            "differences": [
+                {"variant": "no_middle", "mae_diff": 0.019, "ci_low": 0.002, "ci_high": 0.037}
+            ],
+        },
+        "figures": {
+            "attention_statistics_comparison": ["attention_statistics_comparison.png"],
+            "mae_comparison": ["mae_comparison.png"],
+        },
+        "examples": [
+            {
+                "index": 1,
+                "sample_id": "FS0001",
+                "file": "attention_heatmap_example_1.png",
+                "jsd": 0.2,
+            }
+        ],
+        "warnings": [],
+        "diagnostics": {"messages": [], "identical_rows": {}},
     }
     s.update(extra)
     return s
@@ -65,10 +123,14 @@ def summary(overall="supported", **extra):
 
 def test_both_languages_have_every_key():
     assert set(STRINGS["en"]) == set(STRINGS["zh"])
-    prose = [k for k, v in STRINGS["zh"].items() if len(v) > 12 and "{metric}" not in v
-             and not k.endswith("header")]
+    prose = [
+        k
+        for k, v in STRINGS["zh"].items()
+        if len(v) > 12 and "{metric}" not in v and not k.endswith("header")
+    ]
     assert all(CJK.search(STRINGS["zh"][k]) for k in prose), [
-        k for k in prose if not CJK.search(STRINGS["zh"][k])]
+        k for k in prose if not CJK.search(STRINGS["zh"][k])
+    ]
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

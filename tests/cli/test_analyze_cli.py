@@ -22,8 +22,14 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("cli") / "store.h5", n=10, n_heads=2, n_layers=1,
-                      max_nodes=10, max_tokens=20)
+    return make_store(
+        tmp_path_factory.mktemp("cli") / "store.h5",
+        n=10,
+        n_heads=2,
+        n_layers=1,
+        max_nodes=10,
+        max_tokens=20,
+    )
 
 
 def test_analyze_then_plot_stats_without_the_store(store, tmp_path):
@@ -33,7 +39,9 @@ def test_analyze_then_plot_stats_without_the_store(store, tmp_path):
     assert r.output.startswith("verdict: ")
     assert "report: " in r.output and "entropy" in r.output
     assert sorted(p.name for p in out.glob("attention_heatmap_example_*.png")) == [
-        "attention_heatmap_example_1.png", "attention_heatmap_example_2.png"]
+        "attention_heatmap_example_1.png",
+        "attention_heatmap_example_2.png",
+    ]
     # re-plot from the cache with the store moved away
     moved = tmp_path / "elsewhere.h5"
     shutil.move(store, moved)
@@ -70,16 +78,18 @@ def _one_clear_line(r):
 def test_bad_inputs_each_give_one_clear_line(store, tmp_path):
     msg = _one_clear_line(run("analyze", tmp_path / "missing.h5", "--save-dir", tmp_path / "o"))
     assert "does not exist" in msg
-    msg = _one_clear_line(run("analyze", plain_h5(tmp_path / "plain.h5"), "--save-dir",
-                              tmp_path / "o"))
+    msg = _one_clear_line(
+        run("analyze", plain_h5(tmp_path / "plain.h5"), "--save-dir", tmp_path / "o")
+    )
     assert "not an attncmp store" in msg
     one = one_model_store(tmp_path / "one.h5")
     msg = _one_clear_line(run("analyze", one, "--save-dir", tmp_path / "o"))
     assert "one model only" in msg
     msg = _one_clear_line(run("analyze", store, "--save-dir", tmp_path / "o", "--site", "bogus"))
     assert "--site 'bogus'" in msg and "atom_to_text" in msg
-    msg = _one_clear_line(run("analyze", store, "--save-dir", tmp_path / "o", "--baseline",
-                              "bogus"))
+    msg = _one_clear_line(
+        run("analyze", store, "--save-dir", tmp_path / "o", "--baseline", "bogus")
+    )
     assert "--baseline 'bogus'" in msg and "no_middle" in msg
     msg = _one_clear_line(run("analyze", store, "--save-dir", ""))
     assert "--save-dir is empty" in msg
@@ -96,12 +106,29 @@ def test_bad_inputs_each_give_one_clear_line(store, tmp_path):
 
 
 def test_partial_store_says_partial(tmp_path):
-    path, writer = make_store(tmp_path / "partial.h5", n=6, n_planned=15, n_heads=1,
-                              n_layers=1, extra_sites=False, keep_open=True)
+    path, writer = make_store(
+        tmp_path / "partial.h5",
+        n=6,
+        n_planned=15,
+        n_heads=1,
+        n_layers=1,
+        extra_sites=False,
+        keep_open=True,
+    )
     try:
-        r = CliRunner().invoke(cli.main, ["analyze", str(path), "--save-dir",
-                                          str(tmp_path / "o"), "--n-boot", "100",
-                                          "--examples", "1"])
+        r = CliRunner().invoke(
+            cli.main,
+            [
+                "analyze",
+                str(path),
+                "--save-dir",
+                str(tmp_path / "o"),
+                "--n-boot",
+                "100",
+                "--examples",
+                "1",
+            ],
+        )
     finally:
         writer.close()
     assert r.exit_code == 0, r.output
@@ -115,17 +142,39 @@ def test_compare_reuses_a_complete_store(tmp_path):
     for name in ("full", "no_middle"):
         p = tmp_path / f"{name}.pt"
         p.write_bytes(name.encode() * 100)
-        ck[name] = {"checkpoint": str(p), "checkpoint_sha256": hashlib.sha256(p.read_bytes())
-                    .hexdigest()}
+        ck[name] = {
+            "checkpoint": str(p),
+            "checkpoint_sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+        }
     out = tmp_path / "attention_comparison"
     out.mkdir()
-    make_store(out / "attention_store.h5", n=8, n_heads=1, n_layers=1, extra_sites=False,
-               provenance=ck, config={"num_samples": 8})
-    r = CliRunner().invoke(cli.main, [
-        "compare", "--checkpoint_full", str(tmp_path / "full.pt"), "--checkpoint-no-middle",
-        str(tmp_path / "no_middle.pt"), "--save_dir", str(out), "--num_samples", "8",
-        "--n-boot", "100", "--examples", "1",
-    ])
+    make_store(
+        out / "attention_store.h5",
+        n=8,
+        n_heads=1,
+        n_layers=1,
+        extra_sites=False,
+        provenance=ck,
+        config={"num_samples": 8},
+    )
+    r = CliRunner().invoke(
+        cli.main,
+        [
+            "compare",
+            "--checkpoint_full",
+            str(tmp_path / "full.pt"),
+            "--checkpoint-no-middle",
+            str(tmp_path / "no_middle.pt"),
+            "--save_dir",
+            str(out),
+            "--num_samples",
+            "8",
+            "--n-boot",
+            "100",
+            "--examples",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "extraction skipped" in r.output
     assert (out / "attention_heatmap_example_1.png").exists() and (out / "report.md").exists()

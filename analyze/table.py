@@ -120,6 +120,8 @@ class MetricTables:
         the :data:`METRICS` and ``identical_rows``. ``head = -1`` / ``head_kind = "head-mean"`` is
         the head-averaged distribution. ``n_rows`` counts the valid query rows averaged;
         ``gold_mass`` / ``gold_pointing`` are NaN for samples without gold (not applicable).
+        Rows are ordered by site, model (baseline first), head kind (per head, then head-mean),
+        sample position, layer and head, whatever ``chunk_samples`` was.
     pairwise : ``sample_id, position, baseline, variant, site, layer, head, head_kind, jsd, tv``:
         per-row Jensen-Shannon divergence (nats) and total variation between the two models'
         (normalised) rows, averaged over the sample's rows. Per head, heads are paired by index.
@@ -306,8 +308,8 @@ def compute_tables(
     want_each = options.heads in ("each", "both")
     want_mean = options.heads in ("mean", "both")
 
-    per_parts: list[pl.DataFrame] = []
-    pair_parts: list[pl.DataFrame] = []
+    per_acc: dict[tuple, list[dict[str, np.ndarray]]] = {}
+    pair_acc: dict[tuple, list[dict[str, np.ndarray]]] = {}
     sim_parts: list[pl.DataFrame] = []
     diag_rows: list[dict[str, Any]] = []
     total_units = store.n_samples * len(sites)
@@ -350,8 +352,10 @@ def compute_tables(
                 sim_acc,
                 sim_n,
             )
-            per_parts.extend(res[0])
-            pair_parts.extend(res[1])
+            for key, cols in res[0]:
+                per_acc.setdefault(key, []).append(cols)
+            for key, cols in res[1]:
+                pair_acc.setdefault(key, []).append(cols)
             done += len(chunk)
             if progress is not None:
                 progress(done, total_units)
@@ -388,16 +392,8 @@ def compute_tables(
             )
 
     ids = store.ids
-    per = _sorted(_concat(per_parts, _empty_per_sample()), sites, models, "model")
-    pair = _sorted(_concat(pair_parts, _empty_pairwise()), sites, models, "variant")
-    if len(per):
-        id_series = pl.Series("sample_id", ids, dtype=pl.String)
-        per = per.with_columns(id_series.gather(per["position"]).alias("sample_id"))
-        per = per.select(["sample_id", *[c for c in per.columns if c != "sample_id"]])
-    if len(pair):
-        id_series = pl.Series("sample_id", ids, dtype=pl.String)
-        pair = pair.with_columns(id_series.gather(pair["position"]).alias("sample_id"))
-        pair = pair.select(["sample_id", *[c for c in pair.columns if c != "sample_id"]])
+    per = _assemble(per_acc, ids, ("site", "model", "head_kind"), _empty_per_sample())
+    pair = _assemble(pair_acc, ids, ("site", "baseline", "variant", "head_kind"), _empty_pairwise())
     diag_frame = pl.DataFrame(diag_rows) if diag_rows else None
     diagnostics = Diagnostics(diag_frame, _messages(diag_rows))
     if store.is_partial:
@@ -426,28 +422,6 @@ def compute_tables(
     )
 
 
-def _sorted(frame: pl.DataFrame, sites, models, model_col: str) -> pl.DataFrame:
-    """Canonical row order (site, model, head kind, layer, head, position): independent of
-    ``chunk_samples``."""
-    if len(frame) == 0:
-        return frame
-    keys = [
-        pl.col("site").replace_strict(list(sites), list(range(len(sites))), return_dtype=pl.Int64),
-        pl.col(model_col).replace_strict(
-            list(models), list(range(len(models))), return_dtype=pl.Int64
-        ),
-    ]
-    if model_col == "variant":
-        keys.insert(
-            1,
-            pl.col("baseline").replace_strict(
-                list(models), list(range(len(models))), return_dtype=pl.Int64
-            ),
-        )
-    keys += [pl.col("head_kind") == HEAD_MEAN, "layer", "head", "position"]
-    return frame.sort(keys)
-
-
 def _concat(parts: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
     if not parts:
         return empty
@@ -460,12 +434,12 @@ def _empty_per_sample() -> pl.DataFrame:
         "position": pl.Int64,
         "model": pl.String,
         "site": pl.String,
-        "layer": pl.Int64,
-        "head": pl.Int64,
+        "layer": pl.Int32,
+        "head": pl.Int32,
         "head_kind": pl.String,
-        "n_rows": pl.Int64,
-        "n_keys": pl.Int64,
-        "n_gold_rows": pl.Int64,
+        "n_rows": pl.Int32,
+        "n_keys": pl.Int32,
+        "n_gold_rows": pl.Int32,
         **{m: pl.Float64 for m in METRICS},
         "identical_rows": pl.Boolean,
     }
@@ -479,8 +453,8 @@ def _empty_pairwise() -> pl.DataFrame:
         "baseline": pl.String,
         "variant": pl.String,
         "site": pl.String,
-        "layer": pl.Int64,
-        "head": pl.Int64,
+        "layer": pl.Int32,
+        "head": pl.Int32,
         "head_kind": pl.String,
         "jsd": pl.Float64,
         "tv": pl.Float64,
@@ -699,22 +673,25 @@ def _process_chunk(
         counts[m]["n_samples"] += c
         counts[m]["one_node_samples"] += int(np.sum(Q == 1))
         counts[m]["identical_row_samples"] += int(np.sum(ident_mean[m] & (Q > 1)))
-    per_frames: list[pl.DataFrame] = []
+    per_frames: list[tuple[tuple, dict]] = []
     for m in models:
         if want_each:
-            per_frames.append(_frame(pos, Q, L, heads_of[m], HEAD, m, site, out_head[m], tol))
+            per_frames.append(
+                ((site, m, HEAD), _frame(pos, Q, L, heads_of[m], HEAD, out_head[m], tol))
+            )
         if want_mean:
             src = out_mean[m] if heads_of[m] > 1 else out_head[m]
-            per_frames.append(_frame(pos, Q, L, 1, HEAD_MEAN, m, site, src, tol))
-    pair_frames: list[pl.DataFrame] = []
-    for (a, b), (j, t) in pair_head.items():
-        if want_each:
-            pair_frames.append(_pair_frame(pos, L, heads_of[a], HEAD, a, b, site, j, t))
-    if want_mean:
-        for (a, b), (j, t) in pair_mean.items():
+            per_frames.append(((site, m, HEAD_MEAN), _frame(pos, Q, L, 1, HEAD_MEAN, src, tol)))
+    pair_frames: list[tuple[tuple, dict]] = []
+    for a, b in pairs:
+        if want_each and (a, b) in pair_head:
+            j, t = pair_head[(a, b)]
+            pair_frames.append(((site, a, b, HEAD), _pair_frame(pos, L, heads_of[a], HEAD, j, t)))
+        if want_mean:
+            j, t = pair_mean[(a, b)]
             if heads_of[a] == 1 and heads_of[b] == 1:
                 j, t = pair_head[(a, b)]
-            pair_frames.append(_pair_frame(pos, L, 1, HEAD_MEAN, a, b, site, j, t))
+            pair_frames.append(((site, a, b, HEAD_MEAN), _pair_frame(pos, L, 1, HEAD_MEAN, j, t)))
     return per_frames, pair_frames
 
 
@@ -900,48 +877,64 @@ def _block(
             sim_n[(a, b)] = sim_n.get((a, b), 0) + nS
 
 
-def _frame(pos, Q, L, H, kind, model, site, g, tol) -> pl.DataFrame:
+def _frame(pos, Q, L, H, kind, g, tol) -> dict[str, np.ndarray]:
+    """Columns of one chunk's rows for one (site, model, head kind), ordered (sample, layer,
+    head); constant columns are added once when the table is assembled."""
     c = len(Q)
     n = c * L * H
-    cols: dict[str, Any] = {
+    cols: dict[str, np.ndarray] = {
         "position": np.repeat(pos, L * H),
-        "model": pl.Series([model], dtype=pl.String).new_from_index(0, n),
-        "site": pl.Series([site], dtype=pl.String).new_from_index(0, n),
-        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int64), H), c),
+        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int32), H), c),
         "head": (
-            np.tile(np.arange(H, dtype=np.int64), c * L)
+            np.tile(np.arange(H, dtype=np.int32), c * L)
             if kind == HEAD
-            else np.full(n, -1, dtype=np.int64)
+            else np.full(n, -1, dtype=np.int32)
         ),
-        "head_kind": pl.Series([kind], dtype=pl.String).new_from_index(0, n),
-        "n_rows": g["n_rows"],
-        "n_keys": g["n_keys"],
-        "n_gold_rows": g["n_gold_rows"],
+        "n_rows": g["n_rows"].astype(np.int32),
+        "n_keys": g["n_keys"].astype(np.int32),
+        "n_gold_rows": g["n_gold_rows"].astype(np.int32),
     }
     for name in METRICS:
         cols[name] = g[name]
     spec = g["node_specificity"]
     cols["identical_rows"] = (np.repeat(Q, L * H) > 1) & (np.nan_to_num(spec, nan=np.inf) <= tol)
-    return pl.DataFrame(cols)
+    return cols
 
 
-def _pair_frame(pos, L, H, kind, a, b, site, jsd, tv) -> pl.DataFrame:
+def _pair_frame(pos, L, H, kind, jsd, tv) -> dict[str, np.ndarray]:
     c = len(pos)
     n = c * L * H
-    return pl.DataFrame(
-        {
-            "position": np.repeat(pos, L * H),
-            "baseline": pl.Series([a], dtype=pl.String).new_from_index(0, n),
-            "variant": pl.Series([b], dtype=pl.String).new_from_index(0, n),
-            "site": pl.Series([site], dtype=pl.String).new_from_index(0, n),
-            "layer": np.tile(np.repeat(np.arange(L, dtype=np.int64), H), c),
-            "head": (
-                np.tile(np.arange(H, dtype=np.int64), c * L)
-                if kind == HEAD
-                else np.full(n, -1, dtype=np.int64)
-            ),
-            "head_kind": pl.Series([kind], dtype=pl.String).new_from_index(0, n),
-            "jsd": jsd,
-            "tv": tv,
-        }
-    )
+    return {
+        "position": np.repeat(pos, L * H),
+        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int32), H), c),
+        "head": (
+            np.tile(np.arange(H, dtype=np.int32), c * L)
+            if kind == HEAD
+            else np.full(n, -1, dtype=np.int32)
+        ),
+        "jsd": jsd,
+        "tv": tv,
+    }
+
+
+def _assemble(acc: dict, ids: list[str], const_names: tuple[str, ...], empty) -> pl.DataFrame:
+    """One DataFrame from per-chunk column dicts, key by key (keys in canonical order); the
+    per-chunk arrays are released as each key is assembled (peak ~ one table)."""
+    if not acc:
+        return empty
+    id_series = pl.Series("sample_id", ids, dtype=pl.String)
+    frames = []
+    for key in list(acc):
+        parts = acc.pop(key)
+        cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        del parts
+        n = len(cols["position"])
+        f = pl.DataFrame(cols)
+        del cols
+        consts = [
+            pl.Series(name, [val], dtype=pl.String).new_from_index(0, n)
+            for name, val in zip(const_names, key, strict=True)
+        ]
+        f = f.with_columns(id_series.gather(f["position"]), *consts)
+        frames.append(f.select(empty.columns))
+    return pl.concat(frames, how="vertical", rechunk=False)

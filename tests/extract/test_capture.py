@@ -11,7 +11,7 @@ from torch import nn
 from extract.capture import capture_mha, get_key_path, stack_cross_attentions
 from extract.errors import CaptureError, KeyPathError
 
-from .toy import SAMPLES, ToyDictModel, ToyMHAModel, collate
+from .toy import SAMPLES, ToyDictModel, ToyMHAModel, collate, one_torch_thread  # noqa: F401
 
 
 def _batch(ids=("S026", "S027", "S028")):

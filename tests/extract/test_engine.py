@@ -33,7 +33,15 @@ from extract.errors import (
 )
 from store import StoreConfigMismatch, StoreWriter, open_store
 
-from .toy import SAMPLES, ToyAdapter, assert_same_store, build, collate, save_checkpoint
+from .toy import (  # noqa: F401 - one_torch_thread is an autouse fixture
+    SAMPLES,
+    ToyAdapter,
+    assert_same_store,
+    build,
+    collate,
+    one_torch_thread,
+    save_checkpoint,
+)
 
 TEST_IDS = [f"S{i:03d}" for i in range(26, 40)]
 

@@ -14,7 +14,7 @@ import pytest
 
 from store import open_store
 
-from .toy import assert_same_store, save_checkpoint
+from .toy import assert_same_store, one_torch_thread, save_checkpoint  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 

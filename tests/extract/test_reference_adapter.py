@@ -17,6 +17,8 @@ from extract.reference.gold import gold_mask
 from extract.reference.train import load_checkpoint, train_variant
 from store import open_store
 
+from .toy import one_torch_thread  # noqa: F401 - autouse fixture
+
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -332,3 +333,12 @@ def assert_same_store(a: str | Path, b: str | Path) -> None:
             assert np.array_equal(da[k], db[k], equal_nan=da[k].dtype.kind == "f"), k
         else:
             assert da[k] == db[k], k
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread is fastest (and fair under `pytest -n 2` on 2 cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1018,39 +1018,48 @@ class _Run:
         )
 
     # -- writer thread ------------------------------------------------------------------------
+    def _check_lengths(self, job: _Job) -> None:
+        ids = job.ids
+        desc = np.stack([job.n_nodes, job.n_tokens], axis=1)  # [B, 2]
+        seen = {}
+        for n, o in job.outputs.items():
+            rep = o.stats[:, :2].numpy().astype(np.int64)  # [B, 2]; -1 not given, -2 bad mask
+            if (rep == -2).any():
+                j = int(np.nonzero((rep == -2).any(1))[0][0])
+                raise LengthMismatchError(
+                    f"sample {ids[j]!r}: model {n!r} returned a node/token mask whose valid "
+                    "positions do not come first; padding must be at the end"
+                )
+            seen[n] = np.where(rep == -1, desc, rep)
+        first = next(iter(seen.values()))
+        differ = np.zeros(len(ids), dtype=bool)
+        for r in seen.values():
+            differ |= (r != first).any(1)
+        if differ.any():
+            j = int(np.nonzero(differ)[0][0])
+            detail = ", ".join(
+                f"{n} has {r[j, 0]} nodes x {r[j, 1]} tokens" for n, r in seen.items()
+            )
+            raise LengthMismatchError(
+                f"sample {ids[j]!r}: query/key lengths differ between variants ({detail}); all "
+                "variants must see identical inputs (same featurisation and tokenizer)"
+            )
+        off = (first != desc).any(1)
+        if off.any():
+            j = int(np.nonzero(off)[0][0])
+            raise LengthMismatchError(
+                f"sample {ids[j]!r}: models {', '.join(seen)} report {first[j, 0]} nodes x "
+                f"{first[j, 1]} tokens but the adapter's describe() gives {desc[j, 0]} node labels "
+                f"x {desc[j, 1]} tokens; describe() must use the model's own tokenisation"
+            )
+
     def _accept(self, job: _Job) -> None:
         """Check one batch (lengths, attention sanity) and queue it for the next commit."""
         if job.event is not None:
             job.event.synchronize()
         ids, B = job.ids, len(job.ids)
         # 1. lengths reported by the models agree with each other and with describe()
-        for j, sid in enumerate(ids):
-            rep = {n: (int(o.stats[j, 0]), int(o.stats[j, 1])) for n, o in job.outputs.items()}
-            desc = (int(job.n_nodes[j]), int(job.n_tokens[j]))
-            for n, (a, b) in rep.items():
-                if a == -2 or b == -2:
-                    raise LengthMismatchError(
-                        f"sample {sid!r}: model {n!r} returned a node/token mask whose valid "
-                        "positions do not come first; padding must be at the end"
-                    )
-            seen = {
-                n: tuple(d if v == -1 else v for v, d in zip(r, desc, strict=True))
-                for n, r in rep.items()
-            }
-            if len(set(seen.values())) > 1:
-                detail = ", ".join(f"{n} has {a} nodes x {b} tokens" for n, (a, b) in seen.items())
-                raise LengthMismatchError(
-                    f"sample {sid!r}: query/key lengths differ between variants ({detail}); all "
-                    "variants must see identical inputs (same featurisation and tokenizer)"
-                )
-            got = next(iter(seen.values()))
-            if got != desc:
-                who = ", ".join(n for n in seen)
-                raise LengthMismatchError(
-                    f"sample {sid!r}: models {who} report {got[0]} nodes x {got[1]} tokens but "
-                    f"the adapter's describe() gives {desc[0]} node labels x {desc[1]} tokens; "
-                    "describe() must use the model's own tokenisation"
-                )
+        self._check_lengths(job)
         # 2. attention sanity
         tol = self.tol if self.tol is not None else 1e-3
         problems: dict[str, list[str]] = {}

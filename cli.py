@@ -260,6 +260,50 @@ def train(variant, epochs, seed, split_seed, out, device, quick, quiet) -> None:
 # === end reference commands ===
 
 
+@main.command()
+@click.option(
+    "--save-dir",
+    default="./attention_comparison",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory for checkpoints, the store and every analysis output.",
+)
+@click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:k).")
+@click.option("--quick", is_flag=True, help="Smoke test: a few epochs and few samples (what CI runs).")
+@click.option("--epochs", type=int, default=None, help="Maximum training epochs (default: the trainer's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training and selection seed.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="Language of report.md.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def demo(save_dir: str, device: str, quick: bool, epochs: int | None, seed: int, lang: str,
+         quiet: bool) -> None:
+    """Train two reference models on embedded FreeSolv, extract, analyze (no GPU, no network)."""
+    try:
+        from extract.demo import format_demo, run_demo
+    except ImportError as exc:  # torch missing
+        raise click.ClickException(
+            f"the demo needs the extraction extra ({exc.name} is missing): "
+            'pip install "attncmp[extract]"'
+        ) from None
+    from store import StoreError
+
+    try:
+        result = run_demo(
+            save_dir, device=device, quick=quick, epochs=epochs, seed=seed, quiet=quiet, lang=lang
+        )
+    except (StoreError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+    except Exception as exc:
+        if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in (
+            "extract",
+            "analyze",
+            "store",
+        ):
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise
+    click.echo(format_demo(result))
+
+
 # ---------------------------------------------------------------------------------------------
 # analyze / plot / compare
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""``attncmp demo``: the whole job on embedded data, on a fresh machine without GPU or network.
+
+Steps: train the two reference variants (``full`` and ``no_middle``; fixed seeds, recorded split)
+or reuse their cached checkpoints, extract the held-out test split with the built-in ``reference``
+adapter into ``SAVE_DIR/attention_store.h5``, run the full analysis into ``SAVE_DIR``, and print
+the test MAE of both variants and of the mean predictor, the verdict and where the report is.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoResult", "run_demo"]
+
+VARIANTS = ("full", "no_middle")
+QUICK_SAMPLES = 24  # test molecules extracted in --quick mode (the test split has 64)
+
+
+@dataclass
+class DemoResult:
+    """What one demo run produced."""
+
+    save_dir: Path
+    checkpoints: dict[str, Path]
+    train_metrics: dict[str, dict[str, float]]
+    store: Path
+    report: Path
+    verdict: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _checkpoint_matches(path: Path, *, quick: bool, seed: int, epochs: int | None) -> dict | None:
+    """The cached checkpoint's metrics when it was trained with the same settings, else None."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    demo = ck.get("demo") if isinstance(ck, dict) else None
+    if not isinstance(demo, dict):
+        return None
+    if demo != {"quick": bool(quick), "seed": int(seed), "epochs": epochs}:
+        return None
+    return dict(ck.get("metrics", {}))
+
+
+def _train_or_reuse(
+    variant: str, ckdir: Path, *, quick: bool, seed: int, epochs: int | None, device: str,
+    quiet: bool, log: Callable[[str], None],
+) -> tuple[Path, dict[str, float]]:
+    import torch
+
+    from .reference.train import train_variant
+
+    path = ckdir / f"reference_{variant}.pt"
+    if path.exists():
+        metrics = _checkpoint_matches(path, quick=quick, seed=seed, epochs=epochs)
+        if metrics is not None:
+            log(f"[demo] reusing cached checkpoint {path}")
+            return path, metrics
+    log(f"[demo] training variant {variant!r}{' (quick)' if quick else ''} -> {path}")
+    res = train_variant(
+        variant, epochs=epochs, seed=seed, out=path, device=device, quiet=quiet, quick=quick
+    )
+    # mark the checkpoint as the demo's, so a later demo with the same settings reuses it
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck["demo"] = {"quick": bool(quick), "seed": int(seed), "epochs": epochs}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ck, tmp)
+    tmp.replace(path)
+    return path, dict(res.metrics)
+
+
+def run_demo(
+    save_dir: str | Path = "./attention_comparison",
+    *,
+    device: str = "cpu",
+    quick: bool = False,
+    epochs: int | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    lang: str = "en",
+) -> DemoResult:
+    """Train (or reuse) both reference variants, extract the test split, analyse it."""
+    from store import StoreConfigMismatch
+
+    from analyze.outputs import AnalysisOptions, run_analysis
+
+    from .engine import ExtractConfig, run_extraction
+
+    started = time.perf_counter()
+    log: Callable[[str], None] = (lambda _m: None) if quiet else (
+        lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    save = Path(save_dir).expanduser()
+    ckdir = save / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+
+    checkpoints: dict[str, Path] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for v in VARIANTS:
+        checkpoints[v], metrics[v] = _train_or_reuse(
+            v, ckdir, quick=quick, seed=seed, epochs=epochs, device=device, quiet=quiet, log=log
+        )
+
+    store_path = save / "attention_store.h5"
+    cfg = ExtractConfig(
+        models=[(v, str(checkpoints[v])) for v in VARIANTS],
+        adapter="reference",
+        out=store_path,
+        split="test",
+        num_samples=QUICK_SAMPLES if quick else None,
+        batch_size=32,
+        seed=seed,
+        device=device,
+        quiet=quiet,
+    )
+    log(f"[demo] extracting the held-out test split -> {store_path}")
+    try:
+        ext = run_extraction(cfg)
+    except StoreConfigMismatch:
+        # the demo owns this file: a store from other checkpoints/settings is replaced
+        log(f"[demo] {store_path} was made with other settings; re-extracting")
+        store_path.unlink()
+        ext = run_extraction(cfg)
+    log(f"[demo] {ext.summary()}")
+
+    log(f"[demo] analysing -> {save}")
+    result = run_analysis(
+        [ext.path], save, AnalysisOptions(seed=seed, quiet=quiet, lang=lang)
+    )
+    verdict = result.verdict.overall
+    return DemoResult(
+        save_dir=save,
+        checkpoints=checkpoints,
+        train_metrics=metrics,
+        store=Path(ext.path),
+        report=save / "report.md",
+        verdict=verdict,
+        summary=result.summary,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def format_demo(result: DemoResult) -> str:
+    """The demo's closing lines for stdout."""
+    lines = ["", "attncmp demo: test split of FreeSolv (kcal/mol)"]
+    any_m = next(iter(result.train_metrics.values()))
+    lines.append(
+        f"  mean predictor      MAE {any_m.get('mean_predictor_test_mae', float('nan')):.3f}  "
+        f"RMSE {any_m.get('mean_predictor_test_rmse', float('nan')):.3f}"
+    )
+    for v, m in result.train_metrics.items():
+        lines.append(
+            f"  {v:<18}  MAE {m.get('test_mae', float('nan')):.3f}  "
+            f"RMSE {m.get('test_rmse', float('nan')):.3f}  ({int(m.get('epochs_run', 0))} epochs)"
+        )
+    lines.append(f"  verdict: {result.verdict}")
+    lines.append(f"  store:   {result.store}")
+    lines.append(f"  report:  {result.report}")
+    lines.append(f"  done in {result.seconds:.0f} s")
+    return "\n".join(lines)

@@ -13,7 +13,8 @@ import numpy as np
 
 @dataclass
 class SampleRecord:
-    """One sample, numpy in. Attention matrices are ``[layers, heads, query, key]`` (valid region only)."""
+    """One sample, numpy in. Attention matrices are ``[layers, heads, query, key]``, valid region
+    only."""
 
     id: str
     node_labels: Sequence[str]
@@ -32,8 +33,8 @@ class FlatBatch:
     """A batch of ``b`` samples in the store's flat layout.
 
     ``attention[model][site]`` is the concatenation over samples of each sample's C-ordered
-    ``[layers, heads, query, key]`` block. ``gold`` concatenates ``[n_nodes, n_tokens]`` blocks of the
-    samples whose ``gold_present`` is true (absent samples contribute nothing).
+    ``[layers, heads, query, key]`` block. ``gold`` concatenates ``[n_nodes, n_tokens]`` blocks of
+    the samples whose ``gold_present`` is true (absent samples contribute nothing).
     """
 
     ids: list[str]

@@ -97,7 +97,9 @@ class Sample:
     target: np.ndarray  # float64 [T]
     predictions: dict[str, np.ndarray]  # model -> float64 [T]
     meta: dict[str, Any]
-    attention: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # model->site->[L,H,Q,K]
+    attention: dict[str, dict[str, np.ndarray]] = field(
+        default_factory=dict
+    )  # model->site->[L,H,Q,K]
     gold: np.ndarray | None = None  # bool [n_nodes, n_tokens]
 
 
@@ -111,7 +113,9 @@ def _segments(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(starts, dtype=np.int64) - csum, sizes) + np.arange(total)
 
 
-def _read_rows(ds: h5py.Dataset, offsets: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _read_rows(
+    ds: h5py.Dataset, offsets: np.ndarray, local: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Read the flat blocks of samples ``local`` (offsets indexed by local sample) in that order.
 
     Returns (data, sizes). One contiguous read of the covering span, then a vectorised gather
@@ -132,7 +136,10 @@ def _read_rows(ds: h5py.Dataset, offsets: np.ndarray, local: np.ndarray) -> tupl
 def _decode(data: np.ndarray, offsets: np.ndarray) -> list[str]:
     raw = data.tobytes()
     base = int(offsets[0])
-    return [raw[int(a) - base : int(b) - base].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+    return [
+        raw[int(a) - base : int(b) - base].decode("utf-8")
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ]
 
 
 def _strings(g: h5py.Group, lo: int, hi: int) -> list[str]:
@@ -153,6 +160,16 @@ class _Shard:
             self.attrs = dict(self.f.attrs)
             self.models: list[str] = json.loads(self.f.attrs["models"])
             self.load()
+        except StoreError:
+            self.f.close()
+            raise
+        except (KeyError, ValueError, OSError) as e:
+            self.f.close()
+            text = " ".join(str(e).split())
+            raise StoreError(
+                f"{path}: damaged or incomplete store ({text}); "
+                f"run `attncmp store validate {path}` for details"
+            ) from None
         except BaseException:
             self.f.close()
             raise
@@ -177,30 +194,91 @@ class _Shard:
             self.gold_present = f["gold/present"][:n].astype(bool)
 
     def refresh(self) -> bool:
+        if not self.f.swmr_mode:  # opened without a writer present: nothing new can appear
+            return False
         c = self.f["commit"]
         c.refresh()
         if int(c[0]) == self.n:
             return False
-        self.f.visititems(lambda _name, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None)
+        self.f.visititems(
+            lambda _name, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None
+        )
         self.load()
         return True
 
 
+@dataclass(frozen=True)
+class Superblock:
+    """What an HDF5 file's version 2/3 superblock (at offset 0) says, read without HDF5."""
+
+    version: int
+    flags: int  # file-consistency flags: bit 0 open for writing, bit 2 open for SWMR writing
+    eof: int  # end-of-file address recorded by the library (absolute)
+    size: int  # the file's actual size
+
+    @property
+    def writing(self) -> bool:
+        """A writer has the file open, or was killed before closing it."""
+        return bool(self.flags & 0b101)
+
+    @property
+    def truncated(self) -> bool:
+        return self.size < self.eof
+
+
+def superblock_info(path: str | os.PathLike) -> Superblock | None:
+    """Parse a version 2/3 superblock at offset 0 (what ``libver="latest"`` writes).
+
+    Returns None for other superblock versions, a user block, or a file that is not HDF5. Used to
+    refuse truncated files *before* opening them in SWMR mode, where HDF5 would retry reads past
+    the end of file for a long time instead of failing.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(48)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
+        return None
+    o = head[9]  # size of offsets
+    if o not in (2, 4, 8) or len(head) < 12 + 3 * o:
+        return None
+    base = int.from_bytes(head[12 : 12 + o], "little")
+    eof = int.from_bytes(head[12 + 2 * o : 12 + 3 * o], "little")
+    return Superblock(version=head[8], flags=head[11], eof=base + eof, size=size)
+
+
 def _open_h5(path: Path) -> h5py.File:
+    """Open read-only: in SWMR mode when a writer has the file open (so :meth:`Store.refresh`
+    sees new commits), plainly otherwise."""
     if not path.exists():
         raise StoreError(f"{path}: no such file; pass the path of an attncmp store (.h5)")
     if path.is_dir():
         raise StoreError(f"{path}: is a directory; pass the path of an attncmp store (.h5)")
-    try:
-        return h5py.File(path, "r", libver="latest", swmr=True)
-    except OSError:
-        pass
+    sb = superblock_info(path)
+    if sb is not None and sb.truncated:
+        raise StoreError(
+            f"{path}: the file is truncated ({sb.size} of {sb.eof} bytes; an interrupted copy or "
+            "a full disk?); copy it again or re-run the extraction"
+        )
+    if sb is not None and sb.writing:
+        try:
+            return h5py.File(path, "r", libver="latest", swmr=True)
+        except OSError:
+            pass
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        msg = str(e).split("(")[0].strip() or "unreadable"
+        text = str(e)
+        if "signature" in text:
+            why = "not an HDF5 file"
+        elif "truncated" in text:
+            why = "the file is truncated"
+        else:
+            why = text.split("(")[-1].rstrip(")").strip() or "unreadable"
         raise StoreError(
-            f"{path}: cannot be opened as HDF5 ({msg}); is it truncated or not a store?"
+            f"{path}: cannot be opened as HDF5 ({why}); pass an attncmp store (.h5)"
         ) from None
 
 
@@ -245,7 +323,9 @@ class Store:
         first = self._shards[0]
         fp0 = json.loads(first.attrs["fingerprint"])
         fp0.pop("shard", None)
-        self.selection_ids = _strings(first.f["selection/ids"], 0, first.f["selection/ids/offsets"].shape[0] - 1)
+        self.selection_ids = _strings(
+            first.f["selection/ids"], 0, first.f["selection/ids/offsets"].shape[0] - 1
+        )
         for sh in self._shards[1:]:
             fp = json.loads(sh.attrs["fingerprint"])
             fp.pop("shard", None)
@@ -262,7 +342,8 @@ class Store:
             for i in sh.ids:
                 if i in seen:
                     raise StoreError(
-                        f"{sh.path}: sample {i!r} also appears in {seen[i]}; shards must not overlap"
+                        f"{sh.path}: sample {i!r} also appears in {seen[i]}; "
+                        "shards must not overlap"
                     )
                 seen[i] = sh.path
 
@@ -277,7 +358,9 @@ class Store:
         order = np.argsort(np.asarray(gpos, dtype=np.int64), kind="stable")
         self._shard_of = np.asarray(shard_of, dtype=np.int64)[order]
         self._local_of = np.asarray(local_of, dtype=np.int64)[order]
-        self.ids: list[str] = [self._shards[self._shard_of[k]].ids[self._local_of[k]] for k in range(len(order))]
+        self.ids: list[str] = [
+            self._shards[self._shard_of[k]].ids[self._local_of[k]] for k in range(len(order))
+        ]
         self._pos = {sid: k for k, sid in enumerate(self.ids)}
         self.n_nodes = self._gather(lambda sh: sh.n_nodes)
         self.n_tokens = self._gather(lambda sh: sh.n_tokens)
@@ -436,7 +519,8 @@ class Store:
         kinds = self.meta_columns()
         if name not in kinds:
             raise StoreError(
-                f"{self._shards[0].path}: no metadata column {name!r}; the store has {sorted(kinds)}"
+                f"{self._shards[0].path}: no metadata column {name!r}; "
+                f"the store has {sorted(kinds)}"
             )
         if kinds[name] == "str":
             return self._string_column(f"samples/meta/{name}")
@@ -522,9 +606,13 @@ class Store:
         for m in models:
             mi = self._check_site(site, m)
             data, off = self._read_ragged(
-                positions, f"models/{m}/attention/{site}/data", lambda sh, m=m: sh.site_off[(m, site)]
+                positions,
+                f"models/{m}/attention/{site}/data",
+                lambda sh, m=m: sh.site_off[(m, site)],
             )
-            blocks[m] = FlatBlocks(data.astype(np.float32, copy=False), off, mi.n_layers, mi.n_heads)
+            blocks[m] = FlatBlocks(
+                data.astype(np.float32, copy=False), off, mi.n_layers, mi.n_heads
+            )
         if info.key_axis == "tokens":
             special, koff = self._read_ragged(positions, "tokens/special", lambda sh: sh.token_off)
             special = special.astype(bool)
@@ -556,7 +644,7 @@ class Store:
         models: Sequence[str] | None = None,
         chunk_samples: int = 256,
     ) -> Iterator[SiteChunk]:
-        """Iterate ``site`` over all committed samples in store order, ``chunk_samples`` at a time."""
+        """Iterate ``site`` over committed samples in store order, ``chunk_samples`` at a time."""
         if chunk_samples < 1:
             raise ValueError("`chunk_samples` must be >= 1")
         self._check_site(site)
@@ -580,7 +668,11 @@ class Store:
         if not sh.gold_present[local]:
             return None
         a, b = int(sh.gold_off[local]), int(sh.gold_off[local + 1])
-        return sh.f["gold/data"][a:b].astype(bool).reshape(int(sh.n_nodes[local]), int(sh.n_tokens[local]))
+        return (
+            sh.f["gold/data"][a:b]
+            .astype(bool)
+            .reshape(int(sh.n_nodes[local]), int(sh.n_tokens[local]))
+        )
 
     def sample(self, sample: str | int, *, with_attention: bool = True) -> Sample:
         """Random access to one sample by id (or position)."""

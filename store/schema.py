@@ -65,7 +65,7 @@ class SiteSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model variant and its provenance (checkpoint path + sha256, config, adapter, versions...)."""
+    """A model variant and its provenance (checkpoint path + sha256, config, adapter, versions)."""
 
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -84,7 +84,9 @@ class StoreSpec:
     selection_ids: tuple[str, ...]  # the ordered planned sample list (whole run, all shards)
     targets: tuple[str, ...] = ("target",)
     meta_columns: tuple[tuple[str, str], ...] = ()  # (name, kind) with kind in META_KINDS
-    config: dict[str, Any] = field(default_factory=dict)  # extraction configuration (compared on append)
+    config: dict[str, Any] = field(
+        default_factory=dict
+    )  # extraction configuration (compared on append)
     selection_seed: int | None = None
     split: str = ""
     baseline: str | None = None
@@ -104,7 +106,9 @@ class StoreSpec:
         if self.dtype not in ATTENTION_DTYPES:
             raise ValueError(f"`dtype` must be one of {ATTENTION_DTYPES}, got {self.dtype!r}")
         if self.compression not in COMPRESSIONS:
-            raise ValueError(f"`compression` must be one of {COMPRESSIONS}, got {self.compression!r}")
+            raise ValueError(
+                f"`compression` must be one of {COMPRESSIONS}, got {self.compression!r}"
+            )
         for name, kind in self.meta_columns:
             if kind not in META_KINDS:
                 raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {META_KINDS}")

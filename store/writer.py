@@ -71,7 +71,10 @@ def _resizable(g: h5py.Group, name: str, dtype: Any, compression: str, shape_tai
 
 def _make_offsets(g: h5py.Group, name: str = "offsets") -> h5py.Dataset:
     ds = g.create_dataset(
-        name, data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(S.SAMPLE_CHUNK,),
+        name,
+        data=np.zeros(1, dtype=np.int64),
+        maxshape=(None,),
+        chunks=(S.SAMPLE_CHUNK,),
         **_filters("gzip"),
     )
     return ds
@@ -89,8 +92,13 @@ def _write_string_array_static(parent: h5py.Group, name: str, values: Sequence[s
     g = parent.create_group(name)
     _stamp(g, S.ENC_STRING_ARRAY)
     data, offsets = encode_strings(values)
-    g.create_dataset("data", data=data, dtype=np.uint8, chunks=True if len(data) else None,
-                     **(_filters("gzip") if len(data) else {}))
+    g.create_dataset(
+        "data",
+        data=data,
+        dtype=np.uint8,
+        chunks=True if len(data) else None,
+        **(_filters("gzip") if len(data) else {}),
+    )
     g.create_dataset("offsets", data=offsets)
 
 
@@ -149,7 +157,9 @@ class StoreWriter:
     def create(cls, path: str | os.PathLike, spec: S.StoreSpec, *, overwrite: bool = False):
         path = Path(path)
         if path.exists() and not overwrite:
-            raise StoreError(f"{path}: already exists; use StoreWriter.open to continue it or remove it")
+            raise StoreError(
+                f"{path}: already exists; use StoreWriter.open to continue it or remove it"
+            )
         if not path.parent.exists():
             raise StoreError(f"{path}: directory {path.parent} does not exist; create it first")
         f = h5py.File(path, "w", libver="latest")
@@ -348,7 +358,9 @@ class StoreWriter:
             raise StoreInputError(f"{where}: duplicate sample ids in batch: {dup[:5]}")
         again = [i for i in ids if i in self._ids]
         if again:
-            raise StoreInputError(f"{where}: sample {again[0]!r} is already committed in this store")
+            raise StoreInputError(
+                f"{where}: sample {again[0]!r} is already committed in this store"
+            )
         unknown = [i for i in ids if i not in self._selection]
         if unknown:
             raise StoreInputError(
@@ -357,7 +369,9 @@ class StoreWriter:
         n_nodes = np.asarray(b.n_nodes)
         n_tokens = np.asarray(b.n_tokens)
         if n_nodes.shape != (nb,) or n_tokens.shape != (nb,):
-            raise StoreInputError(f"{where}: n_nodes/n_tokens must have one entry per sample ({nb})")
+            raise StoreInputError(
+                f"{where}: n_nodes/n_tokens must have one entry per sample ({nb})"
+            )
         if (n_nodes < 1).any() or (n_tokens < 1).any():
             bad = ids[int(np.argmax((n_nodes < 1) | (n_tokens < 1)))]
             raise StoreInputError(f"{where}: sample {bad!r} has no nodes or no tokens")
@@ -379,7 +393,9 @@ class StoreWriter:
             raise StoreInputError(f"{where}: {len(b.splits)} splits for {nb} samples")
         for m in self.spec.models:
             if m.name not in b.predictions or m.name not in b.attention:
-                raise StoreInputError(f"{where}: batch lacks predictions/attention of model {m.name!r}")
+                raise StoreInputError(
+                    f"{where}: batch lacks predictions/attention of model {m.name!r}"
+                )
             if np.asarray(b.predictions[m.name]).shape != (nb, t):
                 raise StoreInputError(
                     f"{where}: model {m.name!r} predictions shape "

@@ -73,7 +73,10 @@ class ReferenceAdapter:
                 checkpoint_path, str(device), trust_checkpoint=trust_checkpoint
             )
         except ReferenceModelError as exc:
-            raise CheckpointLoadError(str(exc)) from exc
+            hint = ""
+            if "not an attncmp reference checkpoint" in str(exc):
+                hint = " (for your own models pass --adapter package.module:object)"
+            raise CheckpointLoadError(f"{exc}{hint}") from exc
         same = self._first is None or loaded.tokenizer == self._first.loaded.tokenizer
         handle = _Handle(loaded=loaded, path=str(checkpoint_path), same_tokenizer=same)
         if self._first is None:

@@ -97,7 +97,7 @@ class ExtractConfig:
     quiet: bool = False  # no progress bar
     compression: str = "gzip"  # gzip | lzf | none
     row_sum_tol: float | None = None  # default by the attention's dtype (1e-3 fp32, 2e-2 16-bit)
-    queue_size: int = 3  # batches in flight between the device and the writer thread
+    queue_size: int = 2  # batches in flight between the device and the writer thread
     prefetch: int | None = None  # batches built ahead on a thread; None: 2 on GPU, 0 on CPU
     commit_every: float = 2.0  # seconds between commits (batches are grouped); 0: every batch
     progress_stream: Any = None  # default sys.stderr

@@ -66,6 +66,7 @@ __all__ = [
 INVALID_META_COLUMN = "invalid_attention"  # per-sample problems recorded with on_invalid="warn"
 ON_INVALID = ("fail", "warn")
 COMMIT_MAX_BYTES = 256 << 20  # commit early when this much attention is pending
+MAX_WARNINGS = 10  # invalid-attention warnings printed (all are recorded in the store)
 DTYPES = ("float16", "float32")
 _TORCH_DTYPE = {"float16": torch.float16, "float32": torch.float32}
 # row-sum tolerance of the source attention, by its dtype
@@ -603,6 +604,7 @@ class _Run:
         self.names = [n for n, _ in cfg.models]
         self.baseline = cfg.baseline or self.names[0]
         self.invalid: dict[str, list[str]] = {}
+        self._warned = 0
         self.tol = cfg.row_sum_tol
 
     # -- setup --------------------------------------------------------------------------------
@@ -1124,7 +1126,15 @@ class _Run:
         self._pending_problems.update(problems)
         self._pending_bytes += sum(a.nbytes for d in fb.attention.values() for a in d.values())
         for sid, what in problems.items():
-            print(f"warning: sample {sid!r}: {'; '.join(what)}", file=sys.stderr)
+            self._warned += 1
+            if self._warned <= MAX_WARNINGS:
+                print(f"warning: sample {sid!r}: {'; '.join(what)}", file=sys.stderr)
+            elif self._warned == MAX_WARNINGS + 1:
+                print(
+                    f"warning: more samples with invalid attention; see the per-sample column "
+                    f"samples/meta/{INVALID_META_COLUMN} of {self.path}",
+                    file=sys.stderr,
+                )
         self.progress.update(B)
         if self._pending_bytes >= COMMIT_MAX_BYTES:  # bound the memory held between commits
             self._flush()

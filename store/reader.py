@@ -337,6 +337,12 @@ class Store:
                     f"{sh.path}: incompatible with {first.path}: {key} is {b!r} vs {a!r}; "
                     "only shards of one extraction run can be read together"
                 )
+            sel = sh.f["selection/ids"]
+            if _strings(sel, 0, sel["offsets"].shape[0] - 1) != self.selection_ids:
+                raise StoreError(
+                    f"{sh.path}: its recorded sample selection differs from {first.path}'s; "
+                    "only shards of one extraction run can be read together"
+                )
         seen: dict[str, Path] = {}
         for sh in self._shards:
             for i in sh.ids:

@@ -309,7 +309,9 @@ class StoreWriter:
         f, spec = self._f, self.spec
         smp = f["samples"]
         _append_strings(smp["id"], batch.ids)
-        _append_strings(smp["split"], batch.splits or [spec.split] * len(batch))
+        # a sample without its own split gets the run's
+        splits = [s or spec.split for s in batch.splits] if batch.splits else []
+        _append_strings(smp["split"], splits or [spec.split] * len(batch))
         _append(smp["n_nodes"], batch.n_nodes.astype(np.int32))
         _append(smp["n_tokens"], batch.n_tokens.astype(np.int32))
         _append(smp["target"], np.asarray(batch.targets, dtype=np.float64))

@@ -1,0 +1,144 @@
+"""Join the shard files of one extraction run into a single store, in the recorded selection order.
+
+The shards must come from one run: same fingerprint apart from the ``shard`` field (models, sites,
+selection, seed, dtype, configuration...) and no sample in two files. The merged store is written
+with the ordinary writer (so it is a normal, resumable store with shard ``0/1``), batch by batch,
+so memory is bounded by the batch size. It is written to a temporary file beside ``out`` and
+renamed into place only when complete: a failed merge leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import StoreError
+from .reader import Store, open_store
+from .schema import ModelSpec, SiteSpec, StoreSpec
+from .writer import StoreWriter
+
+__all__ = ["MergeResult", "merge_stores", "spec_of"]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out: Path
+    shards: list[Path]
+    n_samples: int  # samples written
+    n_planned: int  # the run's selection size
+    seconds: float
+
+    @property
+    def partial(self) -> bool:
+        """True when the shards given did not cover the whole selection."""
+        return self.n_samples < self.n_planned
+
+
+def spec_of(st: Store) -> StoreSpec:
+    """The :class:`StoreSpec` an open store was written with (shard fields as in its first file).
+
+    ``spec_of(st).fingerprint()`` equals the recorded fingerprint, so a writer given this spec can
+    continue the store.
+    """
+    fp = _fingerprint(st)
+    return StoreSpec(
+        models=tuple(ModelSpec(m, st.provenance(m)) for m in st.models),
+        sites=tuple(SiteSpec(**d) for d in fp["sites"]),
+        selection_ids=tuple(st.selection_ids),
+        targets=tuple(st.targets),
+        meta_columns=tuple((str(c[0]), str(c[1])) for c in fp["meta_columns"]),
+        config=st.config,
+        selection_seed=st.selection_seed,
+        split=st.split,
+        baseline=st.baseline,
+        dtype=st.attention_dtype,
+        compression=str(st.attrs.get("compression", "gzip")),
+        has_gold=st.has_gold,
+        shard_index=int(st.attrs.get("shard_index", 0)),
+        shard_count=int(st.attrs.get("shard_count", 1)),
+    )
+
+
+def _fingerprint(st: Store) -> dict:
+    import json
+
+    return json.loads(st.attrs["fingerprint"])
+
+
+def merge_stores(
+    out: str | os.PathLike,
+    shards: Sequence[str | os.PathLike],
+    *,
+    overwrite: bool = False,
+    batch_samples: int = 256,
+    compression: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> MergeResult:
+    """Merge ``shards`` (files of one run) into the new store ``out``.
+
+    Parameters
+    ----------
+    out
+        Output path. Refused if it exists, unless ``overwrite``; refused if it is one of the shards.
+    shards
+        One or more shard files. Their order does not matter: samples are written in the order of
+        the run's recorded selection.
+    overwrite
+        Replace an existing ``out`` (only once the merge has succeeded).
+    batch_samples
+        Samples per appended batch (memory is bounded by one batch).
+    compression
+        ``"gzip"``, ``"lzf"`` or ``"none"``; default: as the shards were written.
+    progress
+        Called as ``progress(done, total)`` after every batch.
+
+    Raises
+    ------
+    StoreError
+        Incompatible shards (the message names the differing setting), overlapping sample ids,
+        an existing output, or an unreadable shard.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    paths = [Path(p) for p in shards]
+    if not paths:
+        raise StoreError("no shard files given to merge")
+    for p in paths:
+        if p.exists() and out.exists() and os.path.samefile(p, out):
+            raise StoreError(f"{out}: is also one of the shards; choose a new output file")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise StoreError("the same shard file is given more than once")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out}: already exists; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise StoreError(f"{out}: directory {out.parent} does not exist; create it first")
+    tmp = out.with_name(out.name + ".merge.tmp")
+    with open_store(paths) as st:  # checks fingerprints and overlap, orders by selection
+        spec = replace(spec_of(st), shard_index=0, shard_count=1)
+        if compression is not None:
+            spec = replace(spec, compression=compression)
+        total = st.n_samples
+        done = 0
+        try:
+            with StoreWriter.create(tmp, spec, overwrite=True) as w:
+                for batch in st.iter_flat_batches(batch_samples):
+                    w.append(batch)
+                    done += len(batch)
+                    if progress is not None:
+                        progress(done, total)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        n_planned = st.n_planned
+    os.replace(tmp, out)
+    return MergeResult(
+        out=out,
+        shards=paths,
+        n_samples=done,
+        n_planned=n_planned,
+        seconds=time.perf_counter() - t0,
+    )

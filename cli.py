@@ -36,6 +36,97 @@ def store() -> None:
 
 
 # === store commands (owner: store) ===
+def _store_error(exc: Exception) -> click.ClickException:
+    return click.ClickException(" ".join(str(exc).split()))
+
+
+_STORE_PATHS = click.Path(exists=True, dir_okay=False, readable=True)
+
+
+@store.command("info")
+@click.argument("paths", nargs=-1, required=True, type=_STORE_PATHS)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (default: text).")
+def store_info_cmd(paths: tuple[str, ...], as_json: bool) -> None:
+    """Summarise a store (or the shard files of one run): models, sites, samples, sizes on disk
+    and the compression ratio vs a dense padded float32 layout."""
+    from store.errors import StoreError
+    from store.info import store_info
+
+    try:
+        info = store_info(list(paths))
+    except StoreError as exc:
+        raise _store_error(exc) from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(info.to_dict(), indent=2, default=str))
+    else:
+        click.echo(info.render())
+
+
+@store.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=_STORE_PATHS)
+@click.option(
+    "--max-problems",
+    default=50,
+    show_default=True,
+    help="Problems listed in full (the rest are counted).",
+)
+def store_validate_cmd(paths: tuple[str, ...], max_problems: int) -> None:
+    """Check a store (or the shard files of one run) against store_schema.md: structure, offsets,
+    counts, ids, dtypes, checksums of every chunk and attention sanity. Exit code 0 only when
+    valid, 1 otherwise."""
+    from store.validate import validate_store
+
+    report = validate_store(list(paths))
+    click.echo(report.summary(max_problems=max_problems))
+    if not report.ok:
+        n = len(report.problems)
+        click.echo(f"error: {n} problem(s) found; the store is invalid", err=True)
+        raise SystemExit(1)
+
+
+@store.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@click.argument("shards", nargs=-1, required=True, type=_STORE_PATHS)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (default: refuse).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar (default: show one).")
+def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: bool) -> None:
+    """Join the shard files of one extraction run into the single store OUT, in the run's recorded
+    sample order. Refuses overlapping or incompatible shards."""
+    import contextlib
+
+    from store.errors import StoreError
+    from store.merge import merge_stores
+
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                stderr = click.get_text_stream("stderr")
+                bar = click.progressbar(length=total, label="merging", file=stderr)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos)
+
+        try:
+            result = merge_stores(
+                out, list(shards), overwrite=overwrite, progress=None if quiet else progress
+            )
+        except StoreError as exc:
+            raise _store_error(exc) from None
+    click.echo(
+        f"merged {len(result.shards)} shard(s): {result.n_samples} samples -> {result.out} "
+        f"({result.seconds:.1f} s)"
+    )
+    if result.partial:
+        click.echo(
+            f"warning: the shards hold {result.n_samples} of the run's {result.n_planned} "
+            "planned samples; the merged store is partial (a shard is missing or unfinished)",
+            err=True,
+        )
+
+
 # === end store commands ===
 
 

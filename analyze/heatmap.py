@@ -407,6 +407,7 @@ def _draw(d: HeatmapData, *, max_tokens: int, max_nodes: int, title: str | None)
         fig = new_figure(max(width, 9.0), height)
         axes = fig.subplots(3, 1)
 
+    fig.get_layout_engine().set(h_pad=0.08, w_pad=0.06)  # room between titles, labels, notes
     norm = Normalize(0.0, vmax)
     dnorm = Normalize(-dmax, dmax)
     names = [
@@ -457,7 +458,7 @@ def _draw(d: HeatmapData, *, max_tokens: int, max_nodes: int, title: str | None)
                 )
     shrink = 0.9 if side else 0.85
     cb = fig.colorbar(ims[0], ax=list(axes[:2]), shrink=shrink, pad=0.02, fraction=0.04)
-    cb.set_label("attention weight (shared scale)", fontsize=8)
+    cb.set_label("weight (shared scale)", fontsize=8)
     cbd = fig.colorbar(ims[2], ax=axes[2], shrink=shrink, pad=0.02, fraction=0.04)
     cbd.set_label("weight difference", fontsize=8)
 

@@ -253,6 +253,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "match_index": "index",
         "corr_delta": "paired difference {m}",
         "identical_none": "no sample",
+        "verdict_degenerate": (
+            "**Warning:** the headline site `{site}` is degenerate ({reason}); no conclusion about "
+            "attention concentration can be drawn from it."
+        ),
         "na": "n/a",
     },
     "zh": {
@@ -436,6 +440,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "match_index": "编号",
         "corr_delta": "配对差值 {m}",
         "identical_none": "无样本",
+        "verdict_degenerate": "**警告：** 主要位点 `{site}` 是退化的（{reason}），无法据此得出关于注意力集中程度的结论。",
         "na": "无",
     },
 }

@@ -298,6 +298,12 @@ def _check_request(store, options: AnalysisOptions) -> tuple[str, list[str], str
             f"--site {site!r} is not an attention site of {path}; choose one of "
             f"{', '.join(sorted(sites))}"
         )
+    if sites[site].key_axis == "single":
+        usable = [s for s, i in sites.items() if i.key_axis != "single"]
+        raise AnalysisError(
+            f"--site {site!r} attends over a single key (every weight is 1.0), so its attention "
+            f"carries no information; choose one of {', '.join(sorted(usable)) or '(none)'}"
+        )
     for g, members in options.groups.items():
         miss = [m for m in members if m not in models]
         if miss:

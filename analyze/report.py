@@ -237,6 +237,9 @@ def render_report(
         t("scenario_3", b=b, v=v0),
         "",
     ]
+    degenerate = (s.get("diagnostics") or {}).get("degenerate_sites") or {}
+    if site in degenerate:
+        out += [t("verdict_degenerate", site=site, reason=degenerate[site]), ""]
     out += [t(vkey, explanation=explanation, overall=overall).strip(), ""]
     for metric in MAIN_METRICS:
         vv = (ver.get("per_metric") or {}).get(metric)

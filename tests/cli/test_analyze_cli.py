@@ -88,6 +88,10 @@ def test_bad_inputs_each_give_one_clear_line(store, tmp_path):
     msg = _one_clear_line(run("analyze", store, "--save-dir", tmp_path / "o", "--site", "bogus"))
     assert "--site 'bogus'" in msg and "atom_to_text" in msg
     msg = _one_clear_line(
+        run("analyze", store, "--save-dir", tmp_path / "o", "--site", "text_pool")
+    )
+    assert "single key" in msg and "atom_to_text" in msg
+    msg = _one_clear_line(
         run("analyze", store, "--save-dir", tmp_path / "o", "--baseline", "bogus")
     )
     assert "--baseline 'bogus'" in msg and "no_middle" in msg

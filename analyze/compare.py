@@ -463,6 +463,7 @@ def compare(
                 warn.append(f"Warning: site {row['site']}, model {row['model']}: {row['reason']}.")
 
     raw: list[tuple[dict[str, Any], PairedResult]] = []
+    empty: dict[tuple[str, str], int] = {}
     assignments: list[dict[str, Any]] = []
     for site in sites:
         vals = _values(tables, site, metrics)
@@ -530,6 +531,10 @@ def compare(
                                 continue
                             xb, xv = db[metric], dv[metric]
                             matching = "none" if kind == HEAD_MEAN else head_matching
+                        ok = np.isfinite(xb) & np.isfinite(xv)
+                        if not ok.any():  # not applicable (e.g. gold metrics without gold)
+                            empty[(metric, site)] = empty.get((metric, site), 0) + 1
+                            continue
                         res = paired_test(xb, xv, n_boot=n_boot, seed=seed, confidence=confidence)
                         raw.append(
                             (
@@ -547,6 +552,8 @@ def compare(
                                 res,
                             )
                         )
+    for (metric, site), k in empty.items():
+        skipped.append(f"{metric} at site {site!r}: {k} tests skipped, no paired values")
     pkey = "wilcoxon_pvalue" if primary == "wilcoxon" else "t_pvalue"
     p = np.array([getattr(r, pkey) for _, r in raw], dtype=np.float64)
     padj = correct_pvalues(p, correction) if len(p) else p

@@ -177,6 +177,82 @@ class MetricTables:
                 return name
         return next(iter(self.sites), None)
 
+    @classmethod
+    def from_per_sample(
+        cls,
+        per_sample: pl.DataFrame,
+        *,
+        samples: pl.DataFrame | None = None,
+        baseline: str | None = None,
+        site_axes: dict[str, tuple[str, str]] | None = None,
+        pairwise: pl.DataFrame | None = None,
+        head_similarity: pl.DataFrame | None = None,
+    ) -> MetricTables:
+        """Tables from a per-sample frame computed elsewhere (or simulated), for
+        :func:`analyze.compare` and friends. ``per_sample`` needs ``sample_id, model, site,
+        layer, head, head_kind`` and metric columns; ``position`` is added (order of first
+        appearance of ``sample_id``) if missing, missing metric columns are NaN.
+        ``site_axes``: ``{site: (query_axis, key_axis)}`` (default nodes -> tokens)."""
+        f = per_sample
+        key = ["sample_id", "model", "site", "layer", "head", "head_kind"]
+        missing = [c for c in key if c not in f.columns]
+        if missing:
+            raise ValueError(f"`per_sample` lacks columns {missing}")
+        dup = f.select(key).is_duplicated()
+        if dup.any():
+            raise ValueError(
+                f"`per_sample` has {int(dup.sum())} rows sharing (sample_id, model, site, layer, "
+                "head, head_kind); one row per key is expected"
+            )
+        ids = list(dict.fromkeys(f["sample_id"].to_list()))
+        if "position" not in f.columns:
+            pos = {s: i for i, s in enumerate(ids)}
+            f = f.with_columns(
+                pl.col("sample_id").replace_strict(pos, return_dtype=pl.Int64).alias("position")
+            )
+        for col in (*METRICS, "n_rows", "n_keys", "n_gold_rows"):
+            if col not in f.columns:
+                f = f.with_columns(pl.lit(float("nan") if col in METRICS else 0).alias(col))
+        if "identical_rows" not in f.columns:
+            f = f.with_columns(pl.lit(False).alias("identical_rows"))
+        models = list(dict.fromkeys(f["model"].to_list()))
+        baseline = baseline or models[0]
+        models = [baseline] + [m for m in models if m != baseline]
+        sites: dict[str, dict[str, Any]] = {}
+        for site in dict.fromkeys(f["site"].to_list()):
+            g = f.filter(pl.col("site") == site)
+            heads = g.filter(pl.col("head_kind") == HEAD)
+            hby = {
+                m: int(heads.filter(pl.col("model") == m)["head"].max() or 0) + 1 for m in models
+            }
+            qa, ka = (site_axes or {}).get(site, ("nodes", "tokens"))
+            sites[site] = {
+                "query_axis": qa,
+                "key_axis": ka,
+                "n_layers": int(g["layer"].max()) + 1,
+                "n_heads": hby[baseline],
+                "n_heads_by_model": hby,
+                "description": "",
+            }
+        if samples is None:
+            samples = pl.DataFrame({"sample_id": ids, "position": np.arange(len(ids))})
+        return cls(
+            per_sample=f,
+            pairwise=pairwise if pairwise is not None else _empty_pairwise(),
+            samples=samples,
+            diagnostics=Diagnostics(None, []),
+            head_similarity=head_similarity if head_similarity is not None else _empty_similarity(),
+            models=models,
+            baseline=baseline,
+            sites=sites,
+            n_samples=len(ids),
+            is_partial=False,
+            store_paths=[],
+            split="",
+            seed=None,
+            targets=[c for c in ("target",) if c in samples.columns],
+        )
+
     # -- persistence ----------------------------------------------------------------------------
     def meta_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,70 @@
+"""Prediction quality, attention vs error."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from analyze import attention_error_correlation, compare_predictions, compute_tables
+from analyze.prediction import abs_errors
+from analyze.synthetic import write_synthetic_store
+from store import open_store
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    p = write_synthetic_store(
+        tmp_path_factory.mktemp("pred") / "p.h5",
+        n_samples=80,
+        noise={"full": 0.2, "no_middle": 0.4},
+        seed=8,
+    )
+    return compute_tables(open_store(p), options=__import__("analyze").MetricOptions(heads="mean"))
+
+
+def test_mae_rmse_and_paired_difference(tables):
+    pc = compare_predictions(tables, n_boot=500, seed=1)
+    s = tables.samples.sort("position")
+    y = s["target"].to_numpy()
+    for row in pc.per_model.iter_rows(named=True):
+        e = s[f"prediction_{row['model']}"].to_numpy() - y
+        assert row["mae"] == pytest.approx(np.mean(np.abs(e)))
+        assert row["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)))
+        assert row["mae_ci_low"] < row["mae"] < row["mae_ci_high"]
+    d = pc.differences.row(0, named=True)
+    ef = np.abs(s["prediction_full"].to_numpy() - y)
+    en = np.abs(s["prediction_no_middle"].to_numpy() - y)
+    assert d["variant"] == "no_middle" and d["mae_diff"] == pytest.approx(en.mean() - ef.mean())
+    assert d["mae_diff"] > 0 and d["mae_diff_ci_low"] > 0  # the noisier variant is worse
+    assert d["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(en - ef).pvalue)
+    again = compare_predictions(tables, n_boot=500, seed=1)
+    assert again.differences.equals(pc.differences)
+    np.testing.assert_allclose(abs_errors(tables, "full"), ef)
+
+
+def test_attention_error_correlation_finds_a_planted_relation(tables):
+    hm = tables.per_sample.filter(
+        (pl.col("head_kind") == "head-mean") & (pl.col("model") == "full")
+    ).sort("position")
+    ent = hm["entropy"].to_numpy()
+    s = tables.samples.sort("position")
+    # plant: the full model's error grows with its entropy
+    pred = s["target"].to_numpy() + 3.0 * ent
+    t2 = tables
+    t2.samples = s.with_columns(pl.Series("prediction_full", pred))
+    f = attention_error_correlation(t2, metrics=["entropy", "gini"], n_boot=300, seed=2)
+    row = f.filter(
+        (pl.col("kind") == "per_model")
+        & (pl.col("model") == "full")
+        & (pl.col("metric") == "entropy")
+    ).row(0, named=True)
+    assert row["rho"] == pytest.approx(1.0)
+    assert row["p"] < 1e-10 and row["rho_ci_low"] > 0.9
+    ref = stats.spearmanr(ent, np.abs(pred - s["target"].to_numpy()))
+    assert row["rho"] == pytest.approx(ref.statistic)
+    assert np.isfinite(row["partial_rho"]) and row["covariate"] == "n_keys"
+    diff = f.filter(pl.col("kind") == "paired_difference")
+    assert set(diff["model"]) == {"no_middle - full"}
+    assert set(f["metric"]) == {"entropy", "gini"}

@@ -107,17 +107,22 @@ class LoadedReference:
 # training
 # ---------------------------------------------------------------------------------------------
 @contextmanager
-def _deterministic(seed: int):
-    """Seed python, numpy and torch; force deterministic torch algorithms; restore afterwards."""
+def _deterministic(seed: int, threads: int | None):
+    """Seed python, numpy and torch; force deterministic torch algorithms; set the number of
+    intra-op CPU threads; restore the previous settings afterwards."""
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_threads = torch.get_num_threads()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(previous_threads)
 
 
 def _batches(items: list, size: int) -> list[list]:
@@ -172,6 +177,7 @@ def train_variant(
     max_minutes: float | None = None,
     quick: bool = False,
     max_train_samples: int | None = None,
+    threads: int | None = 1,
     **config_overrides: Any,
 ) -> TrainResult:
     """Train one reference variant on embedded FreeSolv and write its checkpoint.
@@ -190,6 +196,9 @@ def train_variant(
     quick : smoke-test mode (CI): :data:`QUICK_EPOCHS` epochs unless ``epochs`` is given.
     max_train_samples : train on only the first n training molecules (tests); the split recorded
         in the checkpoint is still the full split.
+    threads : intra-op CPU threads while training (restored afterwards); default 1: the model is
+        so small that more threads gain little on an idle machine and lose badly (10x) on a
+        busy one, and a fixed count keeps float results reproducible. ``None``: leave as is.
     **config_overrides : fields of :class:`~extract.reference.model.ReferenceConfig`.
 
     The best model by validation MAE is restored before testing and saving.
@@ -211,7 +220,7 @@ def train_variant(
         ) from None
     started = time.perf_counter()
 
-    with _deterministic(seed):
+    with _deterministic(seed, threads):
         molecules = load_freesolv()
         by_id = {m.id: m for m in molecules}
         split = make_split(sorted(by_id), seed=split_seed)
@@ -321,6 +330,7 @@ def train_variant(
             "metrics": metrics,
             "history": history,
             "max_train_samples": max_train_samples,
+            "threads": threads,
             "versions": {"torch": str(torch.__version__), "numpy": str(np.__version__)},
         }
         tmp = path.with_name(path.name + ".tmp")

@@ -91,15 +91,11 @@ def test_two_shard_processes_together_equal_a_single_run(runs: Path) -> None:
     paths = [runs / f"sharded.shard-0{i}-of-02.h5" for i in range(2)]
     with open_store(paths[0]) as a, open_store(paths[1]) as b:
         assert len(a.ids) == len(b.ids) == 7 and not set(a.ids) & set(b.ids)
-    try:  # the store package's merge, once it exists
-        from store.merge import merge_stores  # type: ignore[import-not-found]
-    except ImportError:
-        merge_stores = None
-    merged_paths = paths
-    if merge_stores is not None:
-        merge_stores(paths, runs / "merged.h5")
-        merged_paths = [runs / "merged.h5"]
-    with open_store(merged_paths) as merged, open_store(runs / "whole.h5") as whole:
+    from store.merge import merge_stores
+
+    merge_stores(runs / "merged.h5", paths)
+    with open_store(runs / "merged.h5") as merged, open_store(runs / "whole.h5") as whole:
+        assert not merged.is_partial
         assert merged.ids == whole.ids
         assert merged.n_planned == whole.n_planned == 14
         for m in whole.models:

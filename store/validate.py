@@ -160,6 +160,10 @@ class _Stop(Exception):
     """Abandon the current file (a problem has been recorded)."""
 
 
+class _Reported(Exception):
+    """Abandon the current check (its problem has been recorded)."""
+
+
 class _FileValidator:
     def __init__(self, path: Path, report: ValidationReport, label: str) -> None:
         self.path = path
@@ -200,6 +204,8 @@ class _FileValidator:
             yield
         except _Stop:
             raise
+        except _Reported:
+            pass
         except Exception as e:  # noqa: BLE001 - a damaged file can fail anywhere
             kind = "checksum" if _is_filter_error(e) else "read"
             self.problem(kind, path, f"could not be read: {_one_line(e)}")
@@ -438,7 +444,7 @@ class _FileValidator:
                 f"(one more than the committed {what})",
             )
             return None
-        off = _read_range(ds, 0, n_entries + 1)
+        off = self._read(ds, 0, n_entries + 1)
         if off[0] != 0:
             self.problem("offsets", path, f"offsets[0] is {int(off[0])}, must be 0")
             return None
@@ -497,7 +503,7 @@ class _FileValidator:
             )
             return None
         if decode:
-            raw = _read_range(data, 0, int(off[-1])).tobytes()
+            raw = self._read(data, 0, int(off[-1])).tobytes()
             try:
                 return [raw[off[i] : off[i + 1]].decode("utf-8") for i in range(n)]
             except UnicodeDecodeError:
@@ -516,7 +522,7 @@ class _FileValidator:
                 j = int(np.searchsorted(off, lo, side="right"))
             hi = int(off[j])
             try:
-                _read_range(data, lo, hi).tobytes().decode("utf-8")
+                self._read(data, lo, hi).tobytes().decode("utf-8")
             except UnicodeDecodeError:
                 self.problem("encoding", f"{path}/data", f"{what} are not valid UTF-8")
                 return
@@ -604,7 +610,7 @@ class _FileValidator:
             if ds.shape[0] < n:
                 self.problem("count", path, f"has {ds.shape[0]} entries for {n} committed samples")
                 continue
-            vals = _read_range(ds, 0, n).astype(np.int64)
+            vals = self._read(ds, 0, n).astype(np.int64)
             bad = np.flatnonzero(vals < 1)
             if len(bad):
                 self.problem(
@@ -801,7 +807,7 @@ class _FileValidator:
                     "count", "/gold/present", f"has {present.shape[0]} entries for {self.n} samples"
                 )
                 return
-            pres = _read_range(present, 0, self.n)
+            pres = self._read(present, 0, self.n)
             bad = np.flatnonzero(pres > 1)
             if len(bad):
                 self.problem(
@@ -942,14 +948,26 @@ class _FileValidator:
                 count=ac.rows,
             )
 
-    def _read_checked(self, ds: h5py.Dataset, path: str, lo: int, hi: int) -> np.ndarray | None:
+    def _read(self, ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray:
+        """``ds[lo:hi]``; an unreadable chunk is reported (once) and raises :class:`_Reported`."""
+        if hi <= lo:
+            return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+        x = self._read_checked(ds, ds.name, lo, hi, count=False)
+        if x is None:
+            raise _Reported
+        return x
+
+    def _read_checked(
+        self, ds: h5py.Dataset, path: str, lo: int, hi: int, count: bool = True
+    ) -> np.ndarray | None:
         """Read ``ds[lo:hi]``; on failure, find and report the bad chunks and return None."""
         try:
             x = ds[lo:hi]
         except Exception as e:  # noqa: BLE001
             self._locate_bad_chunks(ds, path, lo, hi, e)
             return None
-        self.report.chunks_read += _n_chunks(ds, lo, hi)
+        if count:
+            self.report.chunks_read += _n_chunks(ds, lo, hi)
         return x
 
     def _locate_bad_chunks(self, ds: h5py.Dataset, path: str, lo: int, hi: int, err) -> None:
@@ -1195,10 +1213,6 @@ def _axis_len(axis: str, n_nodes: np.ndarray, n_tokens: np.ndarray) -> np.ndarra
     if axis == "tokens":
         return n_tokens
     return np.ones_like(n_nodes)
-
-
-def _read_range(ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray:
-    return ds[lo:hi] if hi > lo else np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
 
 
 def _n_chunks(ds: h5py.Dataset, lo: int, hi: int) -> int:

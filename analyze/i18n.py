@@ -7,7 +7,7 @@ checks it), so a report in either language has the same sections, tables and num
 
 from __future__ import annotations
 
-__all__ = ["LANGS", "STRINGS", "text"]
+__all__ = ["FILES_ZH", "LANGS", "STRINGS", "text"]
 
 LANGS = ("en", "zh")
 
@@ -257,6 +257,11 @@ STRINGS: dict[str, dict[str, str]] = {
             "**Warning:** the headline site `{site}` is degenerate ({reason}); no conclusion about "
             "attention concentration can be drawn from it."
         ),
+        "where_short_mean": "`{site}`, layer {layer}, head-mean",
+        "where_short_head": "`{site}`, layer {layer}, head {head}",
+        "verdict_count": "",
+        "reason_key1": "key length 1 in every sample (weights are always 1.0)",
+        "diag_prefix": "Diagnostics",
         "na": "n/a",
     },
     "zh": {
@@ -291,8 +296,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "stats_line": (
             "- **统计方法：** 对逐样本差值做配对 t 检验和 Wilcoxon 符号秩检验，配对 bootstrap 置信区间"
             "（{n_boot} 次重抽样，随机种子 {seed}），效应量为 Cohen's d_z 和配对秩二列相关；"
-            "p 值在全部 {family} 个检验上做 {correction} 多重比较校正（主检验：{primary}）；"
-            "逐头比较中的注意力头按 {matching} 匹配。"
+            "p 值在全部 {family} 个检验上做 {correction} 多重比较校正（主检验：{primary}检验）；"
+            "逐头比较中的注意力头按{matching}匹配。"
         ),
         "h_main": "主要结果",
         "main_intro": "逐样本均值（95% 置信区间）、变体相对基线的变化，以及配对检验结果（{where_short}）。",
@@ -394,7 +399,7 @@ STRINGS: dict[str, dict[str, str]] = {
             "`invalid_attention` 列）。"
         ),
         "cav_skipped": "- **已跳过：** {message}",
-        "cav_diag": "- 诊断信息：{message}",
+        "cav_diag": "- 诊断信息（英文原文）：{message}",
         "cav_heads": (
             "- **多头平均与逐头：** 主要结果使用多头平均分布（原始方法）；单个注意力头的效应可能不同"
             "（见逐层/逐头图）。"
@@ -416,7 +421,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "what_max_weight": "最大注意力权重",
         "what_effective_tokens": "有效词元数（权重 > {threshold}）",
         "what_gini": "基尼系数",
-        "para_pnote": "p 值来自 {primary} 检验，并在 {family} 个检验上做了 {correction} 校正。",
+        "para_pnote": "p 值来自 {primary}检验，并在 {family} 个检验上做了 {correction} 校正。",
         "para_supported": "因此 {b} 模型的注意力更集中，这与“中间融合改善了节点与文本的对齐”这一假设一致。",
         "para_partly": "{b} 模型注意力更集中的证据只是部分的：只有部分指标在预期方向上差异显著。",
         "para_not": "两个模型的注意力集中程度没有显著差异。",
@@ -441,8 +446,42 @@ STRINGS: dict[str, dict[str, str]] = {
         "corr_delta": "配对差值 {m}",
         "identical_none": "无样本",
         "verdict_degenerate": "**警告：** 主要位点 `{site}` 是退化的（{reason}），无法据此得出关于注意力集中程度的结论。",
+        "where_short_mean": "`{site}`，第 {layer} 层，多头平均",
+        "where_short_head": "`{site}`，第 {layer} 层，第 {head} 个注意力头",
+        "verdict_count": (
+            "在 {n_metrics} 项指标中，有 {n_exp} 项在 {correction} 校正后差异显著且方向符合预期"
+            "（主检验：{primary}检验，共 {family} 个检验，alpha = {alpha}）。"
+        ),
+        "reason_key1": "每个样本的键长度均为 1（权重恒为 1.0）",
+        "diag_prefix": "诊断信息（英文原文）",
         "na": "无",
     },
+}
+
+
+#: output-file descriptions for the Chinese report (English ones: analyze.outputs.OUTPUT_FILES)
+FILES_ZH = {
+    "attention_statistics_comparison": "原始四项指标（熵、最大权重、有效词元数、基尼系数）的逐样本配对值、"
+    "均值及 95% 置信区间、变化百分比和校正后的 p 值",
+    "attention_statistics": "每项指标一行：各模型均值、变化百分比、n、置信区间、bootstrap 差值置信区间、"
+    "t 检验 / Wilcoxon / 校正后 p 值、效应量和判定",
+    "attention_heatmap_example": "基线与变体的节点 x 词元注意力（同一色标）及其差值",
+    "per_sample_metrics": "每个样本 x 模型 x 位点 x 层 x 注意力头的全部指标（head = -1 为多头平均）；"
+    "所有图表都由它绘制",
+    "per_layer_head": "每个位点 x 层 x 注意力头 x 模型的指标均值",
+    "significance": "全部配对检验：均值、置信区间、变化百分比、p 值、校正后 p 值、效应量和判定",
+    "prediction": "各模型的 MAE 和 RMSE，以及 MAE 差值的配对 bootstrap 置信区间",
+    "attention_error_correlation": "注意力指标与绝对误差的 Spearman 相关（含置信区间和偏相关）",
+    "strata": "按分位数分箱后的配对比较",
+    "noise_floor": "重复模型组内与组间的差异（随机种子噪声基线）",
+    "summary": "机器可读的摘要：存储信息、选项、结论、主要数字、警告和文件列表",
+    "report": "本报告",
+    "per_layer_head_": "各层、各注意力头（及多头平均）每项指标的变化百分比",
+    "attention_vs_error": "逐样本注意力指标与绝对误差的散点图及 Spearman rho",
+    "strata_comparison": "分位数分箱内的配对差值",
+    "node_specificity": "逐样本节点特异性，以及所有节点注意力相同的样本比例",
+    "gold_alignment": "标注质量与标注指向准确率",
+    "mae_comparison": "各模型的 MAE / RMSE、逐样本绝对误差和 MAE 差值置信区间",
 }
 
 

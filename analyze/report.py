@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from .figures import MAIN_METRICS, fmt_p
-from .i18n import text
+from .i18n import FILES_ZH, text
 
 __all__ = ["render_report"]
 
@@ -65,6 +65,23 @@ def _metric_name(lang: str, metric: str) -> str:
         return metric.replace("_", " ")
 
 
+def _reason(lang: str, reason) -> str:
+    """Known engine reasons in the report language; others verbatim."""
+    if str(reason).strip() == text("en", "reason_key1"):
+        return text(lang, "reason_key1")
+    return str(reason)
+
+
+def _file_description(lang: str, name: str, default: str) -> str:
+    if lang != "zh":
+        return default
+    stem = name.rsplit(".", 1)[0]
+    for key in sorted(FILES_ZH, key=len, reverse=True):
+        if stem == key or stem.startswith(key):
+            return FILES_ZH[key]
+    return default
+
+
 def _primary_name(lang: str, primary: str) -> str:
     return text(lang, "primary_t") if primary == "t" else text(lang, "primary_wilcoxon")
 
@@ -107,8 +124,10 @@ def render_report(
         if head_mean
         else t("where_head", layer=sel.get("layer"), head=sel.get("head"))
     )
-    where_short = f"`{site}`, layer {sel.get('layer')}, " + (
-        "head-mean" if head_mean else f"head {sel.get('head')}"
+    where_short = (
+        t("where_short_mean", site=site, layer=sel.get("layer"))
+        if head_mean
+        else t("where_short_head", site=site, layer=sel.get("layer"), head=sel.get("head"))
     )
     out: list[str] = [f"# {t('title')}", ""]
     out += [t("generated", version=s.get("attncmp_version", "?"), date=s.get("created", "?")), ""]
@@ -226,7 +245,19 @@ def render_report(
     ver = s.get("verdict", {}) or {}
     overall = str(ver.get("overall", ""))
     vkey, pkey = _OVERALL_KEYS.get(overall, ("verdict_other", None))
-    explanation = ver.get("explanation", "") if lang == "en" else ""
+    if lang == "en":
+        explanation = ver.get("explanation", "")
+    else:
+        pm = ver.get("per_metric") or {}
+        explanation = t(
+            "verdict_count",
+            n_metrics=len(pm),
+            n_exp=sum(1 for v in pm.values() if v == "expected direction, significant"),
+            correction=corr_name,
+            primary=_primary_name(lang, st.get("primary_test", "wilcoxon")),
+            family=st.get("family_size", "?"),
+            alpha=st.get("alpha", 0.05),
+        )
     out += [
         f"## {t('h_verdict')}",
         "",
@@ -239,7 +270,7 @@ def render_report(
     ]
     degenerate = (s.get("diagnostics") or {}).get("degenerate_sites") or {}
     if site in degenerate:
-        out += [t("verdict_degenerate", site=site, reason=degenerate[site]), ""]
+        out += [t("verdict_degenerate", site=site, reason=_reason(lang, degenerate[site])), ""]
     out += [t(vkey, explanation=explanation, overall=overall).strip(), ""]
     for metric in MAIN_METRICS:
         vv = (ver.get("per_metric") or {}).get(metric)
@@ -394,7 +425,9 @@ def render_report(
             splits = ", ".join(f"{sp}: {c}" for sp, c in (w.get("splits") or {}).items())
             out.append(t("cav_training_split", splits=splits))
         elif k == "degenerate_site":
-            out.append(t("cav_degenerate", site=w.get("site"), reason=w.get("reason")))
+            out.append(
+                t("cav_degenerate", site=w.get("site"), reason=_reason(lang, w.get("reason")))
+            )
         elif k == "identical_rows":
             out.append(
                 t(
@@ -427,7 +460,8 @@ def render_report(
     if files:
         out += [f"## {t('h_files')}", ""]
         for f in files:
-            out.append(f"- `{f['name']}`: {f['description']}")
+            desc = _file_description(lang, f["name"], f["description"])
+            out.append(f"- `{f['name']}`: {desc}")
         out.append("")
     return "\n".join(out)
 

@@ -32,6 +32,7 @@ from extract.errors import (
     StoreWriteError,
 )
 from store import StoreConfigMismatch, StoreWriter, open_store
+from store.validate import validate_store
 
 from .toy import (  # noqa: F401 - one_torch_thread is an autouse fixture
     SAMPLES,
@@ -140,6 +141,8 @@ def test_each_capture_method_stores_exactly_the_valid_region(kind, ckpts, tmp_pa
         )
     )
     assert res.n_committed == res.n_planned == len(TEST_IDS) and res.n_written == len(TEST_IDS)
+    report = validate_store(out)  # the store package's own validator agrees
+    assert report.ok, report.summary()
     padded = {m: _direct(p, TEST_IDS) for m, p in (("a", a), ("b", b))}
     with open_store(out) as st:
         assert st.ids == TEST_IDS

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from store import open_store
+from store.merge import merge_stores
+from store.validate import validate_store
 
 from .toy import assert_same_store, one_torch_thread, save_checkpoint  # noqa: F401
 
@@ -91,9 +93,9 @@ def test_two_shard_processes_together_equal_a_single_run(runs: Path) -> None:
     paths = [runs / f"sharded.shard-0{i}-of-02.h5" for i in range(2)]
     with open_store(paths[0]) as a, open_store(paths[1]) as b:
         assert len(a.ids) == len(b.ids) == 7 and not set(a.ids) & set(b.ids)
-    from store.merge import merge_stores
-
     merge_stores(runs / "merged.h5", paths)
+    for path in (*paths, runs / "merged.h5", runs / "resumed.h5"):
+        assert validate_store(path).ok, validate_store(path).summary()
     with open_store(runs / "merged.h5") as merged, open_store(runs / "whole.h5") as whole:
         assert not merged.is_partial
         assert merged.ids == whole.ids

@@ -95,6 +95,7 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     """Join the shard files of one extraction run into the single store OUT, in the run's recorded
     sample order. Refuses overlapping or incompatible shards."""
     import contextlib
+    import sys
 
     from store.errors import StoreError
     from store.merge import merge_stores
@@ -104,8 +105,7 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
 
         def progress(done: int, total: int) -> None:
             if not bars:
-                stderr = click.get_text_stream("stderr")
-                bar = click.progressbar(length=total, label="merging", file=stderr)
+                bar = click.progressbar(length=total, label="merging", file=sys.stderr)
                 bars.append(stack.enter_context(bar))
             bars[0].update(done - bars[0].pos)
 

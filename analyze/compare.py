@@ -40,6 +40,10 @@ Heads of independently trained variants do not correspond by index. ``head_match
 * ``"index"``: heads paired by index (only meaningful for variants fine-tuned from one checkpoint).
 
 The head-mean rows (``head = -1``) need no matching. Every output row carries ``head_matching``.
+
+Note on ``effective_tokens``: the count of weights above a threshold is not monotone in
+concentration (see :func:`analyze.metrics.effective_tokens`); a sharper model can show *more*
+effective tokens. Its verdict should be read next to entropy, max weight and Gini.
 """
 
 from __future__ import annotations

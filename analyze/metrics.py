@@ -320,7 +320,13 @@ def max_weight(p: Any, offsets: Any) -> np.ndarray:
 
 
 def effective_tokens(p: Any, offsets: Any, threshold: float = 0.1) -> np.ndarray:
-    r"""Number of keys with weight above ``threshold``: :math:`\#\{k : p_k > t\}` (strict)."""
+    r"""Number of keys with weight above ``threshold``: :math:`\#\{k : p_k > t\}` (strict).
+
+    At most :math:`\lceil 1/t \rceil - 1` keys can exceed :math:`t`. Caveat: the count is not
+    monotone in concentration. Sharpening a diffuse row over many keys first lifts a few weights
+    above the threshold (the count rises) before it falls towards 1, so "more concentrated" need
+    not mean "fewer effective tokens"; entropy, max weight and Gini are monotone.
+    """
     p = _as_float(p)
     off = _offsets(offsets, len(p))
     return segment_sum((p > threshold).astype(np.float32), off).astype(np.float64)

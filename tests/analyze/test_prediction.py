@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -52,8 +54,7 @@ def test_attention_error_correlation_finds_a_planted_relation(tables):
     s = tables.samples.sort("position")
     # plant: the full model's error grows with its entropy
     pred = s["target"].to_numpy() + 3.0 * ent
-    t2 = tables
-    t2.samples = s.with_columns(pl.Series("prediction_full", pred))
+    t2 = dataclasses.replace(tables, samples=s.with_columns(pl.Series("prediction_full", pred)))
     f = attention_error_correlation(t2, metrics=["entropy", "gini"], n_boot=300, seed=2)
     row = f.filter(
         (pl.col("kind") == "per_model")

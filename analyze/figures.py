@@ -65,6 +65,7 @@ METRIC_LABELS = {
     "tv": "Total variation",
 }
 MAIN_METRICS = ("entropy", "max_weight", "effective_tokens", "gini")
+MAX_PAIR_LINES = 400  # paired panels draw at most this many sample lines (all dots)
 
 
 def metric_label(metric: str, threshold: float | None = None) -> str:
@@ -159,8 +160,27 @@ def _paired_panel(
     alpha = float(np.clip(6.0 / math.sqrt(n), 0.05, 0.45))
     rng = np.random.default_rng(0)
     jitter = rng.uniform(-0.06, 0.06, size=n)
+    lines = np.arange(n)
+    if n > MAX_PAIR_LINES:  # all dots, but a seeded subset of the joining lines stays legible
+        lines = np.sort(rng.choice(n, size=MAX_PAIR_LINES, replace=False))
+        ax.text(
+            0.01,
+            0.99,
+            f"lines: {MAX_PAIR_LINES} of {n} samples (random)",
+            fontsize=7,
+            color="#555555",
+            ha="left",
+            va="top",
+            transform=ax.transAxes,
+        )
+        alpha = max(alpha, 0.08)
     ax.plot(
-        xs[:, None] + jitter[None, :], arr, color="#555555", alpha=alpha, linewidth=0.6, zorder=2
+        xs[:, None] + jitter[None, lines],
+        arr[:, lines],
+        color="#555555",
+        alpha=alpha,
+        linewidth=0.6,
+        zorder=2,
     )
     for j, m in enumerate(models):
         ax.scatter(

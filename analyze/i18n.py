@@ -262,6 +262,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "verdict_count": "",
         "reason_key1": "key length 1 in every sample (weights are always 1.0)",
         "diag_prefix": "Diagnostics",
+        "verdict_scope": (
+            "The verdict combines the head-mean tests of every layer of `{site}` and every variant "
+            "(a metric is in the expected direction only if no layer or variant contradicts it); "
+            "the main table shows layer {layer}."
+        ),
         "na": "n/a",
     },
     "zh": {
@@ -454,6 +459,7 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "reason_key1": "每个样本的键长度均为 1（权重恒为 1.0）",
         "diag_prefix": "诊断信息（英文原文）",
+        "verdict_scope": "结论综合了 `{site}` 所有层、所有变体的多头平均检验（只有当没有任何层或变体与之矛盾时，某项指标才算符合预期方向）；主要结果表显示的是第 {layer} 层。",
         "na": "无",
     },
 }

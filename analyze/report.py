@@ -272,6 +272,9 @@ def render_report(
     if site in degenerate:
         out += [t("verdict_degenerate", site=site, reason=_reason(lang, degenerate[site])), ""]
     out += [t(vkey, explanation=explanation, overall=overall).strip(), ""]
+    n_layers = site_info.get("n_layers", 1)
+    if (isinstance(n_layers, int) and n_layers > 1) or len(variants) > 1:
+        out += [t("verdict_scope", site=site, layer=sel.get("layer")), ""]
     for metric in MAIN_METRICS:
         vv = (ver.get("per_metric") or {}).get(metric)
         if vv is not None:

@@ -881,6 +881,16 @@ class _FileValidator:
             extra = sorted(set(fsites) - set(self.sites[b]))
             if extra:
                 self.problem("fingerprint", "/", f"fingerprint lists sites {extra} with no group")
+        meta = self.f.get("/samples/meta")
+        if isinstance(meta, h5py.Group) and isinstance(fp.get("meta_columns"), list):
+            have = sorted((k, _attr_str(v.attrs.get("kind"))) for k, v in meta.items())
+            want = sorted(tuple(c) for c in fp["meta_columns"] if isinstance(c, list))
+            if have != want:
+                self.problem(
+                    "fingerprint",
+                    "/",
+                    f"fingerprint meta_columns are {want} but /samples/meta holds {have}",
+                )
 
     # -- data passes ----------------------------------------------------------------------------
     def _attention_sanity(self) -> None:

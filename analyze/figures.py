@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from matplotlib.collections import LineCollection
 from matplotlib.colors import TwoSlopeNorm
 
 from .plotstyle import MODEL_COLOURS, new_figure, safe_text, save_figure, style
@@ -174,13 +175,11 @@ def _paired_panel(
             transform=ax.transAxes,
         )
         alpha = max(alpha, 0.08)
-    ax.plot(
-        xs[:, None] + jitter[None, lines],
-        arr[:, lines],
-        color="#555555",
-        alpha=alpha,
-        linewidth=0.6,
-        zorder=2,
+    segs = np.stack([xs[:, None] + jitter[None, lines], arr[:, lines]], axis=-1)  # [models, n, 2]
+    ax.add_collection(
+        LineCollection(
+            segs.transpose(1, 0, 2), colors="#555555", alpha=alpha, linewidths=0.6, zorder=2
+        )
     )
     for j, m in enumerate(models):
         ax.scatter(

@@ -112,25 +112,6 @@ def encode_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets
 
 
-def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
-    n = ds.shape[0]
-    if len(values) == 0:
-        return
-    ds.resize(n + len(values), axis=0)
-    ds[n:] = values
-
-
-def _append_offsets(ds: h5py.Dataset, sizes: np.ndarray) -> None:
-    last = int(ds[ds.shape[0] - 1])
-    _append(ds, last + np.cumsum(np.asarray(sizes, dtype=np.int64)))
-
-
-def _append_strings(g: h5py.Group, values: Sequence[str]) -> None:
-    data, offsets = encode_strings(values)
-    _append(g["data"], data)
-    _append_offsets(g["offsets"], np.diff(offsets))
-
-
 def _truncate_string_array(g: h5py.Group, n: int) -> None:
     g["offsets"].resize(n + 1, axis=0)
     g["data"].resize(int(g["offsets"][n]), axis=0)
@@ -149,6 +130,13 @@ class StoreWriter:
         self.spec = spec
         self._sites = {s.name: s for s in spec.sites}
         self._selection = set(spec.selection_ids)
+        self._commit = f["commit"]
+        # handles, lengths and last offsets of the appendable datasets, cached so that an append
+        # costs one resize + one write per dataset (no lookups, no reads)
+        self._dsets: dict[str, h5py.Dataset] = {}
+        self._len: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+        self._broken = False
         n = self.n_committed
         self._ids = set(_read_string_array(f["samples/id"], n))
 
@@ -288,7 +276,7 @@ class StoreWriter:
     # -- state ----------------------------------------------------------------------------------
     @property
     def n_committed(self) -> int:
-        return int(self._f["commit"][0])
+        return int(self._commit[0])
 
     @property
     def committed_ids(self) -> set[str]:
@@ -300,56 +288,135 @@ class StoreWriter:
 
     # -- appending ------------------------------------------------------------------------------
     def append(self, batch: FlatBatch | Sequence[SampleRecord]) -> int:
-        """Append and commit one batch; returns the new committed-sample count."""
+        """Append and commit one batch; returns the new committed-sample count.
+
+        Everything is converted and checked before the first write, so bad input raises
+        :class:`StoreInputError` with the store untouched. If writing fails part-way (e.g. a full
+        disk), the partial batch is rolled back to the commit marker before the error propagates.
+        """
         if not isinstance(batch, FlatBatch):
             batch = records_to_flat(list(batch))
         if len(batch) == 0:
             return self.n_committed
+        if self._broken:
+            raise StoreError(
+                f"{self.path}: an earlier append failed and could not be rolled back; "
+                "reopen the store with StoreWriter.open (committed samples are safe)"
+            )
         self._check(batch)
-        f, spec = self._f, self.spec
-        smp = f["samples"]
-        _append_strings(smp["id"], batch.ids)
-        # a sample without its own split gets the run's
-        splits = [s or spec.split for s in batch.splits] if batch.splits else []
-        _append_strings(smp["split"], splits or [spec.split] * len(batch))
-        _append(smp["n_nodes"], batch.n_nodes.astype(np.int32))
-        _append(smp["n_tokens"], batch.n_tokens.astype(np.int32))
-        _append(smp["target"], np.asarray(batch.targets, dtype=np.float64))
-        for name, kind in spec.meta_columns:
-            vals = batch.meta.get(name, [None] * len(batch))
-            if kind == "str":
-                _append_strings(smp["meta"][name], ["" if v is None else str(v) for v in vals])
-            elif kind == "float":
-                arr = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
-                _append(smp["meta"][name], arr)
-            else:
-                _append(smp["meta"][name], np.array([int(v) for v in vals], dtype=np.int64))
-        _append_offsets(f["nodes/offsets"], batch.n_nodes)
-        _append_strings(f["nodes/label"], batch.node_labels)
-        _append_offsets(f["tokens/offsets"], batch.n_tokens)
-        _append_strings(f["tokens/text"], batch.tokens)
-        _append(f["tokens/special"], np.asarray(batch.special, dtype=np.uint8))
-        for m in spec.models:
-            g = f["models"][m.name]
-            _append(g["prediction"], np.asarray(batch.predictions[m.name], dtype=np.float64))
-            for s in spec.sites:
-                sg = g["attention"][s.name]
-                sizes = sample_block_sizes(s, batch.n_nodes, batch.n_tokens)
-                _append(sg["data"], np.asarray(batch.attention[m.name][s.name]).astype(spec.dtype))
-                _append_offsets(sg["offsets"], sizes)
-        if spec.has_gold:
-            present = _gold_present(batch)
-            sizes = np.where(present, batch.n_nodes * batch.n_tokens, 0)
-            gold = batch.gold if batch.gold is not None else np.zeros(0, dtype=bool)
-            _append(f["gold/data"], np.asarray(gold, dtype=np.uint8))
-            _append(f["gold/present"], present.astype(np.uint8))
-            _append_offsets(f["gold/offsets"], sizes)
-        f.flush()  # data first ...
+        columns = self._columns(batch)
         n = self.n_committed + len(batch)
-        f["commit"][0] = n  # ... then the commit marker
-        f.flush()
+        try:
+            for path, values, is_offsets in columns:
+                if is_offsets:
+                    self._put_offsets(path, values)
+                else:
+                    self._put(path, values)
+            self._f.flush()  # data first ...
+            self._commit[0] = n  # ... then the commit marker
+            self._f.flush()
+        except BaseException:
+            self._rollback()
+            raise
         self._ids.update(batch.ids)
         return n
+
+    def _columns(self, batch: FlatBatch) -> list[tuple[str, np.ndarray, bool]]:
+        """Every (dataset path, values to append, values-are-sizes-for-offsets) of one batch."""
+        spec, nb = self.spec, len(batch)
+        cols: list[tuple[str, np.ndarray, bool]] = []
+
+        def strings(path: str, values: Sequence[str]) -> None:
+            data, offsets = encode_strings(values)
+            cols.append((f"{path}/data", data, False))
+            cols.append((f"{path}/offsets", np.diff(offsets), True))
+
+        strings("samples/id", batch.ids)
+        # a sample without its own split gets the run's
+        splits = [s or spec.split for s in batch.splits] if batch.splits else []
+        strings("samples/split", splits or [spec.split] * nb)
+        cols.append(("samples/n_nodes", np.asarray(batch.n_nodes).astype(np.int32), False))
+        cols.append(("samples/n_tokens", np.asarray(batch.n_tokens).astype(np.int32), False))
+        cols.append(("samples/target", np.asarray(batch.targets, dtype=np.float64), False))
+        for name, kind in spec.meta_columns:
+            vals = batch.meta.get(name, [None] * nb)
+            path = f"samples/meta/{name}"
+            try:
+                if len(vals) != nb:
+                    raise ValueError(f"{len(vals)} values for {nb} samples")
+                if kind == "str":
+                    strings(path, ["" if v is None else str(v) for v in vals])
+                elif kind == "float":
+                    arr = np.array([np.nan if v is None else float(v) for v in vals], np.float64)
+                    cols.append((path, arr, False))
+                else:
+                    cols.append((path, np.array([int(v) for v in vals], dtype=np.int64), False))
+            except (TypeError, ValueError) as e:
+                raise StoreInputError(
+                    f"{self.path}: metadata column {name!r} ({kind}): {e}"
+                ) from None
+        cols.append(("nodes/offsets", np.asarray(batch.n_nodes), True))
+        strings("nodes/label", batch.node_labels)
+        cols.append(("tokens/offsets", np.asarray(batch.n_tokens), True))
+        strings("tokens/text", batch.tokens)
+        cols.append(("tokens/special", np.asarray(batch.special, dtype=np.uint8), False))
+        for m in spec.models:
+            base = f"models/{m.name}"
+            pred = np.asarray(batch.predictions[m.name], dtype=np.float64)
+            cols.append((f"{base}/prediction", pred, False))
+            for s in spec.sites:
+                sizes = sample_block_sizes(s, batch.n_nodes, batch.n_tokens)
+                data = np.asarray(batch.attention[m.name][s.name]).reshape(-1)
+                cols.append((f"{base}/attention/{s.name}/data", data.astype(spec.dtype), False))
+                cols.append((f"{base}/attention/{s.name}/offsets", sizes, True))
+        if spec.has_gold:
+            present = _gold_present(batch)
+            sizes = np.where(present, np.asarray(batch.n_nodes) * np.asarray(batch.n_tokens), 0)
+            gold = batch.gold if batch.gold is not None else np.zeros(0, dtype=bool)
+            cols.append(("gold/data", np.asarray(gold, dtype=np.uint8).reshape(-1), False))
+            cols.append(("gold/present", present.astype(np.uint8), False))
+            cols.append(("gold/offsets", sizes, True))
+        return cols
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        ds = self._dsets.get(path)
+        if ds is None:
+            ds = self._dsets[path] = self._f[path]
+            self._len[path] = ds.shape[0]
+        return ds
+
+    def _put(self, path: str, values: np.ndarray) -> None:
+        ds = self._dataset(path)
+        if len(values) == 0:
+            return
+        n = self._len[path]
+        ds.resize(n + len(values), axis=0)
+        ds[n:] = values
+        self._len[path] = n + len(values)
+
+    def _put_offsets(self, path: str, sizes: np.ndarray) -> None:
+        ds = self._dataset(path)
+        last = self._last.get(path)
+        if last is None:
+            last = int(ds[self._len[path] - 1])
+        new = last + np.cumsum(np.asarray(sizes, dtype=np.int64))
+        self._put(path, new)
+        if len(new):
+            self._last[path] = int(new[-1])
+        else:
+            self._last[path] = last
+
+    def _rollback(self) -> None:
+        """Discard a partially written batch (cut every dataset back to the commit marker)."""
+        self._dsets.clear()
+        self._len.clear()
+        self._last.clear()
+        try:
+            _truncate_to_commit(self._f, self.spec)
+            self._f.flush()
+            self._ids = set(_read_string_array(self._f["samples/id"], self.n_committed))
+        except Exception:  # noqa: BLE001 - the original error is what the caller needs to see
+            self._broken = True
 
     def _check(self, b: FlatBatch) -> None:
         where = f"{self.path}"

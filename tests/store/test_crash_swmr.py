@@ -48,7 +48,6 @@ def _spec():
 WRITER_CHILD = SPEC_CODE + textwrap.dedent(
     """
     import sys, time
-    import store.writer as W
     from store import StoreWriter
     from store.synthetic import synthetic_batch
 
@@ -57,16 +56,16 @@ WRITER_CHILD = SPEC_CODE + textwrap.dedent(
     w = StoreWriter.create(path, SPEC)
     for b in range(3):
         w.append(synthetic_batch(SPEC, ids[b * 5 : (b + 1) * 5]))
-    orig = W._append
+    orig = StoreWriter._put  # appends one array to one dataset
 
-    def hooked(ds, values):
-        orig(ds, values)
-        if ds.name == stop_at:
-            ds.file.flush()  # make the partial batch reach the disk
+    def hooked(self, name, values):
+        orig(self, name, values)
+        if "/" + name == stop_at:
+            self._f.flush()  # make the partial batch reach the disk
             open(marker, "w").close()
             time.sleep(120)
 
-    W._append = hooked
+    StoreWriter._put = hooked
     w.append(synthetic_batch(SPEC, ids[15:20]))
     raise SystemExit("the hook did not fire")
     """

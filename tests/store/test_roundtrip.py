@@ -214,3 +214,41 @@ def test_reopen_and_continue_equals_single_run(tmp_path):
         assert w.remaining_ids() == list(spec.selection_ids[4:])
         w.append(synthetic_batch(spec, w.remaining_ids()))
     assert_stores_equal(tmp_path / "a.h5", tmp_path / "ref.h5")
+
+
+def test_failed_append_is_rolled_back_and_the_writer_continues(tmp_path, monkeypatch):
+    spec = synthetic_spec(9, has_gold=True)
+    ref = write_synthetic_store(tmp_path / "ref.h5", spec, batch_size=3)
+    ids = spec.selection_ids
+    orig = StoreWriter._put
+
+    def failing(self, name, values):
+        orig(self, name, values)
+        if name == "models/no_middle/attention/fine_grained/data":
+            raise OSError("No space left on device (simulated)")
+
+    with StoreWriter.create(tmp_path / "a.h5", spec) as w:
+        w.append(synthetic_batch(spec, ids[:3]))
+        monkeypatch.setattr(StoreWriter, "_put", failing)
+        with pytest.raises(OSError, match="simulated"):
+            w.append(synthetic_batch(spec, ids[3:6]))
+        monkeypatch.setattr(StoreWriter, "_put", orig)
+        assert w.n_committed == 3 and w.remaining_ids() == list(ids[3:])
+        w.append(synthetic_batch(spec, ids[3:6]))
+        w.append(synthetic_batch(spec, ids[6:]))
+    assert validate_store(tmp_path / "a.h5").ok
+    assert_stores_equal(tmp_path / "a.h5", ref)
+
+
+def test_bad_metadata_is_refused_before_anything_is_written(tmp_path):
+    spec = synthetic_spec(4)
+    with StoreWriter.create(tmp_path / "a.h5", spec) as w:
+        b = synthetic_batch(spec, spec.selection_ids[:2])
+        b.meta["n_rings"] = [1, None]
+        with pytest.raises(StoreError, match=r"metadata column 'n_rings' \(int\)"):
+            w.append(b)
+        b.meta["n_rings"] = [1, 2]
+        w.append(b)
+    with open_store(tmp_path / "a.h5") as st_:
+        assert st_.meta_column("n_rings").tolist() == [1, 2]
+    assert validate_store(tmp_path / "a.h5").ok

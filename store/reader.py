@@ -724,33 +724,95 @@ class Store:
 
     # -- flat batches (used by merge and crash recovery) ---------------------------------------
     def iter_flat_batches(self, batch_samples: int = 256) -> Iterator[FlatBatch]:
-        """Re-emit the committed samples, in store order, as writer-ready :class:`FlatBatch` es."""
+        """Re-emit the committed samples, in store order, as writer-ready :class:`FlatBatch` es.
+
+        Attention is returned in the stored dtype (no float32 round trip). Every column is read
+        with one contiguous read per shard and batch, so this runs at I/O speed (used by merge
+        and crash recovery).
+        """
+        if batch_samples < 1:
+            raise ValueError("`batch_samples` must be >= 1")
         meta_kinds = self.meta_columns()
+        sites = list(self.sites())
         for lo in range(0, self.n_samples, batch_samples):
             pos = np.arange(lo, min(self.n_samples, lo + batch_samples))
-            smps = [self.sample(int(p), with_attention=False) for p in pos]
-            attention = {m: {} for m in self.models}
-            for site in self.sites():
-                ch = self.read_site(site, pos)
+            cols = self._bulk_columns(pos, meta_kinds)
+            attention: dict[str, dict[str, np.ndarray]] = {m: {} for m in self.models}
+            for site in sites:
                 for m in self.models:
-                    attention[m][site] = ch.blocks[m].data
-            gold_present = np.array([s.gold is not None for s in smps], dtype=bool)
-            golds = [s.gold.reshape(-1) for s in smps if s.gold is not None]
+                    data, _off = self._read_ragged(
+                        pos,
+                        f"models/{m}/attention/{site}/data",
+                        lambda sh, m=m, site=site: sh.site_off[(m, site)],
+                    )
+                    attention[m][site] = data
+            gold_present = gold = None
+            if self.has_gold:
+                gold_present = self._gather(lambda sh: sh.gold_present.astype(np.int64))[pos]
+                gold_present = gold_present.astype(bool)
+                gold, _off = self._read_ragged(pos, "gold/data", lambda sh: sh.gold_off)
+                gold = gold.astype(bool)
             yield FlatBatch(
-                ids=[s.id for s in smps],
-                n_nodes=np.array([s.n_nodes for s in smps], dtype=np.int64),
-                n_tokens=np.array([s.n_tokens for s in smps], dtype=np.int64),
-                node_labels=[x for s in smps for x in s.node_labels],
-                tokens=[x for s in smps for x in s.tokens],
-                special=np.concatenate([s.special for s in smps]),
-                targets=np.stack([s.target for s in smps]),
-                predictions={m: np.stack([s.predictions[m] for s in smps]) for m in self.models},
+                ids=[self.ids[p] for p in pos],
+                n_nodes=self.n_nodes[pos].copy(),
+                n_tokens=self.n_tokens[pos].copy(),
+                node_labels=cols["node_labels"],
+                tokens=cols["tokens"],
+                special=cols["special"],
+                targets=cols["targets"],
+                predictions=cols["predictions"],
                 attention=attention,
-                splits=[s.split for s in smps],
-                meta={c: [s.meta[c] for s in smps] for c in meta_kinds},
-                gold_present=gold_present if self.has_gold else None,
-                gold=np.concatenate(golds) if golds else None,
+                splits=cols["splits"],
+                meta=cols["meta"],
+                gold_present=gold_present,
+                gold=gold,
             )
+
+    def _bulk_columns(self, positions: np.ndarray, meta_kinds: dict[str, str]) -> dict[str, Any]:
+        """Non-attention columns of ``positions`` (in that order), one span read per shard."""
+        c = len(positions)
+        splits: list[str] = [""] * c
+        labels: list[list[str]] = [[] for _ in range(c)]
+        tokens: list[list[str]] = [[] for _ in range(c)]
+        special: list[np.ndarray] = [np.zeros(0, bool)] * c
+        targets = np.zeros((c, len(self.targets)), dtype=np.float64)
+        preds = {m: np.zeros((c, len(self.targets)), dtype=np.float64) for m in self.models}
+        meta: dict[str, list[Any]] = {name: [None] * c for name in meta_kinds}
+        for s, which, local in self._locate(positions):
+            sh = self._shards[s]
+            f = sh.f
+            lo, hi = int(local.min()), int(local.max()) + 1
+            rel = local - lo
+            split_span = _strings(f["samples/split"], lo, hi)
+            n0, n1 = int(sh.node_off[lo]), int(sh.node_off[hi])
+            t0, t1 = int(sh.token_off[lo]), int(sh.token_off[hi])
+            label_span = _strings(f["nodes/label"], n0, n1)
+            token_span = _strings(f["tokens/text"], t0, t1)
+            special_span = f["tokens/special"][t0:t1].astype(bool)
+            targets[which] = f["samples/target"][lo:hi][rel]
+            for m in self.models:
+                preds[m][which] = f[f"models/{m}/prediction"][lo:hi][rel]
+            for name, kind in meta_kinds.items():
+                g = f["samples/meta"][name]
+                span = _strings(g, lo, hi) if kind == "str" else g[lo:hi].tolist()
+                for k, r in zip(which, rel, strict=True):
+                    meta[name][k] = span[r]
+            for k, j in zip(which, local, strict=True):
+                splits[k] = split_span[j - lo]
+                a, b = int(sh.node_off[j]) - n0, int(sh.node_off[j + 1]) - n0
+                labels[k] = label_span[a:b]
+                a, b = int(sh.token_off[j]) - t0, int(sh.token_off[j + 1]) - t0
+                tokens[k] = token_span[a:b]
+                special[k] = special_span[a:b]
+        return {
+            "splits": splits,
+            "node_labels": [x for ls in labels for x in ls],
+            "tokens": [x for ts in tokens for x in ts],
+            "special": np.concatenate(special) if c else np.zeros(0, bool),
+            "targets": targets,
+            "predictions": preds,
+            "meta": meta,
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
     def refresh(self) -> int:

@@ -161,7 +161,12 @@ def resolve_layer_head(
         )
     if head is None or (isinstance(head, str) and head.lower() in ("mean", "head-mean")):
         return lay, None
-    h = int(head)
+    try:
+        h = int(head)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`head` {head!r} is neither a head index (0..{n_heads - 1}) nor 'mean'"
+        ) from None
     if h == -1:
         return lay, None
     if not 0 <= h < n_heads:

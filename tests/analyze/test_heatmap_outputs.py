@@ -49,6 +49,7 @@ def test_one_head_and_layer_are_selectable(store_path):
     [
         ({"layer": 5}, "`layer` 5 out of range"),
         ({"head": 9}, "`head` 9 out of range"),
+        ({"head": "x"}, "neither a head index"),
         ({"site": "nope"}, "`site` 'nope' is not in the store"),
         ({"baseline": "nope"}, "`baseline` 'nope'"),
     ],

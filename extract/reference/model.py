@@ -61,7 +61,7 @@ class ReferenceConfig:
     n_graph_layers: int = 4  # message-passing layers
     middle_layer: int = 2  # middle fusion sits after this many graph layers (1..n_graph_layers-1)
     n_text_layers: int = 2  # transformer encoder layers over the tokens
-    dropout: float = 0.1  # on residual branches and attention outputs (never on returned weights)
+    dropout: float = 0.1  # on embeddings and residual branches (never on attention probabilities)
     pooling: str = "mean"  # graph/text readout: "mean" or "sum" over valid positions
     # switches
     middle_fusion: bool = True
@@ -185,7 +185,7 @@ def collate(
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with explicit math so the per-head weights can be returned."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
@@ -193,7 +193,6 @@ class MultiHeadAttention(nn.Module):
         self.k = nn.Linear(d_model, d_model)
         self.v = nn.Linear(d_model, d_model)
         self.o = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(
         self, x_q: torch.Tensor, x_kv: torch.Tensor, key_mask: torch.Tensor
@@ -210,15 +209,13 @@ class MultiHeadAttention(nn.Module):
         weights = torch.softmax(scores, dim=-1)  # [B, H, Q, K]; padded keys exactly 0
         # a row with no valid key at all would be NaN: make it all-zero instead
         weights = torch.where(key_mask.any(-1)[:, None, None, None], weights, 0.0)
-        out = self.dropout(weights).to(v.dtype) @ v  # [B, H, Q, Dh]
+        out = weights.to(v.dtype) @ v  # [B, H, Q, Dh] (no dropout on attention probabilities)
         out = out.transpose(1, 2).reshape(B, Q, D)  # [B, Q, D]
         return self.o(out), weights
 
 
-def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out)
-    )
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 
 class GraphLayer(nn.Module):
@@ -229,7 +226,7 @@ class GraphLayer(nn.Module):
         self.n_types = cfg.n_bond_types
         self.ln = nn.LayerNorm(cfg.d_model)
         self.message = nn.Linear(cfg.d_model, cfg.d_model * cfg.n_bond_types)
-        self.update = _mlp(2 * cfg.d_model, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
+        self.update = _mlp(2 * cfg.d_model, 2 * cfg.d_model, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
@@ -249,9 +246,9 @@ class TextLayer(nn.Module):
     def __init__(self, cfg: ReferenceConfig) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads)
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = _mlp(cfg.d_model, 4 * cfg.d_model, cfg.d_model, cfg.dropout)
+        self.mlp = _mlp(cfg.d_model, 4 * cfg.d_model, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
@@ -268,7 +265,7 @@ class MiddleFusion(nn.Module):
     def __init__(self, cfg: ReferenceConfig) -> None:
         super().__init__()
         self.ln = nn.LayerNorm(cfg.d_model)
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads)
         self.gate = nn.Linear(2 * cfg.d_model, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -312,11 +309,11 @@ class ReferenceModel(nn.Module):
         self.middle = MiddleFusion(cfg) if cfg.middle_fusion else None
         if cfg.fine_grained_attention:
             self.fine_ln = nn.LayerNorm(D)
-            self.fine = MultiHeadAttention(D, cfg.n_heads, cfg.dropout)
+            self.fine = MultiHeadAttention(D, cfg.n_heads)
         else:
             self.fine_ln, self.fine = None, None
         head_in = 3 * D if cfg.global_fusion else D  # [graph, text, graph * text] or [graph]
-        self.head = _mlp(head_in, D, 1, cfg.dropout)
+        self.head = _mlp(head_in, D, 1)
         self.dropout = nn.Dropout(cfg.dropout)
         # target standardisation (set by training; prediction is returned in target units)
         self.register_buffer("target_mean", torch.zeros(()))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import StoreError
 from .reader import Store, open_store
 
 __all__ = ["StoreInfo", "ModelInfo", "SiteSize", "store_info"]
@@ -176,7 +177,14 @@ def store_info(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> StoreI
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     with open_store(paths) as st:
-        return _info(st)
+        try:
+            return _info(st)
+        except (KeyError, ValueError, OSError) as e:
+            text = " ".join(str(e).split())
+            raise StoreError(
+                f"{st.paths[0]}: damaged or incomplete store ({text}); run "
+                "`attncmp store validate` on it for details"
+            ) from None
 
 
 def _info(st: Store) -> StoreInfo:

@@ -276,7 +276,8 @@ def _open_h5(path: Path) -> h5py.File:
         elif "truncated" in text:
             why = "the file is truncated"
         else:
-            why = text.split("(")[-1].rstrip(")").strip() or "unreadable"
+            inner = text.partition("(")[2]
+            why = inner[:-1] if inner.endswith(")") else (inner or text or "unreadable")
         raise StoreError(
             f"{path}: cannot be opened as HDF5 ({why}); pass an attncmp store (.h5)"
         ) from None

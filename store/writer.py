@@ -367,7 +367,8 @@ class StoreWriter:
             for s in spec.sites:
                 sizes = sample_block_sizes(s, batch.n_nodes, batch.n_tokens)
                 data = np.asarray(batch.attention[m.name][s.name]).reshape(-1)
-                cols.append((f"{base}/attention/{s.name}/data", data.astype(spec.dtype), False))
+                data = data.astype(spec.dtype, copy=False)  # no copy when already converted
+                cols.append((f"{base}/attention/{s.name}/data", data, False))
                 cols.append((f"{base}/attention/{s.name}/offsets", sizes, True))
         if spec.has_gold:
             present = _gold_present(batch)

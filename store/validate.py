@@ -232,8 +232,11 @@ class _FileValidator:
                     self._fingerprint_check()
                 self._attention_sanity()
                 self._checksums()
-        except _Stop:
+        except (_Stop, _Reported):
             pass
+        except Exception as e:  # noqa: BLE001 - last resort: a report, never a traceback
+            kind = "checksum" if _is_filter_error(e) else "read"
+            self.problem(kind, "", f"validation stopped: {_one_line(e)}")
 
     def _open(self) -> h5py.File:
         p = self.path
@@ -379,11 +382,32 @@ class _FileValidator:
         return val
 
     # -- elements ------------------------------------------------------------------------------
+    def _get(self, path: str) -> Any:
+        """The object at ``path``, None when no such link exists; a link whose object cannot be
+        opened (damaged metadata) is reported and raises :class:`_Reported`."""
+        try:
+            return self.f[path]
+        except (KeyError, OSError, RuntimeError) as e:
+            parent, _, name = path.rstrip("/").rpartition("/")
+            try:
+                exists = name in self.f[parent or "/"]
+            except Exception:  # noqa: BLE001 - the parent is damaged: report at the parent
+                exists = False
+            if not exists:
+                return None
+            self.problem(
+                "checksum",
+                path,
+                f"cannot be opened: its HDF5 metadata is damaged ({_one_line(e)}); the file is "
+                "corrupted: restore a copy or re-extract",
+            )
+            raise _Reported from None
+
     def _dataset(
         self, path: str, kinds: str, ndim: int = 1, dtype: Any = None, required: bool = True
     ) -> h5py.Dataset | None:
         """The dataset at ``path`` if it exists with a dtype kind in ``kinds`` and rank ``ndim``."""
-        obj = self.f.get(path)
+        obj = self._get(path)
         if obj is None:
             if required:
                 self.problem("structure", path, f"required dataset {path} is missing")
@@ -401,7 +425,7 @@ class _FileValidator:
         return obj
 
     def _group(self, path: str, enc: tuple[str, str] | None) -> h5py.Group | None:
-        obj = self.f.get(path)
+        obj = self._get(path)
         if obj is None:
             self.problem("structure", path, f"required group {path} is missing")
             return None
@@ -476,7 +500,7 @@ class _FileValidator:
         return off
 
     def _flat_length(self, path: str, need: int, what: str) -> None:
-        ds = self.f.get(path)
+        ds = self._get(path)
         if isinstance(ds, h5py.Dataset) and ds.shape[0] < need:
             self.problem(
                 "count",
@@ -532,7 +556,7 @@ class _FileValidator:
         if self._group("/selection", None) is None:
             return
         n_sel = None
-        off = self.f.get("/selection/ids/offsets")
+        off = self._get("/selection/ids/offsets")
         if isinstance(off, h5py.Dataset) and off.ndim == 1 and off.shape[0] >= 1:
             n_sel = off.shape[0] - 1
         if n_sel is None:
@@ -881,7 +905,7 @@ class _FileValidator:
             extra = sorted(set(fsites) - set(self.sites[b]))
             if extra:
                 self.problem("fingerprint", "/", f"fingerprint lists sites {extra} with no group")
-        meta = self.f.get("/samples/meta")
+        meta = self._get("/samples/meta")
         if isinstance(meta, h5py.Group) and isinstance(fp.get("meta_columns"), list):
             have = sorted((k, _attr_str(v.attrs.get("kind"))) for k, v in meta.items())
             want = sorted(tuple(c) for c in fp["meta_columns"] if isinstance(c, list))
@@ -1023,7 +1047,10 @@ class _FileValidator:
         try:
             self.f.visititems(visit)
         except Exception as e:  # noqa: BLE001
-            self.problem("read", "/", f"could not list the file's contents: {_one_line(e)}")
+            kind = "checksum" if "checksum" in str(e).lower() else "read"
+            self.problem(
+                kind, "/", f"the file's HDF5 metadata is damaged, listing failed: {_one_line(e)}"
+            )
             return
         for path, ds in datasets:
             self.report.datasets_read += 1

@@ -5,19 +5,37 @@ Notebook use::
     from analyze import open_store, compute_tables, compare, MetricOptions
     store = open_store("attention.h5")
     tables = compute_tables(store, options=MetricOptions(exclude_special=True))
-    result = compare(tables)
-    result.to_frame(); result.verdict
+    tables.save("metrics/")                    # later: MetricTables.load("metrics/")
+    result = compare(tables)                   # full (baseline) vs each variant
+    result.to_frame()                          # polars: one row per test
+    result.verdict                             # Verdict(overall, per_metric, explanation)
+    compare_predictions(tables).differences    # MAE / RMSE with paired bootstrap CIs
+
+Modules: :mod:`analyze.metrics` (row metrics over ragged rows), :mod:`analyze.table`
+(streaming per-sample tables), :mod:`analyze.stats` (paired tests, bootstrap, corrections),
+:mod:`analyze.compare` (hypothesis tests and verdict), :mod:`analyze.noise`,
+:mod:`analyze.prediction`, :mod:`analyze.strata`, :mod:`analyze.synthetic` (test stores).
 """
 
 from store import open_store
 
-from .compare import DEFAULT_DIRECTIONS, MAIN_METRICS, Comparison, MetricTest, Verdict, compare
+from .compare import (
+    DEFAULT_DIRECTIONS,
+    MAIN_METRICS,
+    Comparison,
+    MetricTest,
+    Verdict,
+    compare,
+    match_heads,
+)
 from .metrics import Diagnostics, RowMetrics, row_metrics
 from .noise import NoiseFloor, noise_floor, parse_groups
 from .prediction import PredictionComparison, attention_error_correlation, compare_predictions
 from .stats import (
+    BootstrapResult,
     CorrelationResult,
     PairedResult,
+    bootstrap,
     correct_pvalues,
     paired_test,
     partial_spearman,
@@ -30,6 +48,7 @@ __all__ = [
     "DEFAULT_DIRECTIONS",
     "MAIN_METRICS",
     "METRICS",
+    "BootstrapResult",
     "Comparison",
     "CorrelationResult",
     "Diagnostics",
@@ -42,11 +61,13 @@ __all__ = [
     "RowMetrics",
     "Verdict",
     "attention_error_correlation",
+    "bootstrap",
     "compare",
     "compare_predictions",
     "compare_strata",
     "compute_tables",
     "correct_pvalues",
+    "match_heads",
     "noise_floor",
     "open_store",
     "paired_test",

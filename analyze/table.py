@@ -384,92 +384,101 @@ def compute_tables(
     want_each = options.heads in ("each", "both")
     want_mean = options.heads in ("mean", "both")
 
-    per_acc: dict[tuple, list[dict[str, np.ndarray]]] = {}
-    pair_acc: dict[tuple, list[dict[str, np.ndarray]]] = {}
+    spill = _Spill()  # per-chunk results go to a temporary directory: memory ~ one chunk
+    per_acc = spill.table("per_sample", ("site", "model", "head_kind"), _empty_per_sample())
+    pair_acc = spill.table(
+        "pairwise", ("site", "baseline", "variant", "head_kind"), _empty_pairwise()
+    )
     sim_parts: list[pl.DataFrame] = []
     diag_rows: list[dict[str, Any]] = []
     total_units = store.n_samples * len(sites)
     done = 0
     site_meta: dict[str, dict[str, Any]] = {}
-    for site in sites:
-        info = site_infos[site]
-        heads_of = {}
-        for m in models:
-            mi = store.sites(m)[site]
-            if mi.n_layers != info.n_layers:
-                raise ValueError(
-                    f"site {site!r}: model {m!r} has {mi.n_layers} layers, {baseline!r} has "
-                    f"{info.n_layers}; layers must correspond across models"
+    id_series = pl.Series("sample_id", store.ids, dtype=pl.String)
+    try:
+        for site in sites:
+            info = site_infos[site]
+            heads_of = {}
+            for m in models:
+                mi = store.sites(m)[site]
+                if mi.n_layers != info.n_layers:
+                    raise ValueError(
+                        f"site {site!r}: model {m!r} has {mi.n_layers} layers, {baseline!r} has "
+                        f"{info.n_layers}; layers must correspond across models"
+                    )
+                heads_of[m] = mi.n_heads
+            site_meta[site] = {
+                "query_axis": info.query_axis,
+                "key_axis": info.key_axis,
+                "n_layers": info.n_layers,
+                "n_heads": info.n_heads,
+                "n_heads_by_model": heads_of,
+                "description": info.description,
+            }
+            counts = {m: dict.fromkeys(_COUNT_KEYS, 0) for m in models}
+            sim_acc: dict[tuple[str, str], np.ndarray] = {}
+            sim_n: dict[tuple[str, str], int] = {}
+            for chunk in store.iter_chunks(site, models, options.chunk_samples):
+                res = _process_chunk(
+                    chunk,
+                    info.n_layers,
+                    heads_of,
+                    models,
+                    pairs,
+                    options,
+                    crtol,
+                    want_each,
+                    want_mean,
+                    counts,
+                    sim_acc,
+                    sim_n,
                 )
-            heads_of[m] = mi.n_heads
-        site_meta[site] = {
-            "query_axis": info.query_axis,
-            "key_axis": info.key_axis,
-            "n_layers": info.n_layers,
-            "n_heads": info.n_heads,
-            "n_heads_by_model": heads_of,
-            "description": info.description,
-        }
-        counts = {m: dict.fromkeys(_COUNT_KEYS, 0) for m in models}
-        sim_acc: dict[tuple[str, str], np.ndarray] = {}
-        sim_n: dict[tuple[str, str], int] = {}
-        for chunk in store.iter_chunks(site, models, options.chunk_samples):
-            res = _process_chunk(
-                chunk,
-                info.n_layers,
-                heads_of,
-                models,
-                pairs,
-                options,
-                crtol,
-                want_each,
-                want_mean,
-                counts,
-                sim_acc,
-                sim_n,
-            )
-            for key, cols in res[0]:
-                per_acc.setdefault(key, []).append(cols)
-            for key, cols in res[1]:
-                pair_acc.setdefault(key, []).append(cols)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total_units)
-            del chunk, res  # release before the next chunk is read (peak = one chunk)
-        for (a, b), acc in sim_acc.items():
-            n = sim_n[(a, b)]
-            La, Ha, Hb = acc.shape
-            li, hi, hj = np.meshgrid(np.arange(La), np.arange(Ha), np.arange(Hb), indexing="ij")
-            sim_parts.append(
-                pl.DataFrame(
-                    {
-                        "baseline": [a] * acc.size,
-                        "variant": [b] * acc.size,
-                        "site": [site] * acc.size,
-                        "layer": li.ravel().astype(np.int64),
-                        "head_baseline": hi.ravel().astype(np.int64),
-                        "head_variant": hj.ravel().astype(np.int64),
-                        "mean_jsd": (acc / max(n, 1)).ravel(),
-                        "n_samples": np.full(acc.size, n, dtype=np.int64),
-                    }
+                for key, cols in res[0]:
+                    per_acc.add(key, cols, id_series)
+                for key, cols in res[1]:
+                    pair_acc.add(key, cols, id_series)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total_units)
+                del chunk, res  # release before the next chunk is read (peak = one chunk)
+            for (a, b), acc in sim_acc.items():
+                n = sim_n[(a, b)]
+                La, Ha, Hb = acc.shape
+                li, hi, hj = np.meshgrid(np.arange(La), np.arange(Ha), np.arange(Hb), indexing="ij")
+                sim_parts.append(
+                    pl.DataFrame(
+                        {
+                            "baseline": [a] * acc.size,
+                            "variant": [b] * acc.size,
+                            "site": [site] * acc.size,
+                            "layer": li.ravel().astype(np.int64),
+                            "head_baseline": hi.ravel().astype(np.int64),
+                            "head_variant": hj.ravel().astype(np.int64),
+                            "mean_jsd": (acc / max(n, 1)).ravel(),
+                            "n_samples": np.full(acc.size, n, dtype=np.int64),
+                        }
+                    )
                 )
-            )
-        for m in models:
-            c = counts[m]
-            degenerate, reason = False, ""
-            if c["n_rows"] and c["rows_key_len_1"] == c["n_rows"]:
-                degenerate, reason = True, "key length 1 in every sample (weights are always 1.0)"
-            elif c["n_rows"] and c["constant_rows"] + c["rows_key_len_1"] == c["n_rows"]:
-                degenerate, reason = True, "every row is uniform over its keys"
-            elif c["head_groups"] and c["identical_row_heads"] == c["head_groups"]:
-                reason = "every node attends identically in every sample (node specificity 0)"
-            diag_rows.append(
-                {"model": m, "site": site, **c, "degenerate": degenerate, "reason": reason}
-            )
-
-    ids = store.ids
-    per = _assemble(per_acc, ids, ("site", "model", "head_kind"), _empty_per_sample())
-    pair = _assemble(pair_acc, ids, ("site", "baseline", "variant", "head_kind"), _empty_pairwise())
+            for m in models:
+                c = counts[m]
+                degenerate, reason = False, ""
+                if c["n_rows"] and c["rows_key_len_1"] == c["n_rows"]:
+                    degenerate, reason = (
+                        True,
+                        "key length 1 in every sample (weights are always 1.0)",
+                    )
+                elif c["n_rows"] and c["constant_rows"] + c["rows_key_len_1"] == c["n_rows"]:
+                    degenerate, reason = True, "every row is uniform over its keys"
+                elif c["head_groups"] and c["identical_row_heads"] == c["head_groups"]:
+                    reason = "every node attends identically in every sample (node specificity 0)"
+                diag_rows.append(
+                    {"model": m, "site": site, **c, "degenerate": degenerate, "reason": reason}
+                )
+        _release_memory()  # hand the chunks' freed heap back before the tables are built
+        per = per_acc.collect()
+        pair = pair_acc.collect()
+    finally:
+        spill.close()
     diag_frame = pl.DataFrame(diag_rows) if diag_rows else None
     diagnostics = Diagnostics(diag_frame, _messages(diag_rows))
     if store.is_partial:
@@ -993,24 +1002,61 @@ def _pair_frame(pos, L, H, kind, jsd, tv) -> dict[str, np.ndarray]:
     }
 
 
-def _assemble(acc: dict, ids: list[str], const_names: tuple[str, ...], empty) -> pl.DataFrame:
-    """One DataFrame from per-chunk column dicts, key by key (keys in canonical order); the
-    per-chunk arrays are released as each key is assembled (peak ~ one table)."""
-    if not acc:
-        return empty
-    id_series = pl.Series("sample_id", ids, dtype=pl.String)
-    frames = []
-    for key in list(acc):
-        parts = acc.pop(key)
-        cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        del parts
+def _release_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``; a no-op elsewhere), so the
+    peak resident memory is one chunk's working set or the result tables, not their sum."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _SpilledTable:
+    """Rows of one output table, written chunk by chunk as Arrow IPC files and read back in
+    canonical key order at the end (so memory holds one chunk's results, then the table)."""
+
+    def __init__(self, root: Path, name: str, const_names: tuple[str, ...], empty: pl.DataFrame):
+        self.root, self.name, self.const_names, self.empty = root, name, const_names, empty
+        self.files: dict[tuple, list[Path]] = {}
+        self.n = 0
+
+    def add(self, key: tuple, cols: dict[str, np.ndarray], ids: pl.Series) -> None:
         n = len(cols["position"])
-        f = pl.DataFrame(cols)
-        del cols
         consts = [
             pl.Series(name, [val], dtype=pl.String).new_from_index(0, n)
-            for name, val in zip(const_names, key, strict=True)
+            for name, val in zip(self.const_names, key, strict=True)
         ]
-        f = f.with_columns(id_series.gather(f["position"]), *consts)
-        frames.append(f.select(empty.columns))
-    return pl.concat(frames, how="vertical", rechunk=False)
+        f = pl.DataFrame(cols)
+        f = f.with_columns(ids.gather(cols["position"]), *consts).select(self.empty.columns)
+        path = self.root / f"{self.name}_{self.n:06d}.arrow"
+        self.n += 1
+        f.write_ipc(path, compression="uncompressed")
+        self.files.setdefault(key, []).append(path)
+
+    def collect(self) -> pl.DataFrame:
+        if not self.files:
+            return self.empty
+        frames = []
+        for key in list(self.files):  # keys in order of first appearance: canonical
+            for path in self.files.pop(key):
+                frames.append(pl.read_ipc(path).rechunk())
+                path.unlink()
+        return pl.concat(frames, how="vertical", rechunk=True)
+
+
+class _Spill:
+    """A temporary directory for per-chunk results, removed by :meth:`close`."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="attncmp_tables_")
+        self.root = Path(self._dir.name)
+
+    def table(self, name: str, const_names: tuple[str, ...], empty: pl.DataFrame):
+        return _SpilledTable(self.root, name, const_names, empty)
+
+    def close(self) -> None:
+        self._dir.cleanup()

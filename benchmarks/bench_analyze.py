@@ -102,18 +102,31 @@ def make_store(path: Path, n_samples: int, *, seed: int = 0, repeat: int = 1) ->
     return path
 
 
-def run_engine(path: Path, chunk: int):
+def _clock():
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t):
+    return time.perf_counter() - t[0], time.process_time() - t[1]
+
+
+def run_engine(path: Path, chunk: int, in_memory: bool = False):
+    """compute_tables end to end; with ``in_memory`` the chunks are read first (not timed)."""
     from analyze import MetricOptions, compute_tables
 
-    t0 = time.perf_counter()
-    t = compute_tables(open_store(path), options=MetricOptions(chunk_samples=chunk))
-    return time.perf_counter() - t0, t
+    st = open_store(path)
+    if in_memory:
+        chunks = list(st.iter_chunks(SITE.name, chunk_samples=chunk))
+        st.iter_chunks = lambda *a, **k: iter(chunks)
+    t = _clock()
+    tab = compute_tables(st, options=MetricOptions(chunk_samples=chunk))
+    return _since(t), tab
 
 
 def run_floor(path: Path, chunk: int) -> float:
     """Read every weight (same chunks) + one vectorised p*log(p) pass."""
     st = open_store(path)
-    t0 = time.perf_counter()
+    t = _clock()
     acc = 0.0
     tiny = np.float32(np.finfo(np.float32).tiny)
     for ch in st.iter_chunks(SITE.name, chunk_samples=chunk):
@@ -122,7 +135,24 @@ def run_floor(path: Path, chunk: int) -> float:
             lg = np.log2(np.maximum(p, tiny))
             lg *= p
             acc += float(lg.sum())
-    return time.perf_counter() - t0
+    return _since(t)
+
+
+def vectorised_four(path: Path, chunk: int):
+    """The same four metrics on the same rows with analyze.metrics (weights in memory):
+    row_metrics over every per-head row of both models (it computes all ten row metrics)."""
+    from analyze.metrics import row_metrics
+
+    st = open_store(path)
+    chunks = list(st.iter_chunks(SITE.name, chunk_samples=chunk))
+    t = _clock()
+    for ch in chunks:
+        rows = np.repeat(ch.n_key, SITE.n_layers * SITE.n_heads * ch.n_query)
+        off = np.concatenate(([0], np.cumsum(rows)))
+        for m in MODELS:
+            r = row_metrics(ch.blocks[m].data, off, threshold=0.1, exclude_special=False)
+            _ = (r.entropy, r.max_weight, r.effective_tokens, r.gini)
+    return _since(t)
 
 
 def old_per_row(path: Path, max_rows: int) -> tuple[float, int, int]:
@@ -144,7 +174,7 @@ def old_per_row(path: Path, max_rows: int) -> tuple[float, int, int]:
         if len(rows) >= max_rows:
             break
     rows = rows[:max_rows]
-    t0 = time.perf_counter()
+    t = _clock()
     out = []
     for p in rows:
         h = entropy(p)
@@ -154,21 +184,26 @@ def old_per_row(path: Path, max_rows: int) -> tuple[float, int, int]:
         n = len(s)
         g = (2 * np.sum(np.arange(1, n + 1) * s) / (n * s.sum())) - (n + 1) / n
         out.append((h, mx, eff, g))
-    return time.perf_counter() - t0, len(rows), total_rows
+    return _since(t), len(rows), total_rows
 
 
 MEM_CHILD = r"""
-import json, resource, sys, time, tracemalloc
+import json, sys, time, tracemalloc
 sys.path.insert(0, {root!r})
 from analyze import MetricOptions, compute_tables
 from store import open_store
+def hwm():  # peak RSS of this process (VmHWM; ru_maxrss would include the parent's at fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 tracemalloc.start()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 t0 = time.perf_counter()
 t = compute_tables(open_store({path!r}), options=MetricOptions(chunk_samples={chunk}))
 dt = time.perf_counter() - t0
 cur, peak = tracemalloc.get_traced_memory()
-print(json.dumps(dict(rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps(dict(rss_kb=hwm(),
                       rss_before_kb=base, traced_peak=peak, seconds=dt,
                       rows=len(t.per_sample))))
 """
@@ -188,7 +223,8 @@ def main() -> None:
     ap.add_argument("--old-rows", type=int, default=20000, help="rows timed for (a)")
     ap.add_argument("--quick", action="store_true", help="300 samples, 3x memory store")
     ap.add_argument("--workdir", default=None, help="where stores are written (kept/reused)")
-    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-memory", action="store_true", help="skip (c)")
+    ap.add_argument("--memory-only", action="store_true", help="only (c)")
     a = ap.parse_args()
     if a.quick:
         a.samples, a.scale, a.old_rows = 300, 3, 3000
@@ -198,44 +234,86 @@ def main() -> None:
 
     t0 = time.perf_counter()
     small = make_store(work / f"bench_{a.samples}.h5", a.samples)
-    print(f"store: {small.name} ({small.stat().st_size / 2**20:.0f} MiB, "
-          f"written in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"store: {small.name} ({small.stat().st_size / 2**20:.0f} MiB, "
+        f"written in {time.perf_counter() - t0:.1f} s)"
+    )
     st = open_store(small)
     n_el = int(np.sum(st.n_nodes * st.n_tokens)) * SITE.n_heads * len(MODELS)
     rows = int(np.sum(st.n_nodes)) * SITE.n_heads * len(MODELS)
     print(f"  {st.n_samples} samples, {rows:,} per-head rows, {n_el:,} weights (2 models)")
 
-    # warm the page cache and imports once, then time
+    if a.memory_only:
+        return memory(a, work, small)
+    # warm the page cache and imports once, then time (best of 3; wall and CPU seconds)
     run_floor(small, a.chunk)
-    floor = min(run_floor(small, a.chunk) for _ in range(2))
-    eng = min(run_engine(small, a.chunk)[0] for _ in range(2))
-    old_s, old_n, old_total = old_per_row(small, a.old_rows)
-    old_total_s = old_s / old_n * old_total
+    best = lambda runs: (min(r[0] for r in runs), min(r[1] for r in runs))  # noqa: E731
+    floor = best([run_floor(small, a.chunk) for _ in range(3)])
+    eng = best([run_engine(small, a.chunk)[0] for _ in range(3)])
+    mem = best([run_engine(small, a.chunk, in_memory=True)[0] for _ in range(3)])
+    four = best([vectorised_four(small, a.chunk) for _ in range(3)])
+    old_t, old_n, old_total = old_per_row(small, a.old_rows)
+    old = tuple(x / old_n * old_total for x in old_t)
+
+    def r(x, y):
+        return f"{x[0] / y[0]:.0f}x wall, {x[1] / y[1]:.0f}x CPU"
 
     print()
-    print(f"(a) old per-row loop: {old_s:.2f} s for {old_n:,} rows -> {old_total_s:.1f} s "
-          f"extrapolated to {old_total:,} rows (4 metrics, no reading)")
-    print(f"    engine (read + all metrics, head-mean, pairwise, tables): {eng:.2f} s")
-    print(f"    speed-up: {old_total_s / eng:.0f}x   (goal >= 100x)")
-    print(f"(b) floor (read all weights + one p*log p pass): {floor:.2f} s")
-    print(f"    engine / floor: {eng / floor:.2f}x   (goal <= 3x)")
-    print(f"    throughput: {n_el / eng / 1e6:.0f} M weights/s (engine), "
-          f"{n_el / floor / 1e6:.0f} M weights/s (floor)")
+    print("times: wall s / CPU s (best of 3)")
+    print(
+        f"(a) old per-row loop (4 metrics, weights in memory): {old_t[0]:.2f} / {old_t[1]:.2f} "
+        f"for {old_n:,} rows -> {old[0]:.1f} / {old[1]:.1f} extrapolated to {old_total:,} rows"
+    )
+    print(
+        f"    analyze.metrics.row_metrics on the same rows (the four metrics and six more): "
+        f"{four[0]:.2f} / {four[1]:.2f}"
+    )
+    print(f"    speed-up, same four metrics: {r(old, four)}   (goal >= 100x)")
+    print(
+        f"    whole engine, weights in memory (every metric, head-mean, pairwise, head "
+        f"similarity, tables): {mem[0]:.2f} / {mem[1]:.2f}"
+    )
+    print(f"    speed-up, whole engine vs the four-metric loop: {r(old, mem)}")
+    print(
+        f"    end to end (both also read the store, {floor[0] - 0:.2f} s floor incl. read): "
+        f"{(old[0] + floor[0]) / eng[0]:.0f}x wall, {(old[1] + floor[1]) / eng[1]:.0f}x CPU"
+    )
+    print(f"(b) floor (read all weights + one p*log p pass): {floor[0]:.2f} / {floor[1]:.2f}")
+    print(f"    engine end to end: {eng[0]:.2f} / {eng[1]:.2f}")
+    print(
+        f"    engine / floor: {eng[0] / floor[0]:.2f}x wall, {eng[1] / floor[1]:.2f}x CPU"
+        "   (goal <= 3x)"
+    )
+    print(
+        f"    throughput: {n_el / eng[0] / 1e6:.0f} M weights/s (engine), "
+        f"{n_el / floor[0] / 1e6:.0f} M weights/s (floor), wall"
+    )
 
     if not a.no_memory:
-        t0 = time.perf_counter()
-        big = make_store(work / f"bench_{a.samples}x{a.scale}.h5", a.samples, repeat=a.scale)
-        print(f"(c) store {a.scale}x larger: {big.name} ({big.stat().st_size / 2**20:.0f} MiB, "
-              f"written in {time.perf_counter() - t0:.1f} s)")
-        m1 = peak_memory(small, a.chunk)
-        m2 = peak_memory(big, a.chunk)
-        for name, m in (("1x", m1), (f"{a.scale}x", m2)):
-            print(f"    {name}: peak RSS {m['rss_kb'] / 1024:.0f} MiB (after imports "
-                  f"{m['rss_before_kb'] / 1024:.0f} MiB), tracemalloc peak "
-                  f"{m['traced_peak'] / 2**20:.0f} MiB, {m['seconds']:.1f} s, "
-                  f"{m['rows']:,} table rows")
-        print(f"    peak RSS ratio {a.scale}x/1x: {m2['rss_kb'] / m1['rss_kb']:.2f}   "
-              f"tracemalloc ratio: {m2['traced_peak'] / m1['traced_peak']:.2f}   (goal <= 1.2)")
+        memory(a, work, small)
+
+
+def memory(a, work: Path, small: Path) -> None:
+    """(c): peak memory of compute_tables on the store and on one `--scale` times larger."""
+    t0 = time.perf_counter()
+    big = make_store(work / f"bench_{a.samples}x{a.scale}.h5", a.samples, repeat=a.scale)
+    print(
+        f"(c) store {a.scale}x larger: {big.name} ({big.stat().st_size / 2**20:.0f} MiB, "
+        f"written in {time.perf_counter() - t0:.1f} s)"
+    )
+    m1 = peak_memory(small, a.chunk)
+    m2 = peak_memory(big, a.chunk)
+    for name, m in (("1x", m1), (f"{a.scale}x", m2)):
+        print(
+            f"    {name}: peak RSS {m['rss_kb'] / 1024:.0f} MiB (after imports "
+            f"{m['rss_before_kb'] / 1024:.0f} MiB), tracemalloc peak "
+            f"{m['traced_peak'] / 2**20:.0f} MiB, {m['seconds']:.1f} s, "
+            f"{m['rows']:,} table rows"
+        )
+    print(
+        f"    peak RSS ratio {a.scale}x/1x: {m2['rss_kb'] / m1['rss_kb']:.2f}   "
+        f"tracemalloc ratio: {m2['traced_peak'] / m1['traced_peak']:.2f}   (goal <= 1.2)"
+    )
 
 
 if __name__ == "__main__":

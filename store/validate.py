@@ -743,6 +743,20 @@ class _FileValidator:
                 "models record different attention sites: "
                 + "; ".join(f"{m}: {v}" for m, v in site_sets.items()),
             )
+        keys = ("query_axis", "key_axis", "n_layers", "n_heads")
+        first = next(iter(self.sites), None)
+        for m, sites in self.sites.items():
+            for name, info in sites.items():
+                ref = self.sites[first].get(name)
+                if ref is not None and any(info[k] != ref[k] for k in keys):
+                    self.problem(
+                        "structure",
+                        f"/models/{m}/attention/{name}",
+                        f"site {name!r} of model {m!r} has "
+                        + ", ".join(f"{k}={info[k]}" for k in keys)
+                        + f" but model {first!r} has "
+                        + ", ".join(f"{k}={ref[k]}" for k in keys),
+                    )
 
     def _site(self, m: str, s: str) -> None:
         path = f"/models/{m}/attention/{s}"

@@ -299,3 +299,12 @@ def test_random_byte_corruption_never_raises(clean, tmp_path):
         except StoreError as e:
             assert "\n" not in str(e)
     assert invalid >= 15  # most random damage is detected (the rest hits unused bytes)
+
+
+def test_models_disagreeing_on_a_site_shape(store):
+    with h5py.File(store, "r+") as f:
+        f["models/no_middle/attention/fine_grained"].attrs["n_heads"] = 6
+    report = validate_store(store)
+    kinds = {p.kind for p in report.problems}
+    assert "structure" in kinds and "offsets" in kinds, report.summary()
+    assert any("'no_middle' has" in p.message and "n_heads=6" in p.message for p in report.problems)

@@ -937,8 +937,10 @@ class Diagnostics:
     ``sites`` is a polars DataFrame with one row per (model, site) and the counts in
     :data:`DIAGNOSTIC_COUNTS` (rows counted on the per-head distributions; ``identical_row_samples``
     on the head-mean distribution, among samples with more than one node; ``identical_row_heads``
-    counts (sample, layer, head) groups with node specificity ~0), plus ``degenerate`` (bool) and
-    ``reason``. ``messages`` are human-readable one-liners for reports.
+    counts (sample, layer, head) groups with node specificity ~0), plus ``degenerate`` (bool),
+    ``reason`` (English text) and ``reason_code`` (``"key_len_1"``, ``"uniform"``,
+    ``"identical_rows"`` or ``""``; see ``analyze.table.DEGENERATE_REASONS``). ``messages`` are
+    human-readable one-liners for reports.
     """
 
     sites: Any = None

@@ -461,18 +461,18 @@ def compute_tables(
                 )
             for m in models:
                 c = counts[m]
-                degenerate, reason = False, ""
-                if c["n_rows"] and c["rows_key_len_1"] == c["n_rows"]:
-                    degenerate, reason = (
-                        True,
-                        "key length 1 in every sample (weights are always 1.0)",
-                    )
-                elif c["n_rows"] and c["constant_rows"] + c["rows_key_len_1"] == c["n_rows"]:
-                    degenerate, reason = True, "every row is uniform over its keys"
-                elif c["head_groups"] and c["identical_row_heads"] == c["head_groups"]:
-                    reason = "every node attends identically in every sample (node specificity 0)"
+                code = _reason_code(c)
+                degenerate = code in ("key_len_1", "uniform")
+                reason = DEGENERATE_REASONS.get(code, "")
                 diag_rows.append(
-                    {"model": m, "site": site, **c, "degenerate": degenerate, "reason": reason}
+                    {
+                        "model": m,
+                        "site": site,
+                        **c,
+                        "degenerate": degenerate,
+                        "reason": reason,
+                        "reason_code": code,
+                    }
                 )
         _release_memory()  # hand the chunks' freed heap back before the tables are built
         per = per_acc.collect()
@@ -1000,6 +1000,26 @@ def _pair_frame(pos, L, H, kind, jsd, tv) -> dict[str, np.ndarray]:
         "jsd": jsd,
         "tv": tv,
     }
+
+
+#: why a site is degenerate (or suspicious), by the ``reason_code`` of ``Diagnostics.sites``
+DEGENERATE_REASONS = {
+    "key_len_1": "key length 1 in every sample (weights are always 1.0)",
+    "uniform": "every row is uniform over its keys",
+    "identical_rows": "every node attends identically in every sample (node specificity 0)",
+}
+
+
+def _reason_code(c: dict[str, int]) -> str:
+    """``key_len_1`` / ``uniform`` (degenerate: excluded from comparisons), ``identical_rows``
+    (reported, still compared) or ``""``. Key length counts valid keys (specials dropped)."""
+    if c["n_rows"] and c["rows_key_len_1"] == c["n_rows"]:
+        return "key_len_1"
+    if c["n_rows"] and c["constant_rows"] + c["rows_key_len_1"] == c["n_rows"]:
+        return "uniform"
+    if c["head_groups"] and c["identical_row_heads"] == c["head_groups"]:
+        return "identical_rows"
+    return ""
 
 
 def _release_memory() -> None:

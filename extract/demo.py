@@ -89,9 +89,8 @@ def run_demo(
     lang: str = "en",
 ) -> DemoResult:
     """Train (or reuse) both reference variants, extract the test split, analyse it."""
-    from store import StoreConfigMismatch
-
     from analyze.outputs import AnalysisOptions, run_analysis
+    from store import StoreConfigMismatch
 
     from .engine import ExtractConfig, run_extraction
 

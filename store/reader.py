@@ -371,6 +371,12 @@ class Store:
         self._pos = {sid: k for k, sid in enumerate(self.ids)}
         self.n_nodes = self._gather(lambda sh: sh.n_nodes)
         self.n_tokens = self._gather(lambda sh: sh.n_tokens)
+        # gathered once per (re)index, not per chunk: read_site stays O(chunk)
+        self._gold_present = (
+            self._gather(lambda sh: sh.gold_present.astype(np.int64)).astype(bool)
+            if all(sh.has_gold for sh in self._shards)
+            else None
+        )
 
     def _gather(self, get) -> np.ndarray:
         out = np.zeros(len(self.ids), dtype=np.int64)
@@ -640,9 +646,7 @@ class Store:
             gold, goff = self._read_ragged(positions, "gold/data", lambda sh: sh.gold_off)
             chunk.gold = gold.astype(bool)
             chunk.gold_offsets = goff
-            chunk.gold_present = self._gather(lambda sh: sh.gold_present.astype(np.int64))[
-                positions
-            ].astype(bool)
+            chunk.gold_present = self._gold_present[positions]
         return chunk
 
     def iter_chunks(
@@ -749,8 +753,7 @@ class Store:
                     attention[m][site] = data
             gold_present = gold = None
             if self.has_gold:
-                gold_present = self._gather(lambda sh: sh.gold_present.astype(np.int64))[pos]
-                gold_present = gold_present.astype(bool)
+                gold_present = self._gold_present[pos]
                 gold, _off = self._read_ragged(pos, "gold/data", lambda sh: sh.gold_off)
                 gold = gold.astype(bool)
             yield FlatBatch(

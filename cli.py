@@ -359,15 +359,27 @@ def train(variant, epochs, seed, split_seed, out, device, quick, quiet) -> None:
     type=click.Path(file_okay=False),
     help="Directory for checkpoints, the store and every analysis output.",
 )
-@click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:k).")
-@click.option("--quick", is_flag=True, help="Smoke test: a few epochs and few samples (what CI runs).")
-@click.option("--epochs", type=int, default=None, help="Maximum training epochs (default: the trainer's).")
+@click.option(
+    "--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:k)."
+)
+@click.option(
+    "--quick", is_flag=True, help="Smoke test: a few epochs and few samples (what CI runs)."
+)
+@click.option(
+    "--epochs", type=int, default=None, help="Maximum training epochs (default: the trainer's)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Training and selection seed.")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
-              help="Language of report.md.")
+@click.option(
+    "--lang",
+    type=click.Choice(["en", "zh"]),
+    default="en",
+    show_default=True,
+    help="Language of report.md.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def demo(save_dir: str, device: str, quick: bool, epochs: int | None, seed: int, lang: str,
-         quiet: bool) -> None:
+def demo(
+    save_dir: str, device: str, quick: bool, epochs: int | None, seed: int, lang: str, quiet: bool
+) -> None:
     """Train two reference models on embedded FreeSolv, extract, analyze (no GPU, no network)."""
     try:
         from extract.demo import format_demo, run_demo
@@ -436,8 +448,10 @@ def _parse_groups(specs) -> dict[str, list[str]]:
 def _print_outcome(res) -> None:
     """The verdict and headline numbers on stdout (data); progress went to stderr."""
     s = res.summary
-    click.echo(f"verdict: {s['verdict']['overall']} ({s['baseline']} vs {', '.join(s['variants'])}, "
-               f"n = {s['n_samples']}{', PARTIAL store' if s.get('is_partial') else ''})")
+    click.echo(
+        f"verdict: {s['verdict']['overall']} ({s['baseline']} vs {', '.join(s['variants'])}, "
+        f"n = {s['n_samples']}{', PARTIAL store' if s.get('is_partial') else ''})"
+    )
     for r in s.get("main_results", []):
         click.echo(
             f"  {r['metric']:<17} {r['mean_baseline']:.4g} -> {r['mean_variant']:.4g} "
@@ -460,33 +474,94 @@ def _analysis_options(**kw):
 
 _analyze_options = [
     click.option("--baseline", default=None, help="Baseline model.  [default: the store's]"),
-    click.option("--site", default=None,
-                 help="Headline attention site.  [default: the first nodes -> tokens site]"),
-    click.option("--threshold", type=float, default=0.1, show_default=True,
-                 help="Effective tokens count weights above this."),
-    click.option("--exclude-special/--include-special", default=True, show_default=True,
-                 help="Drop [CLS]/[SEP]... and renormalise rows before the metrics."),
-    click.option("--heads", type=click.Choice(["each", "mean", "both"]), default="both",
-                 show_default=True, help="Per-head metrics, head-mean, or both."),
-    click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
-                 help="Number of heatmap examples (attention_heatmap_example_K.png)."),
-    click.option("--example-strategy", type=click.Choice(["divergent", "random", "ids"]),
-                 default="divergent", show_default=True,
-                 help="divergent: largest baseline-vs-variant JSD; random: seeded; ids: --ids."),
-    click.option("--ids", "ids", multiple=True, metavar="ID[,ID...]",
-                 help="Sample ids for the heatmap examples (implies --example-strategy ids)."),
-    click.option("--format", "fmt", default="png", show_default=True,
-                 help="Figure formats, comma-separated: png, pdf, svg."),
-    click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm",
-                 show_default=True, help="Multiple-comparison correction across the family."),
-    click.option("--seed", type=int, default=0, show_default=True,
-                 help="Seed of bootstrap and random examples."),
-    click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True,
-                 help="Bootstrap resamples."),
-    click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
-                 help="Report language (figures keep English labels)."),
-    click.option("--group", "groups", multiple=True, metavar="NAME=M1,M2",
-                 help="Replicates of one configuration (other seeds) for the noise floor."),
+    click.option(
+        "--site",
+        default=None,
+        help="Headline attention site.  [default: the first nodes -> tokens site]",
+    ),
+    click.option(
+        "--threshold",
+        type=float,
+        default=0.1,
+        show_default=True,
+        help="Effective tokens count weights above this.",
+    ),
+    click.option(
+        "--exclude-special/--include-special",
+        default=True,
+        show_default=True,
+        help="Drop [CLS]/[SEP]... and renormalise rows before the metrics.",
+    ),
+    click.option(
+        "--heads",
+        type=click.Choice(["each", "mean", "both"]),
+        default="both",
+        show_default=True,
+        help="Per-head metrics, head-mean, or both.",
+    ),
+    click.option(
+        "--examples",
+        type=click.IntRange(min=0),
+        default=3,
+        show_default=True,
+        help="Number of heatmap examples (attention_heatmap_example_K.png).",
+    ),
+    click.option(
+        "--example-strategy",
+        type=click.Choice(["divergent", "random", "ids"]),
+        default="divergent",
+        show_default=True,
+        help="divergent: largest baseline-vs-variant JSD; random: seeded; ids: --ids.",
+    ),
+    click.option(
+        "--ids",
+        "ids",
+        multiple=True,
+        metavar="ID[,ID...]",
+        help="Sample ids for the heatmap examples (implies --example-strategy ids).",
+    ),
+    click.option(
+        "--format",
+        "fmt",
+        default="png",
+        show_default=True,
+        help="Figure formats, comma-separated: png, pdf, svg.",
+    ),
+    click.option(
+        "--correction",
+        type=click.Choice(["holm", "bh"]),
+        default="holm",
+        show_default=True,
+        help="Multiple-comparison correction across the family.",
+    ),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed of bootstrap and random examples.",
+    ),
+    click.option(
+        "--n-boot",
+        type=click.IntRange(min=100),
+        default=2000,
+        show_default=True,
+        help="Bootstrap resamples.",
+    ),
+    click.option(
+        "--lang",
+        type=click.Choice(["en", "zh"]),
+        default="en",
+        show_default=True,
+        help="Report language (figures keep English labels).",
+    ),
+    click.option(
+        "--group",
+        "groups",
+        multiple=True,
+        metavar="NAME=M1,M2",
+        help="Replicates of one configuration (other seeds) for the noise floor.",
+    ),
     click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
 ]
 
@@ -503,20 +578,33 @@ def _options_from(kw: dict, quiet: bool):
     if ids:
         strategy = "ids"
     return _analysis_options(
-        baseline=kw.pop("baseline"), site=kw.pop("site"), threshold=kw.pop("threshold"),
-        exclude_special=kw.pop("exclude_special"), heads=kw.pop("heads"),
-        examples=len(ids) if ids else kw.pop("examples"), example_strategy=strategy,
-        example_ids=ids or None, formats=kw.pop("fmt"), correction=kw.pop("correction"),
-        seed=kw.pop("seed"), n_boot=kw.pop("n_boot"), lang=kw.pop("lang"),
-        groups=_parse_groups(kw.pop("groups")), quiet=quiet,
+        baseline=kw.pop("baseline"),
+        site=kw.pop("site"),
+        threshold=kw.pop("threshold"),
+        exclude_special=kw.pop("exclude_special"),
+        heads=kw.pop("heads"),
+        examples=len(ids) if ids else kw.pop("examples"),
+        example_strategy=strategy,
+        example_ids=ids or None,
+        formats=kw.pop("fmt"),
+        correction=kw.pop("correction"),
+        seed=kw.pop("seed"),
+        n_boot=kw.pop("n_boot"),
+        lang=kw.pop("lang"),
+        groups=_parse_groups(kw.pop("groups")),
+        quiet=quiet,
     )
 
 
 @main.command("analyze")
-@click.argument("stores", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
-@click.option("--save-dir", "--save_dir", "save_dir", required=True,
-              help="Output directory (created if needed).")
+@click.argument("stores", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--save-dir",
+    "--save_dir",
+    "save_dir",
+    required=True,
+    help="Output directory (created if needed).",
+)
 @_with_analyze_options
 def analyze_cmd(stores, save_dir, quiet, **kw) -> None:
     """Analyse an attention store (or its shard files): metrics, tests, figures, report.
@@ -545,8 +633,12 @@ def plot_group() -> None:
 @plot_group.command("stats")
 @click.argument("save_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", default=None, help="Figure formats.  [default: as analysed]")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default=None,
-              help="Report language.  [default: as analysed]")
+@click.option(
+    "--lang",
+    type=click.Choice(["en", "zh"]),
+    default=None,
+    help="Report language.  [default: as analysed]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
     """Re-render every figure, table and report.md of an analysis from its cache (seconds)."""
@@ -557,8 +649,13 @@ def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
         from analyze.plotstyle import parse_formats
 
         formats = parse_formats(fmt) if fmt else None
-        res = replot(save_dir, formats=formats, lang=lang, quiet=quiet,
-                     log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+        res = replot(
+            save_dir,
+            formats=formats,
+            lang=lang,
+            quiet=quiet,
+            log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+        )
     except _analysis_errors() as exc:
         raise click.ClickException(_one_line(exc)) from None
     click.echo(f"re-rendered {len(res.files)} files in {res.save_dir}")
@@ -568,12 +665,18 @@ def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--id", "sample_id", required=True, help="Sample id.")
 @click.option("--site", default=None, help="Attention site.  [default: first nodes -> tokens]")
-@click.option("--layer", type=int, default=None, help="Layer (negative from the end).  [default: last]")
+@click.option(
+    "--layer", type=int, default=None, help="Layer (negative from the end).  [default: last]"
+)
 @click.option("--head", default="mean", show_default=True, help="Head index, or 'mean'.")
 @click.option("--baseline", default=None, help="Left model.  [default: the store's baseline]")
 @click.option("--variant", default=None, help="Right model.  [default: the first other model]")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Output file (.png, .pdf, .svg).  [default: heatmap_<id>.png]")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (.png, .pdf, .svg).  [default: heatmap_<id>.png]",
+)
 def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out) -> None:
     """Draw one sample's node x token attention: both models, shared scale, difference."""
     try:
@@ -582,8 +685,9 @@ def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out
 
         out = out or f"heatmap_{sample_id}.png"
         with open_store(store) as st:
-            data = heatmap_data(st, sample_id, site=site, baseline=baseline, variant=variant,
-                                layer=layer, head=head)
+            data = heatmap_data(
+                st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
+            )
         paths = plot_heatmap(data, out)
     except (*_analysis_errors(), OSError) as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -591,34 +695,97 @@ def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out
 
 
 @main.command("compare")
-@click.option("--checkpoint_full", "--checkpoint-full", "checkpoint_full",
-              type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The full model's checkpoint (variant 'full', the baseline).")
-@click.option("--checkpoint_no_middle", "--checkpoint-no-middle", "checkpoint_no_middle",
-              type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The ablation's checkpoint (variant 'no_middle').")
-@click.option("--model", "models", multiple=True, metavar="NAME=PATH",
-              help="More variants (or instead of the two flags); the first is the baseline.")
-@click.option("--root_dir", "--root-dir", "root_dir", type=click.Path(exists=True, file_okay=False),
-              default=None, help="The adapter's data directory.")
-@click.option("--save_dir", "--save-dir", "save_dir", default="./attention_comparison",
-              show_default=True, help="Output directory; the store is kept there.")
-@click.option("--num_samples", "--num-samples", "num_samples", type=click.IntRange(min=1),
-              default=100, show_default=True, help="Seeded subset of the split.")
-@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1),
-              default=32, show_default=True)
-@click.option("--adapter", default="reference", show_default=True,
-              help="'reference', 'package.module:object' or 'file.py:object'.")
+@click.option(
+    "--checkpoint_full",
+    "--checkpoint-full",
+    "checkpoint_full",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The full model's checkpoint (variant 'full', the baseline).",
+)
+@click.option(
+    "--checkpoint_no_middle",
+    "--checkpoint-no-middle",
+    "checkpoint_no_middle",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The ablation's checkpoint (variant 'no_middle').",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="More variants (or instead of the two flags); the first is the baseline.",
+)
+@click.option(
+    "--root_dir",
+    "--root-dir",
+    "root_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The adapter's data directory.",
+)
+@click.option(
+    "--save_dir",
+    "--save-dir",
+    "save_dir",
+    default="./attention_comparison",
+    show_default=True,
+    help="Output directory; the store is kept there.",
+)
+@click.option(
+    "--num_samples",
+    "--num-samples",
+    "num_samples",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Seeded subset of the split.",
+)
+@click.option(
+    "--batch_size",
+    "--batch-size",
+    "batch_size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+)
+@click.option(
+    "--adapter",
+    default="reference",
+    show_default=True,
+    help="'reference', 'package.module:object' or 'file.py:object'.",
+)
 @click.option("--split", default="test", show_default=True, help="Which split's samples.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:k.")
-@click.option("--allow-training-samples", is_flag=True,
-              help="Allow samples the checkpoints record as training samples.")
-@click.option("--trust-checkpoint", is_flag=True,
-              help="Allow pickled objects in checkpoints (weights_only=False); recorded.")
+@click.option(
+    "--allow-training-samples",
+    is_flag=True,
+    help="Allow samples the checkpoints record as training samples.",
+)
+@click.option(
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow pickled objects in checkpoints (weights_only=False); recorded.",
+)
 @_with_analyze_options
-def compare_cmd(checkpoint_full, checkpoint_no_middle, models, root_dir, save_dir, num_samples,
-                batch_size, adapter, split, device, allow_training_samples, trust_checkpoint,
-                quiet, **kw) -> None:
+def compare_cmd(
+    checkpoint_full,
+    checkpoint_no_middle,
+    models,
+    root_dir,
+    save_dir,
+    num_samples,
+    batch_size,
+    adapter,
+    split,
+    device,
+    allow_training_samples,
+    trust_checkpoint,
+    quiet,
+    **kw,
+) -> None:
     """Extract then analyse in one go (the original compare_attention_weights.py command).
 
     \b
@@ -653,14 +820,17 @@ def compare_cmd(checkpoint_full, checkpoint_no_middle, models, root_dir, save_di
         seed = options.seed
         out = prepare_save_dir(save_dir)
         store_path = out / "attention_store.h5"
-        skip, why = existing_store_matches(store_path, pairs, split=split, seed=seed,
-                                           num_samples=num_samples)
+        skip, why = existing_store_matches(
+            store_path, pairs, split=split, seed=seed, num_samples=num_samples
+        )
     except _analysis_errors() as exc:
         raise click.ClickException(_one_line(exc)) from None
     if skip:
         if not quiet:
-            print(f"using the existing store {store_path} ({why}); extraction skipped",
-                  file=sys.stderr)
+            print(
+                f"using the existing store {store_path} ({why}); extraction skipped",
+                file=sys.stderr,
+            )
     else:
         try:
             from extract.engine import ExtractConfig, run_extraction
@@ -672,10 +842,18 @@ def compare_cmd(checkpoint_full, checkpoint_no_middle, models, root_dir, save_di
         from store import StoreError
 
         cfg = ExtractConfig(
-            models=[(n, str(Path(p))) for n, p in pairs], adapter=adapter, out=store_path,
-            root_dir=root_dir, split=split, num_samples=num_samples, batch_size=batch_size,
-            seed=seed, device=device, allow_training_samples=allow_training_samples,
-            trust_checkpoint=trust_checkpoint, quiet=quiet,
+            models=[(n, str(Path(p))) for n, p in pairs],
+            adapter=adapter,
+            out=store_path,
+            root_dir=root_dir,
+            split=split,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            allow_training_samples=allow_training_samples,
+            trust_checkpoint=trust_checkpoint,
+            quiet=quiet,
         )
         try:
             result = run_extraction(cfg)

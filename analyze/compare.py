@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from .metrics import metric_range
 from .stats import PairedResult, correct_pvalues, paired_test
 from .table import HEAD, HEAD_MEAN, MetricTables
 
@@ -104,7 +105,10 @@ def expected_sign(direction: str | None) -> int:
 class MetricTest:
     """One paired test: ``metric`` at ``site``/``layer``/``head`` of ``variant`` vs ``baseline``.
 
-    ``mean_diff`` and CIs are ``variant - baseline``. ``expected_direction`` describes the
+    ``mean_diff`` and its CI are ``variant - baseline``; ``ci_baseline_*`` / ``ci_variant_*``
+    are t intervals of each model's mean, clipped to the metric's range
+    (:data:`analyze.metrics.METRIC_RANGES`, e.g. [0, 1] for gold pointing accuracy) so a mean
+    near a bound never gets an impossible interval. ``expected_direction`` describes the
     baseline ("lower": the baseline is expected lower than the variant), ``expected`` spells it
     out with model names, ``observed_direction`` is what the primary test shows ("lower",
     "higher" or "none", again for the baseline). ``p_primary`` is the primary p-value (see
@@ -539,7 +543,14 @@ def compare(
                         if not ok.any():  # not applicable (e.g. gold metrics without gold)
                             empty[(metric, site)] = empty.get((metric, site), 0) + 1
                             continue
-                        res = paired_test(xb, xv, n_boot=n_boot, seed=seed, confidence=confidence)
+                        res = paired_test(
+                            xb,
+                            xv,
+                            n_boot=n_boot,
+                            seed=seed,
+                            confidence=confidence,
+                            bounds=metric_range(metric),
+                        )
                         raw.append(
                             (
                                 {

@@ -32,6 +32,7 @@ import polars as pl
 from matplotlib.collections import LineCollection
 from matplotlib.colors import TwoSlopeNorm
 
+from .metrics import metric_range
 from .plotstyle import MODEL_COLOURS, new_figure, safe_text, save_figure, style
 
 __all__ = [
@@ -225,15 +226,26 @@ def _mean_ci_from_tests(
     variants: Sequence[str],
     sel: Mapping[str, Any],
 ) -> tuple[dict[str, tuple[float, float, float]], list[dict[str, Any]]]:
+    """Each model's mean and CI from the test rows, clipped to the metric's range (the engine
+    already clips; a tests frame from elsewhere may not)."""
     out: dict[str, tuple[float, float, float]] = {}
     rows = []
+    lo_b, hi_b = metric_range(metric) or (-math.inf, math.inf)
+
+    def clip(mu, lo, hi):
+        lo = lo if lo is None or not np.isfinite(lo) else min(max(lo, lo_b), hi_b)
+        hi = hi if hi is None or not np.isfinite(hi) else min(max(hi, lo_b), hi_b)
+        return (mu, lo, hi)
+
     for v in variants:
         r = _test_row(tests, metric, v, sel)
         if r is None:
             continue
         rows.append(r)
-        out.setdefault(baseline, (r["mean_baseline"], r["ci_baseline_low"], r["ci_baseline_high"]))
-        out[v] = (r["mean_variant"], r["ci_variant_low"], r["ci_variant_high"])
+        out.setdefault(
+            baseline, clip(r["mean_baseline"], r["ci_baseline_low"], r["ci_baseline_high"])
+        )
+        out[v] = clip(r["mean_variant"], r["ci_variant_low"], r["ci_variant_high"])
     return out, rows
 
 
@@ -297,8 +309,8 @@ def plot_paired_metrics(
             ax.set_visible(False)
         fig.suptitle(title, x=0.01, ha="left")
         fig.supxlabel(
-            "grey lines join one sample's values; dots: samples; black diamond: mean with 95% CI; "
-            "change = (variant - baseline) / baseline",
+            "grey lines join one sample's values; dots: samples; black diamond: mean with 95% CI "
+            "(t interval, clipped to the metric's range); change = (variant - baseline) / baseline",
             fontsize=7.5,
             x=0.01,
             ha="left",

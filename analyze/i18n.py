@@ -193,6 +193,13 @@ STRINGS: dict[str, dict[str, str]] = {
             "- **Head-averaged vs per-head:** headline numbers use the head-averaged distribution "
             "(the original method); per-head effects can differ (see the per-layer / head figure)."
         ),
+        "cav_effective_tokens": (
+            "- **Effective tokens is not monotone in concentration:** it counts the weights above "
+            "{threshold}, so sharpening a diffuse row can first *raise* the count (weights that "
+            "were all below {threshold} climb above it) before it falls. A change in effective "
+            "tokens alone does not say whether attention became more or less concentrated; read "
+            "its direction together with entropy, max weight and Gini."
+        ),
         # paragraph
         "h_paragraph": "Draft results paragraph",
         "paragraph_note": "Draft for a paper; check the wording against your claims.",
@@ -260,7 +267,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "where_short_mean": "`{site}`, layer {layer}, head-mean",
         "where_short_head": "`{site}`, layer {layer}, head {head}",
         "verdict_count": "",
-        "reason_key1": "key length 1 in every sample (weights are always 1.0)",
+        "reason_key_len_1": "key length 1 in every sample (weights are always 1.0)",
+        "reason_uniform": "every row is uniform over its keys",
+        "reason_identical_rows": (
+            "every node attends identically in every sample (node specificity 0)"
+        ),
         "diag_prefix": "Diagnostics",
         "verdict_scope": (
             "The verdict combines the head-mean tests of every layer of `{site}` and every variant "
@@ -409,6 +420,12 @@ STRINGS: dict[str, dict[str, str]] = {
             "- **多头平均与逐头：** 主要结果使用多头平均分布（原始方法）；单个注意力头的效应可能不同"
             "（见逐层/逐头图）。"
         ),
+        "cav_effective_tokens": (
+            "- **有效词元数与集中程度并非单调关系：** 它统计权重大于 {threshold} 的词元个数，"
+            "因此把一个分散的行变得更尖锐时，该计数可能先*上升*（原本都低于 {threshold} 的权重"
+            "升到阈值之上），之后才下降。仅凭有效词元数的变化无法判断注意力是更集中还是更分散；"
+            "其方向应结合熵、最大权重和基尼系数一起解读。"
+        ),
         "h_paragraph": "结果段落草稿",
         "paragraph_note": "供论文使用的草稿，请根据您的论述核对措辞。",
         "para_open": (
@@ -457,7 +474,9 @@ STRINGS: dict[str, dict[str, str]] = {
             "在 {n_metrics} 项指标中，有 {n_exp} 项在 {correction} 校正后差异显著且方向符合预期"
             "（主检验：{primary}检验，共 {family} 个检验，alpha = {alpha}）。"
         ),
-        "reason_key1": "每个样本的键长度均为 1（权重恒为 1.0）",
+        "reason_key_len_1": "每个样本的键长度均为 1（权重恒为 1.0）",
+        "reason_uniform": "每一行在其所有键上都是均匀分布",
+        "reason_identical_rows": "每个样本中所有节点的注意力都完全相同（节点特异性为 0）",
         "diag_prefix": "诊断信息（英文原文）",
         "verdict_scope": "结论综合了 `{site}` 所有层、所有变体的多头平均检验（只有当没有任何层或变体与之矛盾时，某项指标才算符合预期方向）；主要结果表显示的是第 {layer} 层。",
         "na": "无",
@@ -477,7 +496,8 @@ FILES_ZH = {
     "per_layer_head": "每个位点 x 层 x 注意力头 x 模型的指标均值",
     "significance": "全部配对检验：均值、置信区间、变化百分比、p 值、校正后 p 值、效应量和判定",
     "prediction": "各模型的 MAE 和 RMSE，以及 MAE 差值的配对 bootstrap 置信区间",
-    "attention_error_correlation": "注意力指标与绝对误差的 Spearman 相关（含置信区间和偏相关）",
+    "attention_error_correlation": "注意力指标与绝对误差的 Spearman 相关（含置信区间和偏相关；"
+    "主要位点的最后一层，多头平均）",
     "strata": "按分位数分箱后的配对比较",
     "noise_floor": "重复模型组内与组间的差异（随机种子噪声基线）",
     "summary": "机器可读的摘要：存储信息、选项、结论、主要数字、警告和文件列表",

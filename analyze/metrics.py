@@ -45,6 +45,8 @@ import numpy as np
 
 __all__ = [
     "ROW_METRICS",
+    "METRIC_RANGES",
+    "metric_range",
     "Normalized",
     "RowMetrics",
     "Diagnostics",
@@ -83,6 +85,32 @@ ROW_METRICS = (
 
 _LN2 = float(np.log(2.0))
 _TINY32 = np.float32(np.finfo(np.float32).tiny)
+
+#: the range every value of a metric (row, sample or mean over samples) lies in; CIs of means
+#: are clipped to it (:func:`analyze.stats.mean_ci`). Proportions and weights are in [0, 1];
+#: JSD (natural log) and node specificity (a mean JSD) in [0, ln 2]; counts and entropies are
+#: non-negative; perplexity and IPR are at least 1 (one key).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "entropy": (0.0, float("inf")),
+    "norm_entropy": (0.0, 1.0),
+    "perplexity": (1.0, float("inf")),
+    "max_weight": (0.0, 1.0),
+    "effective_tokens": (0.0, float("inf")),
+    "gini": (0.0, 1.0),
+    "ipr": (1.0, float("inf")),
+    "topk_mass": (0.0, 1.0),
+    "special_mass": (0.0, 1.0),
+    "node_specificity": (0.0, _LN2),
+    "gold_mass": (0.0, 1.0),
+    "gold_pointing": (0.0, 1.0),
+    "jsd": (0.0, _LN2),
+    "tv": (0.0, 1.0),
+}
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """``(low, high)`` of a metric (:data:`METRIC_RANGES`), ``None`` for an unknown column."""
+    return METRIC_RANGES.get(metric)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -954,6 +982,17 @@ class Diagnostics:
         for row in self.sites.iter_rows(named=True):
             if row["degenerate"]:
                 out.setdefault(row["site"], row["reason"])
+        return out
+
+    def degenerate_codes(self) -> dict[str, str]:
+        """``{site: reason_code}`` (``"key_len_1"`` / ``"uniform"``) for the sites of
+        :meth:`degenerate_sites`; ``""`` when the tables predate the code column."""
+        if self.sites is None or len(self.sites) == 0:
+            return {}
+        out: dict[str, str] = {}
+        for row in self.sites.iter_rows(named=True):
+            if row["degenerate"]:
+                out.setdefault(row["site"], row.get("reason_code") or "")
         return out
 
     def to_dict(self) -> dict[str, Any]:

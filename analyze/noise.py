@@ -42,14 +42,21 @@ class NoiseFloor:
     frame: pl.DataFrame
 
     def summary(self) -> pl.DataFrame:
-        """Per metric and group pair: mean |difference| between groups, the pooled within-group
-        value of the two groups, and ``ratio = between / within`` (NaN without replicates)."""
+        """Per layer, metric and group pair: mean |difference| between groups, the pooled
+        within-group value of the two groups, and ``ratio = between / within`` (NaN without
+        replicates).
+
+        Every (layer, metric, group) with within-group pairs but no between-group row (a single
+        declared group, or a group with no partner at that layer) gets its own row with
+        ``group_a == group_b``, ``within`` set and ``between``/``ratio`` NaN, so no layer or
+        metric of the frame is left out. Rows keep the frame's order (layer, then metric).
+        """
         f = self.frame
         if len(f) == 0:
             return pl.DataFrame()
         within = (
             f.filter(pl.col("comparison") == "within")
-            .group_by(["layer", "metric", "group_a"])
+            .group_by(["layer", "metric", "group_a"], maintain_order=True)
             .agg(pl.col("mean_abs_diff").mean().alias("within"))
         )
         wmap = {
@@ -62,6 +69,7 @@ class NoiseFloor:
             .group_by(["layer", "metric", "group_a", "group_b"], maintain_order=True)
             .agg(pl.col("mean_abs_diff").mean().alias("between"), pl.col("mean_diff").mean())
         )
+        covered: set[tuple] = set()
         for r in between.iter_rows(named=True):
             ws = [wmap.get((r["layer"], r["metric"], g)) for g in (r["group_a"], r["group_b"])]
             ws = [w for w in ws if w is not None and np.isfinite(w)]
@@ -73,8 +81,9 @@ class NoiseFloor:
                     "ratio": r["between"] / w if ws and w > 0 else float("nan"),
                 }
             )
+            covered.update((r["layer"], r["metric"], g) for g in (r["group_a"], r["group_b"]))
         for (layer, metric, g), w in wmap.items():
-            if not any(x["metric"] == metric and g in (x["group_a"], x["group_b"]) for x in rows):
+            if (layer, metric, g) not in covered:
                 rows.append(
                     {
                         "layer": layer,
@@ -87,6 +96,9 @@ class NoiseFloor:
                         "ratio": float("nan"),
                     }
                 )
+        keys = dict.fromkeys(zip(f["layer"], f["metric"], strict=True))
+        order = {k: i for i, k in enumerate(keys)}
+        rows.sort(key=lambda r: order.get((r["layer"], r["metric"]), len(order)))
         return pl.DataFrame(rows)
 
 

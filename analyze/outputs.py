@@ -85,7 +85,8 @@ OUTPUT_FILES: dict[str, str] = {
     "with means, CIs, % change, p-values, corrected p-values, effect sizes and verdicts",
     "prediction.csv": "MAE and RMSE per model, and the MAE difference with its paired bootstrap CI",
     "attention_error_correlation.csv": "Spearman correlation of per-sample attention metrics with "
-    "absolute error, with CI and partial correlation controlling for the token count",
+    "absolute error, with CI and partial correlation controlling for the token count (headline "
+    "site and layer, head-mean)",
     "strata.csv": "the paired comparison within quantile bins of node count, token count, target "
     "and baseline error",
     "noise_floor.csv": "seed-to-seed differences within replicate groups (with --group)",
@@ -780,7 +781,8 @@ def render(
         "attention-error correlation",
         attention_error_correlation,
         tables,
-        site=site,
+        site=sel["site"],
+        layer=sel["layer"],  # the headline layer only: every row bootstraps
         n_boot=options.n_boot,
         seed=options.seed,
     )
@@ -1173,12 +1175,13 @@ def build_summary(
                     "n_identical": int(x["identical_rows"].cast(pl.Int64).fill_null(0).sum()),
                 }
     diag = tables.diagnostics
-    degenerate = {}
+    degenerate, codes = {}, {}
     try:
         degenerate = diag.degenerate_sites()
+        codes = diag.degenerate_codes()
     except Exception:  # noqa: BLE001
-        degenerate = {}
-    warnings = _warnings(facts, tables, comparison, identical, degenerate, variants, notes)
+        degenerate, codes = {}, {}
+    warnings = _warnings(facts, tables, comparison, identical, degenerate, variants, notes, codes)
     pred = None
     if prediction is not None:
         per_model, diffs = _prediction_parts(prediction)
@@ -1241,6 +1244,7 @@ def build_summary(
         "diagnostics": {
             "messages": list(getattr(diag, "messages", []) or []),
             "degenerate_sites": degenerate,
+            "degenerate_codes": codes,
             "identical_rows": identical,
         },
         "warnings": warnings,
@@ -1308,9 +1312,12 @@ def _noise_summary(noise, layer: int) -> Any:
     return f.to_dicts()
 
 
-def _warnings(facts, tables, comparison, identical, degenerate, variants, notes) -> list[dict]:
+def _warnings(
+    facts, tables, comparison, identical, degenerate, variants, notes, codes=None
+) -> list[dict]:
     """Caveats as ``{"kind", "message"}`` (kinds: partial_store, training_samples, small_sample,
-    degenerate_site, identical_rows, invalid_attention, skipped)."""
+    degenerate_site, identical_rows, invalid_attention, skipped). A degenerate site carries the
+    engine's English ``reason`` and its ``reason_code`` (what the report translates)."""
     out: list[dict] = []
     if facts.get("is_partial"):
         out.append(
@@ -1327,7 +1334,14 @@ def _warnings(facts, tables, comparison, identical, degenerate, variants, notes)
     if n < 30:
         out.append({"kind": "small_sample", "n": n})
     for s, why in (degenerate or {}).items():
-        out.append({"kind": "degenerate_site", "site": s, "reason": why})
+        out.append(
+            {
+                "kind": "degenerate_site",
+                "site": s,
+                "reason": why,
+                "reason_code": (codes or {}).get(s, ""),
+            }
+        )
     for m, v in (identical or {}).items():
         if v["n_identical"] > 0:
             out.append({"kind": "identical_rows", "model": m, **v})

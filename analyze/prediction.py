@@ -2,27 +2,27 @@
 
 * :func:`compare_predictions`: MAE and RMSE per model; for each variant, the paired difference
   (``variant - baseline``) of MAE and of RMSE with a seeded paired bootstrap CI (samples
-  resampled together), and a Wilcoxon signed-rank test on the per-sample ``|error|`` differences.
+  resampled together), and a Wilcoxon signed-rank test on the per-sample ``|error|`` differences
+  (:func:`analyze.stats.wilcoxon_signed_rank`).
 * :func:`attention_error_correlation`: per model, Spearman correlation of a per-sample attention
   metric (head-mean distribution) with the absolute error, with a percentile bootstrap CI, and the
   rank partial correlation controlling for the number of valid tokens (``n_keys``); per variant,
   the Spearman correlation of the paired differences (``Δmetric`` vs ``Δ|error|``, both variant -
-  baseline).
+  baseline). By default only the last layer (the headline layer) is analysed: every row
+  bootstraps, so ``layer="all"`` costs one such pass per layer.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats as _st
 
 from .compare import _values
-from .stats import bootstrap, partial_spearman, spearman_with_ci
+from .stats import bootstrap, partial_spearman, spearman_with_ci, wilcoxon_signed_rank
 from .table import HEAD_MEAN, MetricTables
 
 __all__ = [
@@ -135,13 +135,7 @@ def compare_predictions(
             seed=seed,
             confidence=confidence,
         )
-        d = av - ab
-        if len(d) and np.any(d != 0):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                wp = float(_st.wilcoxon(d, zero_method="wilcox").pvalue)
-        else:
-            wp = 1.0 if len(d) else math.nan
+        _, wp, _ = wilcoxon_signed_rank(av - ab)
         mb = float(ab.mean()) if len(ab) else math.nan
         diffs.append(
             {
@@ -167,11 +161,30 @@ def compare_predictions(
 DEFAULT_ERROR_METRICS = ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini")
 
 
+def _layers(layer: int | Sequence[int] | str, n_layers: int) -> list[int]:
+    """Layer indices from ``layer`` (an index, negative from the end; a sequence; ``"all"``)."""
+    if isinstance(layer, str):
+        if layer != "all":
+            raise ValueError(f"`layer` must be an index, a list of indices or 'all', got {layer!r}")
+        return list(range(n_layers))
+    asked = [layer] if isinstance(layer, (int, np.integer)) else list(layer)
+    out = []
+    for lyr in asked:
+        if not isinstance(lyr, (int, np.integer)) or not -n_layers <= lyr < n_layers:
+            raise ValueError(
+                f"`layer` {lyr!r} is out of range for a site with {n_layers} layers "
+                f"(0..{n_layers - 1}, or -1 for the last)"
+            )
+        out.append(int(lyr) % n_layers)
+    return list(dict.fromkeys(out))
+
+
 def attention_error_correlation(
     tables: MetricTables,
     *,
     metrics: Sequence[str] | None = None,
     site: str | None = None,
+    layer: int | Sequence[int] | str = -1,
     target: str | None = None,
     baseline: str | None = None,
     n_boot: int = 2000,
@@ -186,12 +199,20 @@ def attention_error_correlation(
     ``kind = "paired_difference"`` (``model = "<variant> - <baseline>"``): Spearman of
     ``Δmetric`` vs ``Δ|error|`` (both variant - baseline), partial on ``n_keys`` as well.
     Metrics come from the head-mean distribution of ``site`` (default: the main site).
+
+    ``layer``: the layer(s) to analyse: an index (negative counts from the end), a sequence of
+    indices, or ``"all"``. Default ``-1``: the last layer, the one the headline results use
+    (:func:`analyze.outputs.run_analysis`). Every row runs an ``n_boot`` bootstrap, so the cost
+    grows linearly with the number of layers.
     """
     metrics = list(metrics) if metrics is not None else list(DEFAULT_ERROR_METRICS)
     site = site or tables.main_site()
     baseline = baseline or tables.baseline
-    vals = _values(tables, site, [*metrics, "n_keys"])
+    if site not in tables.sites:
+        raise ValueError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
     n_layers = int(tables.sites[site]["n_layers"])
+    layers = _layers(layer, n_layers)
+    vals = _values(tables, site, [*metrics, "n_keys"])
     errs = {m: abs_errors(tables, m, target) for m in tables.models}
     rows = []
 
@@ -218,7 +239,7 @@ def attention_error_correlation(
             }
         )
 
-    for layer in range(n_layers):
+    for layer in layers:
         for m in tables.models:
             v = vals.get((m, HEAD_MEAN, layer, -1))
             if v is None:

@@ -65,11 +65,19 @@ def _metric_name(lang: str, metric: str) -> str:
         return metric.replace("_", " ")
 
 
-def _reason(lang: str, reason) -> str:
-    """Known engine reasons in the report language; others verbatim."""
-    if str(reason).strip() == text("en", "reason_key1"):
-        return text(lang, "reason_key1")
-    return str(reason)
+#: the engine's diagnostics ``reason_code`` (``Diagnostics.sites``) -> report text key
+REASON_KEYS = {
+    "key_len_1": "reason_key_len_1",
+    "uniform": "reason_uniform",
+    "identical_rows": "reason_identical_rows",
+}
+
+
+def _reason(lang: str, code: Any, reason: Any = "") -> str:
+    """The diagnostics reason for ``code`` in the report language; without a known code (an old
+    summary, a message from elsewhere) the engine's English ``reason`` verbatim."""
+    key = REASON_KEYS.get(str(code or ""))
+    return text(lang, key) if key else str(reason or code or "")
 
 
 def _file_description(lang: str, name: str, default: str) -> str:
@@ -269,8 +277,10 @@ def render_report(
         "",
     ]
     degenerate = (s.get("diagnostics") or {}).get("degenerate_sites") or {}
+    codes = (s.get("diagnostics") or {}).get("degenerate_codes") or {}
     if site in degenerate:
-        out += [t("verdict_degenerate", site=site, reason=_reason(lang, degenerate[site])), ""]
+        why = _reason(lang, codes.get(site), degenerate[site])
+        out += [t("verdict_degenerate", site=site, reason=why), ""]
     out += [t(vkey, explanation=explanation, overall=overall).strip(), ""]
     n_layers = site_info.get("n_layers", 1)
     if (isinstance(n_layers, int) and n_layers > 1) or len(variants) > 1:
@@ -417,6 +427,7 @@ def render_report(
     out.append(t("cav_sample", n=n, mde=_f(mde, 2)) + small)
     out.append(t("cav_multiple", family=st.get("family_size", "?"), correction=corr_name))
     out.append(t("cav_heads"))
+    out.append(t("cav_effective_tokens", threshold=opts.get("threshold", 0.1)))
     for w in s.get("warnings", []):
         k = w.get("kind")
         if k == "partial_store":
@@ -428,9 +439,8 @@ def render_report(
             splits = ", ".join(f"{sp}: {c}" for sp, c in (w.get("splits") or {}).items())
             out.append(t("cav_training_split", splits=splits))
         elif k == "degenerate_site":
-            out.append(
-                t("cav_degenerate", site=w.get("site"), reason=_reason(lang, w.get("reason")))
-            )
+            why = _reason(lang, w.get("reason_code"), w.get("reason"))
+            out.append(t("cav_degenerate", site=w.get("site"), reason=why))
         elif k == "identical_rows":
             out.append(
                 t(

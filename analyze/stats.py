@@ -33,11 +33,16 @@ __all__ = [
     "bootstrap_mean_ci",
     "paired_bootstrap_ci",
     "mean_ci",
+    "wilcoxon_signed_rank",
     "WILCOXON_ZERO_METHOD",
+    "WILCOXON_EXACT_MAX_N",
     "BOOTSTRAP_METHOD",
 ]
 
 WILCOXON_ZERO_METHOD = "wilcox"  # zero differences are dropped before ranking (counted in n_zero)
+WILCOXON_EXACT_MAX_N = 50  # exact null distribution up to this many non-zero differences
+WILCOXON_EXACT = "exact"
+WILCOXON_NORMAL = "normal approximation with continuity correction"
 BOOTSTRAP_METHOD = "BCa"
 _BLOCK = 1 << 22  # resampled values generated at once (memory bound for large n)
 
@@ -233,8 +238,17 @@ def paired_bootstrap_ci(
     )
 
 
-def mean_ci(x: Any, confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(
+    x: Any, confidence: float = 0.95, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
     r"""Mean and t-based CI, :math:`\bar x \pm t_{(1+c)/2,\,n-1}\, s/\sqrt{n}` (NaN dropped).
+
+    ``bounds = (low, high)``: the range the values (hence their mean) cannot leave, e.g.
+    ``(0, 1)`` for a per-sample proportion such as gold pointing accuracy (see
+    :data:`analyze.metrics.METRIC_RANGES`). The t interval is then clipped to it: near a bound
+    (a rare event, a saturated weight) the symmetric interval would otherwise reach impossible
+    values (an accuracy below 0). Clipping removes only impossible values, so the coverage of
+    the interval is unchanged; use ``bounds=None`` for the plain t interval.
 
     Returns ``(mean, low, high)``; the interval is NaN for fewer than two values.
     """
@@ -249,7 +263,63 @@ def mean_ci(x: Any, confidence: float = 0.95) -> tuple[float, float, float]:
         return (m, math.nan, math.nan)
     se = float(a.std(ddof=1)) / math.sqrt(n)
     t = float(_st.t.ppf((1.0 + confidence) / 2.0, n - 1))
-    return (m, m - t * se, m + t * se)
+    lo, hi = m - t * se, m + t * se
+    if bounds is not None:
+        blo, bhi = _check_bounds(bounds)
+        lo, hi = min(max(lo, blo), bhi), min(max(hi, blo), bhi)
+    return (m, lo, hi)
+
+
+def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
+    try:
+        blo, bhi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"`bounds` must be a (low, high) pair, got {bounds!r}") from None
+    if not blo <= bhi:
+        raise ValueError(f"`bounds` must satisfy low <= high, got {bounds!r}")
+    return blo, bhi
+
+
+# ----------------------------------------------------------------------------------------------
+# Wilcoxon signed-rank
+# ----------------------------------------------------------------------------------------------
+def wilcoxon_signed_rank(d: Any) -> tuple[float, float, str]:
+    r"""Two-sided Wilcoxon signed-rank test of the paired differences ``d`` (NaN dropped).
+
+    Returns ``(statistic, pvalue, method)``; the statistic is :math:`\min(T_+, T_-)` as in
+    ``scipy.stats.wilcoxon``. Zero differences are dropped before ranking
+    (``zero_method="wilcox"``, Wilcoxon 1945); the test is then on the :math:`n'` non-zero
+    differences. The p-value method is chosen here, not by scipy's ``"auto"`` (which switches
+    to a slow permutation test, about 1 s per call, for :math:`n \le 13` with ties or zeros):
+
+    * ``"exact"`` (``method="exact"``): :math:`n' \le` :data:`WILCOXON_EXACT_MAX_N` (50) and no
+      ties among the :math:`|d|`. Conditional on the zeros, the signs of the non-zero
+      differences are independent fair coins under the null, so the exact null distribution of
+      :math:`T_+` on ranks :math:`1..n'` is exact with zeros present too.
+    * otherwise the normal approximation with the tie-corrected variance and a continuity
+      correction of 0.5 (``method="asymptotic", correction=True``): labelled
+      ``"normal approximation with continuity correction"``.
+
+    All differences zero gives ``(0.0, 1.0, "all differences zero")``; no data gives NaN.
+    """
+    a = _vector(d, "d")
+    a = a[np.isfinite(a)]
+    if len(a) == 0:
+        return (math.nan, math.nan, "")
+    nz = a[a != 0]
+    if len(nz) == 0:
+        return (0.0, 1.0, "all differences zero")
+    ties = len(np.unique(np.abs(nz))) < len(nz)
+    exact = len(nz) <= WILCOXON_EXACT_MAX_N and not ties
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns about zeros with the exact method
+        w = _st.wilcoxon(
+            a,
+            zero_method=WILCOXON_ZERO_METHOD,
+            method="exact" if exact else "asymptotic",
+            correction=not exact,
+        )
+    return (float(w.statistic), float(w.pvalue), WILCOXON_EXACT if exact else WILCOXON_NORMAL)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,10 +333,13 @@ class PairedResult:
     per-variant means with t-based CIs; ``mean_diff`` with a seeded paired bootstrap CI
     (``bootstrap_method``, BCa by default); ``pct_change = 100 * mean_diff / mean_baseline``
     (NaN if the baseline mean is 0); paired t-test (``scipy.stats.ttest_rel(variant,
-    baseline)``), Wilcoxon signed-rank on the differences (``zero_method`` recorded,
-    ``"wilcox"``: zeros dropped; all differences zero gives statistic 0 and p = 1); Cohen's
+    baseline)``), Wilcoxon signed-rank on the differences (:func:`wilcoxon_signed_rank`;
+    ``zero_method`` recorded, ``"wilcox"``: zeros dropped; ``wilcoxon_method`` says whether the
+    p-value is exact or the continuity-corrected normal approximation; all differences zero
+    gives statistic 0 and p = 1); Cohen's
     :math:`d_z = \\bar d / s_d`; matched-pairs rank-biserial :math:`r = (T_+ - T_-)/(T_+ + T_-)`
-    (positive when the variant tends to be larger).
+    (positive when the variant tends to be larger). ``mean_ci_bounds``: the range the per-variant
+    t intervals were clipped to (see :func:`mean_ci`), ``None`` when unclipped.
     """
 
     n: int
@@ -292,6 +365,7 @@ class PairedResult:
     bootstrap_method: str = BOOTSTRAP_METHOD
     wilcoxon_zero_method: str = WILCOXON_ZERO_METHOD
     wilcoxon_method: str = ""
+    mean_ci_bounds: tuple[float, float] | None = None
     bootstrap: BootstrapResult | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -349,6 +423,7 @@ def paired_test(
     seed: int = 0,
     confidence: float = 0.95,
     bootstrap_method: str = BOOTSTRAP_METHOD,
+    bounds: tuple[float, float] | None = None,
 ) -> PairedResult:
     r"""Paired comparison of per-sample values; **difference = variant - baseline**.
 
@@ -360,10 +435,16 @@ def paired_test(
 
     Pairs where either value is NaN/inf are dropped and counted (``n_dropped``). The bootstrap
     resamples sample indices with ``numpy.random.default_rng(seed)`` (BCa by default). The
-    Wilcoxon test uses ``zero_method="wilcox"`` (zero differences dropped; ``n_zero`` counts them)
-    and scipy's default method choice (exact for small n without ties, else normal
-    approximation); if every difference is zero, statistic 0 and p = 1. If all differences are
-    equal and non-zero, t = +-inf and p = 0 (d_z likewise infinite). Empty input gives NaN.
+    Wilcoxon test (:func:`wilcoxon_signed_rank`) drops zero differences (``zero_method=
+    "wilcox"``; ``n_zero`` counts them) and uses the exact null distribution for at most 50
+    non-zero differences without ties, else the normal approximation with continuity
+    correction (``wilcoxon_method`` says which); if every difference is zero, statistic 0 and
+    p = 1. If all differences are equal and non-zero, t = +-inf and p = 0 (d_z likewise
+    infinite). Empty input gives NaN.
+
+    ``bounds = (low, high)``: the range of the metric; the per-variant mean CIs (t intervals)
+    are clipped to it (see :func:`mean_ci`). The CI of the mean difference is a bootstrap
+    interval of resampled means, which never leaves the attainable range.
 
     References: scipy.stats.ttest_rel, scipy.stats.wilcoxon; Efron (1987); Kerby (2014).
     """
@@ -394,10 +475,13 @@ def paired_test(
             n_boot,
             seed,
             bootstrap_method=bootstrap_method,
+            mean_ci_bounds=bounds,
         )
+    if bounds is not None:
+        bounds = _check_bounds(bounds)
     d = y - x
-    mb, lb, hb = mean_ci(x, confidence)
-    mv, lv, hv = mean_ci(y, confidence)
+    mb, lb, hb = mean_ci(x, confidence, bounds)
+    mv, lv, hv = mean_ci(y, confidence, bounds)
     md = float(d.mean())
     boot = bootstrap(
         [d], None, n_boot=n_boot, seed=seed, confidence=confidence, method=bootstrap_method
@@ -417,18 +501,7 @@ def paired_test(
             tt = _st.ttest_rel(y, x)
         t, tp = float(tt.statistic), float(tt.pvalue)
         dz = md / sd
-    wmethod = ""
-    if n_zero == n:
-        ws, wp = 0.0, 1.0
-        wmethod = "all differences zero"
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            w = _st.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD)
-        ws, wp = float(w.statistic), float(w.pvalue)
-        nz = n - n_zero
-        ties = len(np.unique(np.abs(d[d != 0]))) < nz
-        wmethod = "exact" if (nz <= 50 and not ties and n_zero == 0) else "normal approximation"
+    ws, wp, wmethod = wilcoxon_signed_rank(d)
     return PairedResult(
         n=n,
         n_dropped=dropped,
@@ -451,6 +524,7 @@ def paired_test(
         seed=seed,
         bootstrap_method=bootstrap_method,
         wilcoxon_method=wmethod,
+        mean_ci_bounds=bounds,
         bootstrap=boot,
     )
 

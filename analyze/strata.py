@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from .compare import DEFAULT_DIRECTIONS, _values, classify
+from .metrics import metric_range
 from .prediction import abs_errors
 from .stats import correct_pvalues, paired_test
 from .table import HEAD_MEAN, MetricTables
@@ -123,7 +124,11 @@ def compare_strata(
                         continue
                     for metric in metrics:
                         res = paired_test(
-                            vb[metric][mask], vv[metric][mask], n_boot=n_boot, seed=seed
+                            vb[metric][mask],
+                            vv[metric][mask],
+                            n_boot=n_boot,
+                            seed=seed,
+                            bounds=metric_range(metric),
                         )
                         raw.append((name, label, lo, hi, v, metric, lyr, res))
     pkey = "wilcoxon_pvalue" if primary == "wilcoxon" else "t_pvalue"

@@ -8,6 +8,9 @@ import pytest
 
 from analyze import compare, compute_tables, correct_pvalues, paired_test
 from analyze.compare import EXPECTED, NOT_SIG, OPPOSITE, match_heads
+from analyze.figures import _mean_ci_from_tests, plot_gold_alignment
+from analyze.metrics import METRIC_RANGES
+from analyze.stats import mean_ci
 from analyze.synthetic import write_synthetic_store
 from store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
 
@@ -201,3 +204,55 @@ def test_degenerate_sites_are_skipped_and_validation(tmp_path):
         compare(t, metrics=["nope"])
     with pytest.raises(ValueError, match="direction"):
         compare(t, directions={"entropy": "down"})
+
+
+def test_mean_cis_of_bounded_metrics_stay_in_range():
+    """Gold pointing accuracy near 0 and max weight near 1: a plain t interval leaves [0, 1]."""
+    rare = np.array([0.0] * 37 + [1.0, 0.5, 0.25])
+    saturated = np.array([1.0] * 37 + [0.2, 0.3, 0.1])
+    spec = np.array([0.0] * 38 + [0.6, 0.65])
+    assert mean_ci(rare)[1] < 0 and mean_ci(saturated)[2] > 1 and mean_ci(spec)[2] > 0  # premise
+    vals = {
+        "full": {
+            "gold_pointing": rare,
+            "gold_mass": rare / 2,
+            "max_weight": saturated,
+            "node_specificity": spec,
+        },
+        "no_middle": {
+            "gold_pointing": np.roll(rare, 1),
+            "gold_mass": np.roll(rare, 3) / 3,
+            "max_weight": np.roll(saturated, 2),
+            "node_specificity": np.roll(spec, 1),
+        },
+    }
+    t = tables_from_values(vals)
+    c = compare(t, metrics=list(vals["full"]), directions={}, n_boot=200, heads="mean")
+    assert len(c.tests) == 4
+    f = c.to_frame()
+    for row in f.iter_rows(named=True):
+        lo, hi = METRIC_RANGES[row["metric"]]
+        for k in ("ci_baseline_low", "ci_baseline_high", "ci_variant_low", "ci_variant_high"):
+            assert lo <= row[k] <= hi, (row["metric"], k, row[k])
+    by = {x.metric: x for x in c.tests}
+    assert by["gold_pointing"].ci_baseline_low == 0.0
+    assert by["max_weight"].ci_baseline_high == 1.0
+    # the figures use these intervals, and clip a frame from elsewhere as well
+    sel = {"site": "atom_to_text", "layer": 0, "head": -1, "head_kind": "head-mean"}
+    raw = f.with_columns(
+        pl.lit(-0.2).alias("ci_baseline_low"), pl.lit(1.3).alias("ci_variant_high")
+    )
+    for frame in (f, raw):
+        for metric in ("gold_pointing", "max_weight"):
+            got, rows = _mean_ci_from_tests(frame, metric, "full", ["no_middle"], sel)
+            assert len(rows) == 1
+            for mu, lo_, hi_ in got.values():
+                assert 0.0 <= lo_ <= mu <= hi_ <= 1.0
+    fig = plot_gold_alignment(
+        t.per_sample, f, models=["full", "no_middle"], selection=sel, stem=None
+    )
+    assert fig is not None
+    for ax in fig.axes:
+        for line in ax.get_lines():  # the CI error bars: nothing below 0 or above 1
+            y = np.asarray(line.get_ydata(), dtype=float)
+            assert np.all((y >= -1e-12) & (y <= 1 + 1e-12))

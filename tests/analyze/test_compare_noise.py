@@ -8,6 +8,7 @@ import pytest
 from analyze import compute_tables, noise_floor, parse_groups
 from analyze.synthetic import write_synthetic_store
 from store import open_store
+from tests.analyze.synth_outputs import make_store
 
 
 def test_parse_groups():
@@ -44,3 +45,25 @@ def test_between_group_differences_exceed_the_seed_to_seed_floor(tmp_path):
         noise_floor(t, {"x": ["nope"]})
     with pytest.raises(ValueError, match="in groups"):
         noise_floor(t, {"x": ["full_s1"], "y": ["full_s1"]})
+
+
+def test_summary_with_a_single_group_keeps_every_layer_and_metric(tmp_path):
+    p = make_store(
+        tmp_path / "one.h5", n=10, n_heads=2, n_layers=2, models=("a1", "a2"), extra_sites=False
+    )
+    nf = noise_floor(compute_tables(open_store(p)), {"g": ["a1", "a2"]})
+    cells = nf.frame.select("layer", "metric").unique()
+    assert cells.height == 12  # 2 layers x (4 metrics + jsd + tv)
+    s = nf.summary()
+    assert s.height == 12
+    assert (
+        s.select("layer", "metric")
+        .unique()
+        .sort(["layer", "metric"])
+        .equals(cells.sort(["layer", "metric"]))
+    )
+    assert set(s["group_a"]) == set(s["group_b"]) == {"g"}
+    assert s["between"].is_nan().all() and s["ratio"].is_nan().all()
+    assert s["within"].is_finite().all()
+    assert s["layer"].to_list() == [0] * 6 + [1] * 6  # the frame's order, deterministic
+    assert s.equals(nf.summary())

@@ -211,6 +211,10 @@ def test_summary_json_documented_keys(analysed):
         f"attention_heatmap_example_{k}.png" for k in (1, 2, 3)
     ]
     assert any(w["kind"] == "degenerate_site" for w in s["warnings"])
+    # the report translates the code, not the English reason
+    assert s["diagnostics"]["degenerate_codes"] == {"text_pool": "key_len_1"}
+    deg = [w for w in s["warnings"] if w["kind"] == "degenerate_site"]
+    assert [(w["site"], w["reason_code"]) for w in deg] == [("text_pool", "key_len_1")]
     assert any(w["kind"] == "small_sample" for w in s["warnings"])
     names = {f["name"] for f in s["files_written"]}
     assert {"report.md", "summary.json", "attention_statistics.csv"} <= names
@@ -337,3 +341,27 @@ def test_secondary_family_is_separate(analysed):
     assert np.allclose(
         [x.p_corrected for x in c.tests], [x.p_corrected for x in res.comparison.tests]
     )
+
+
+def test_correlations_are_computed_for_the_headline_layer_only(analysed):
+    """Every correlation row bootstraps; the outputs ask for the headline layer only, so a
+    multi-layer store does not multiply the replot time."""
+    _, res = analysed
+    layer = res.summary["selection"]["layer"]
+    assert layer == 1  # the last of two layers
+    assert set(res.correlations["layer"]) == {layer}
+    csv = pl.read_csv(res.save_dir / "attention_error_correlation.csv")
+    assert set(csv["layer"]) == {layer} and csv.height == res.correlations.height
+
+
+def test_mean_cis_in_the_outputs_stay_in_the_metric_range(analysed):
+    from analyze.metrics import METRIC_RANGES
+
+    _, res = analysed
+    sig = pl.read_csv(res.save_dir / "significance.csv")
+    assert {"gold_pointing", "gold_mass", "max_weight", "gini"} <= set(sig["metric"])
+    for row in sig.iter_rows(named=True):
+        lo, hi = METRIC_RANGES[row["metric"]]
+        for k in ("ci_baseline_low", "ci_baseline_high", "ci_variant_low", "ci_variant_high"):
+            if row[k] is not None:
+                assert lo <= row[k] <= hi, (row["metric"], k, row[k])

@@ -9,10 +9,16 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from analyze import attention_error_correlation, compare_predictions, compute_tables
+from analyze import (
+    MetricOptions,
+    attention_error_correlation,
+    compare_predictions,
+    compute_tables,
+)
 from analyze.prediction import abs_errors
 from analyze.synthetic import write_synthetic_store
 from store import open_store
+from tests.analyze.synth_outputs import make_store
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,9 @@ def test_mae_rmse_and_paired_difference(tables):
     en = np.abs(s["prediction_no_middle"].to_numpy() - y)
     assert d["variant"] == "no_middle" and d["mae_diff"] == pytest.approx(en.mean() - ef.mean())
     assert d["mae_diff"] > 0 and d["mae_diff_ci_low"] > 0  # the noisier variant is worse
-    assert d["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(en - ef).pvalue)
+    # n = 80 > 50: the normal approximation with continuity correction (stats.wilcoxon_signed_rank)
+    w = stats.wilcoxon(en - ef, method="asymptotic", correction=True)
+    assert d["wilcoxon_pvalue"] == pytest.approx(w.pvalue)
     again = compare_predictions(tables, n_boot=500, seed=1)
     assert again.differences.equals(pc.differences)
     np.testing.assert_allclose(abs_errors(tables, "full"), ef)
@@ -69,3 +77,21 @@ def test_attention_error_correlation_finds_a_planted_relation(tables):
     diff = f.filter(pl.col("kind") == "paired_difference")
     assert set(diff["model"]) == {"no_middle - full"}
     assert set(f["metric"]) == {"entropy", "gini"}
+
+
+def test_attention_error_correlation_defaults_to_the_headline_layer(tmp_path):
+    p = make_store(tmp_path / "l3.h5", n=16, n_heads=1, n_layers=3, extra_sites=False)
+    t = compute_tables(open_store(p), options=MetricOptions(heads="mean"))
+    kw = dict(metrics=["entropy"], n_boot=50, seed=1)
+    last = attention_error_correlation(t, **kw)
+    assert set(last["layer"]) == {2}  # only the last layer is bootstrapped by default
+    assert last.height == 3  # two models + one paired difference
+    every = attention_error_correlation(t, layer="all", **kw)
+    assert sorted(set(every["layer"])) == [0, 1, 2] and every.height == 9
+    assert every.filter(pl.col("layer") == 2).equals(last)
+    assert set(attention_error_correlation(t, layer=0, **kw)["layer"]) == {0}
+    assert set(attention_error_correlation(t, layer=[0, -1], **kw)["layer"]) == {0, 2}
+    with pytest.raises(ValueError, match="out of range"):
+        attention_error_correlation(t, layer=3, **kw)
+    with pytest.raises(ValueError, match="'all'"):
+        attention_error_correlation(t, layer="last", **kw)

@@ -185,3 +185,50 @@ def test_caveats_partial_training_identical_degenerate():
     zh = render_report(s, lang="zh")
     assert "存储文件尚不完整" in zh and "训练样本" in zh and "退化位点 `pool`" in zh
     assert "Multiple comparisons" in en and "20 tests" in en  # family size stated
+
+
+def test_degenerate_reasons_come_from_the_reason_code_not_the_english_text():
+    # the engine's English wording may change; the report translates the stable code
+    s = summary(
+        warnings=[
+            {
+                "kind": "degenerate_site",
+                "site": "pool",
+                "reason": "ENGINE WORDING A",
+                "reason_code": "key_len_1",
+            },
+            {
+                "kind": "degenerate_site",
+                "site": "flat",
+                "reason": "ENGINE WORDING B",
+                "reason_code": "uniform",
+            },
+        ],
+    )
+    s["diagnostics"]["degenerate_sites"] = {"atom_to_text": "ENGINE WORDING C"}
+    s["diagnostics"]["degenerate_codes"] = {"atom_to_text": "identical_rows"}
+    zh = render_report(s, lang="zh")
+    assert "ENGINE WORDING" not in zh
+    assert STRINGS["zh"]["reason_key_len_1"] in zh and STRINGS["zh"]["reason_uniform"] in zh
+    assert f"主要位点 `atom_to_text` 是退化的（{STRINGS['zh']['reason_identical_rows']}）" in zh
+    en = render_report(s, lang="en")
+    assert "ENGINE WORDING" not in en
+    assert "Degenerate site `pool`:** key length 1 in every sample" in en
+    assert "Degenerate site `flat`:** every row is uniform over its keys" in en
+    # without a (known) code, e.g. an older summary, the engine's text is shown verbatim
+    s["warnings"][0]["reason_code"] = ""
+    assert "ENGINE WORDING A" in render_report(s, lang="zh")
+
+
+@pytest.mark.parametrize(
+    "lang, words",
+    [
+        ("en", ["not monotone", "raise", "entropy, max weight and Gini", "0.1"]),
+        ("zh", ["并非单调", "上升", "熵、最大权重和基尼系数", "0.1"]),
+    ],
+)
+def test_caveats_say_effective_tokens_is_not_monotone(lang, words):
+    text = render_report(summary(), lang=lang)
+    caveats = text.split("## " + STRINGS[lang]["h_caveats"])[1].split("\n## ")[0]
+    for w in words:
+        assert w in caveats, w

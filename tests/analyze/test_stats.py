@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from analyze.stats import (
     paired_test,
     partial_spearman,
     spearman_with_ci,
+    wilcoxon_signed_rank,
 )
 
 
@@ -52,7 +54,19 @@ def test_paired_test_matches_scipy(seed, n, shift, rounding):
         assert r.t_pvalue == pytest.approx(tt.pvalue, rel=1e-10, abs=1e-300)
         assert r.cohens_dz == pytest.approx(d.mean() / d.std(ddof=1), rel=1e-12)
     if np.any(d != 0):
-        w = stats.wilcoxon(d, zero_method="wilcox")
+        # the documented method choice, made here independently: exact for at most 50 non-zero
+        # differences without ties (zeros dropped), else normal approximation + continuity
+        nz = d[d != 0]
+        exact = len(nz) <= 50 and len(np.unique(np.abs(nz))) == len(nz)
+        w = stats.wilcoxon(
+            d,
+            zero_method="wilcox",
+            method="exact" if exact else "asymptotic",
+            correction=not exact,
+        )
+        assert r.wilcoxon_method == (
+            "exact" if exact else "normal approximation with continuity correction"
+        )
         assert r.wilcoxon_statistic == pytest.approx(w.statistic)
         assert r.wilcoxon_pvalue == pytest.approx(w.pvalue, rel=1e-10, abs=1e-300)
         tp, tm = _tplus_tminus(d)
@@ -98,6 +112,59 @@ def test_t_interval_bound_has_p_equal_to_alpha():
     m, lo, hi = mean_ci(x, 0.95)
     assert stats.ttest_1samp(x, lo).pvalue == pytest.approx(0.05, rel=1e-8)
     assert stats.ttest_1samp(x, hi).pvalue == pytest.approx(0.05, rel=1e-8)
+
+
+def test_wilcoxon_method_is_chosen_explicitly_never_a_permutation_test(monkeypatch):
+    # scipy's method="auto" runs a permutation test (~1 s a call) for n <= 13 with ties/zeros
+    def no_permutation(*a, **k):
+        raise AssertionError("scipy's slow permutation path was taken")
+
+    monkeypatch.setattr(stats, "permutation_test", no_permutation)
+    ties_zeros = np.array([0.0, 0.1, 0.1, -0.2, 0.3, 0.0, 0.4, -0.1, 0.2, 0.5])
+    r = paired_test(np.zeros(10), ties_zeros, n_boot=0)
+    assert r.wilcoxon_method == "normal approximation with continuity correction"
+    w = stats.wilcoxon(ties_zeros, method="asymptotic", correction=True)
+    assert r.wilcoxon_pvalue == pytest.approx(w.pvalue, rel=1e-12)
+    assert r.n_zero == 2 and r.wilcoxon_zero_method == "wilcox"
+    # zeros but no ties among the rest: exact on the non-zero differences (zeros dropped)
+    zeros = np.array([0.0, 0.0, 1.5, -0.3, 2.2, 0.7, -1.1, 3.3, 0.2])
+    st_, p, method = wilcoxon_signed_rank(zeros)
+    ref = stats.wilcoxon(zeros[zeros != 0], method="exact")
+    assert method == "exact" and p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert st_ == pytest.approx(ref.statistic)
+    # no ties, no zeros, n <= 50: exact, as scipy's own choice
+    clean = np.random.default_rng(3).normal(size=30)
+    assert wilcoxon_signed_rank(clean)[1] == pytest.approx(stats.wilcoxon(clean).pvalue)
+    assert wilcoxon_signed_rank(clean)[2] == "exact"
+    assert wilcoxon_signed_rank(np.zeros(4)) == (0.0, 1.0, "all differences zero")
+    assert math.isnan(wilcoxon_signed_rank([])[1])
+    # and it is fast: small samples with ties used to take about a second per test
+    t0 = time.perf_counter()
+    for k in range(40):
+        paired_test(np.zeros(10), np.roll(ties_zeros, k), n_boot=0)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_mean_ci_clipped_to_the_metric_range():
+    # a per-sample proportion near 0 (e.g. gold pointing accuracy): the t interval dips below 0
+    x = np.array([0.0] * 18 + [1.0, 0.5])
+    m, lo, hi = mean_ci(x, 0.95)
+    assert lo < 0  # the plain t interval (unchanged without bounds)
+    mb, lob, hib = mean_ci(x, 0.95, bounds=(0.0, 1.0))
+    assert (mb, hib) == (m, hi) and lob == 0.0
+    # near the upper bound
+    y = 1.0 - x
+    _, lo1, hi1 = mean_ci(y, 0.95, bounds=(0.0, 1.0))
+    assert hi1 == 1.0 and 0.0 <= lo1 < 1.0
+    r = paired_test(x, y, n_boot=100, bounds=(0.0, 1.0))
+    for lo_, hi_ in (r.ci_baseline, r.ci_variant, r.ci_diff):
+        assert -1.0 <= lo_ <= hi_ <= 1.0
+    assert r.ci_baseline[0] == 0.0 and r.ci_variant[1] == 1.0 and r.mean_ci_bounds == (0.0, 1.0)
+    assert paired_test(x, y, n_boot=0).ci_baseline[0] < 0  # unclipped without bounds
+    with pytest.raises(ValueError, match="bounds"):
+        mean_ci(x, 0.95, bounds=(1.0, 0.0))
+    with pytest.raises(ValueError, match="bounds"):
+        mean_ci(x, 0.95, bounds=(0.0,))
 
 
 def test_nan_pairs_are_dropped_and_counted():

@@ -52,7 +52,9 @@ def test_analyze_then_plot_stats_without_the_store(store, tmp_path):
         shutil.move(moved, store)
     assert r2.exit_code == 0, r2.output
     assert (out / "attention_statistics_comparison.png").exists()
-    assert "注意力对比分析报告" in (out / "report.md").read_text(encoding="utf-8")
+    zh = (out / "report.md").read_text(encoding="utf-8")
+    assert "注意力对比分析报告" in zh
+    assert "有效词元数与集中程度并非单调关系" in zh  # the effective-tokens caveat
 
 
 def test_plot_heatmap(store, tmp_path):

@@ -32,7 +32,8 @@ import h5py
 import numpy as np
 
 from . import schema as S
-from .reader import superblock_info
+from .errors import StoreError
+from .reader import _open_h5, superblock_info
 
 __all__ = ["Problem", "ValidationReport", "validate_store", "PROBLEM_KINDS"]
 
@@ -239,42 +240,18 @@ class _FileValidator:
             self.problem(kind, "", f"validation stopped: {_one_line(e)}")
 
     def _open(self) -> h5py.File:
+        """Open as the reader does (same checks, same one-line messages), as a problem."""
         p = self.path
-        if not p.exists():
-            self.problem("open", "", f"{p}: no such file")
-            raise _Stop
-        if p.is_dir():
-            self.problem("open", "", f"{p}: is a directory, not a store file")
-            raise _Stop
-        sb = superblock_info(p)
-        if sb is not None and sb.truncated:
-            self.problem(
-                "open",
-                "",
-                f"the file is truncated ({sb.size} of {sb.eof} bytes; an interrupted copy or a "
-                "full disk?)",
-            )
-            raise _Stop
-        if sb is not None and sb.writing:
+        sb = superblock_info(p) if p.is_file() else None
+        if sb is not None and sb.writing and not sb.truncated:
             self.note(
                 "the file is marked as open for writing: a writer is still running, or one was "
                 "killed (only committed samples count; the writer recovers the rest on reopen)"
             )
-            try:
-                return h5py.File(p, "r", libver="latest", swmr=True)
-            except OSError:
-                pass
         try:
-            return h5py.File(p, "r")
-        except OSError as e:
-            text = str(e)
-            if "truncated" in text:
-                why = "the file is truncated (an interrupted copy or a full disk?)"
-            elif "signature" in text:
-                why = "not an HDF5 file"
-            else:
-                why = _one_line(e)
-            self.problem("open", "", f"cannot be opened as HDF5: {why}")
+            return _open_h5(p)
+        except StoreError as e:
+            self.problem("open", "", str(e))
             raise _Stop from None
 
     # -- header and root attributes -------------------------------------------------------------

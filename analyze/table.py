@@ -704,18 +704,36 @@ def _process_chunk(
         gcell = np.flatnonzero(chunk.gold)
         gd_s = np.searchsorted(chunk.gold_offsets, gcell, side="right") - 1
         gd_c = gcell - chunk.gold_offsets[gd_s]
-    gold_rows_possible = has_gold
-    out_head = {m: _new_groups(c * L * heads_of[m], gold_rows_possible) for m in models}
-    out_mean = {m: _new_groups(c * L, gold_rows_possible) for m in models}
-    pair_head = {
-        (a, b): (np.zeros(c * L * heads_of[a]), np.zeros(c * L * heads_of[a]))
-        for a, b in pairs
-        if heads_of[a] == heads_of[b]
-    }
-    pair_mean = {(a, b): (np.zeros(c * L), np.zeros(c * L)) for a, b in pairs}
-    ident_mean = {m: np.zeros(c, dtype=bool) for m in models}
-    need_rows = want_each
-    where = np.full(c, -1, dtype=np.int64)
+    ctx = _ChunkContext(
+        chunk=chunk,
+        Q=Q,
+        L=L,
+        heads_of=heads_of,
+        models=models,
+        pairs=pairs,
+        kw=kw,
+        tol=tol,
+        where=np.full(c, -1, dtype=np.int64),
+        sp_s=sp_s,
+        sp_k=sp_k,
+        gd_s=gd_s,
+        gd_c=gd_c,
+        has_gold=has_gold,
+        want_each=want_each,
+        want_mean=want_mean,
+        out_head={m: _new_groups(c * L * heads_of[m], has_gold) for m in models},
+        out_mean={m: _new_groups(c * L, has_gold) for m in models},
+        pair_head={
+            (a, b): (np.zeros(c * L * heads_of[a]), np.zeros(c * L * heads_of[a]))
+            for a, b in pairs
+            if heads_of[a] == heads_of[b]
+        },
+        pair_mean={(a, b): (np.zeros(c * L), np.zeros(c * L)) for a, b in pairs},
+        ident_mean={m: np.zeros(c, dtype=bool) for m in models},
+        counts=counts,
+        sim_acc=sim_acc,
+        sim_n=sim_n,
+    )
 
     order = np.argsort(K, kind="stable")
     ks, first = np.unique(K[order], return_index=True)
@@ -725,35 +743,9 @@ def _process_chunk(
         members = order[bounds[gi] : bounds[gi + 1]]
         el = L * max(heads_of.values()) * Q[members] * kk
         for S in _split(members, el, BLOCK_ELEMENTS):
-            _block(
-                chunk,
-                S,
-                kk,
-                Q,
-                L,
-                heads_of,
-                models,
-                pairs,
-                kw,
-                tol,
-                where,
-                sp_s,
-                sp_k,
-                gd_s,
-                gd_c,
-                has_gold,
-                need_rows,
-                want_each,
-                want_mean,
-                out_head,
-                out_mean,
-                pair_head,
-                pair_mean,
-                ident_mean,
-                counts,
-                sim_acc,
-                sim_n,
-            )
+            _block(ctx, S, kk)
+    out_head, out_mean = ctx.out_head, ctx.out_mean
+    pair_head, pair_mean, ident_mean = ctx.pair_head, ctx.pair_mean, ctx.ident_mean
     for m in models:
         counts[m]["n_samples"] += c
         counts[m]["one_node_samples"] += int(np.sum(Q == 1))
@@ -793,37 +785,43 @@ class _Part:
     g1: int = 0
 
 
-def _block(
-    chunk,
-    S,
-    kk,
-    Q,
-    L,
-    heads_of,
-    models,
-    pairs,
-    kw,
-    tol,
-    where,
-    sp_s,
-    sp_k,
-    gd_s,
-    gd_c,
-    has_gold,
-    need_rows,
-    want_each,
-    want_mean,
-    out_head,
-    out_mean,
-    pair_head,
-    pair_mean,
-    ident_mean,
-    counts,
-    sim_acc,
-    sim_n,
-) -> None:
+@dataclass
+class _ChunkContext:
+    """One chunk's inputs, read by every :func:`_block`, and its outputs, filled block by block
+    (indexed by chunk sample ``s``, layer ``l``, head ``h`` as ``(s * L + l) * H + h``)."""
+
+    chunk: Any  # the store chunk (one site, ``c`` samples)
+    Q: np.ndarray  # [c] query rows (nodes) per sample
+    L: int  # layers
+    heads_of: dict[str, int]  # heads per model
+    models: Sequence[str]
+    pairs: Sequence[tuple[str, str]]  # model pairs that get JSD/TV
+    kw: dict[str, Any]  # keyword options of :func:`analyze.metrics.block_metrics`
+    tol: float  # MetricOptions.identical_tol
+    where: np.ndarray  # [c] scratch: chunk sample -> position in the block, -1 outside it
+    sp_s: np.ndarray  # special keys: chunk sample ...
+    sp_k: np.ndarray  # ... and key position inside the sample
+    gd_s: np.ndarray | None  # gold cells: chunk sample ...
+    gd_c: np.ndarray | None  # ... and cell (query * n_key + key) inside the sample
+    has_gold: bool
+    want_each: bool  # per-head rows wanted
+    want_mean: bool  # head-mean rows wanted
+    out_head: dict[str, dict[str, np.ndarray]]  # model -> _new_groups [c * L * H]
+    out_mean: dict[str, dict[str, np.ndarray]]  # model -> _new_groups [c * L]
+    pair_head: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]  # (jsd, tv) [c * L * H]
+    pair_mean: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]  # (jsd, tv) [c * L]
+    ident_mean: dict[str, np.ndarray]  # model -> [c] bool, a head-mean layer has identical rows
+    counts: dict[str, dict[str, int]]  # model -> diagnostic counters (whole run)
+    sim_acc: dict[tuple[str, str], np.ndarray]  # pair -> summed cross-head JSD [L, Ha, Hb]
+    sim_n: dict[tuple[str, str], int]  # pair -> samples summed into sim_acc
+
+
+def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
     """All models and head kinds of the samples ``S`` (equal key length ``kk``) in one
     :func:`analyze.metrics.block_metrics` call (few large numpy calls, not many small ones)."""
+    chunk, Q, L, heads_of, models = ctx.chunk, ctx.Q, ctx.L, ctx.heads_of, ctx.models
+    where, sp_s, sp_k, gd_s, gd_c = ctx.where, ctx.sp_s, ctx.sp_k, ctx.gd_s, ctx.gd_c
+    has_gold, want_mean, tol = ctx.has_gold, ctx.want_mean, ctx.tol
     nS = len(S)
     where[S] = np.arange(nS)
     qs = Q[S]
@@ -836,7 +834,7 @@ def _block(
     parts: list[_Part] = []
     sps, gds, gss = [], [], []
     sq = int(qs.sum())
-    with_head = {m: need_rows or heads_of[m] == 1 for m in models}
+    with_head = {m: ctx.want_each or heads_of[m] == 1 for m in models}
     with_mean = {m: want_mean and heads_of[m] > 1 for m in models}
     total = sum(L * heads_of[m] * sq * with_head[m] + L * sq * with_mean[m] for m in models)
     Xall = np.empty((total, kk), dtype=np.float32)  # every part of the block, written in place
@@ -902,7 +900,7 @@ def _block(
         special=np.concatenate(sps),
         gold=np.concatenate(gds) if has_gold else None,
         group_starts=gs,
-        **kw,
+        **ctx.kw,
     )
     names, gmean, gcnt = _group_stats(r.rows, gs, has_gold)
     nkeys = np.maximum.reduceat(r.rows["n_keys"], gs)
@@ -915,7 +913,7 @@ def _block(
         gsl = slice(p.g0, p.g1)
         LH = L * p.H
         gid = np.repeat(S * LH, LH) + np.tile(np.arange(LH), nS)
-        dst = (out_head if p.kind == HEAD else out_mean)[p.model]
+        dst = (ctx.out_head if p.kind == HEAD else ctx.out_mean)[p.model]
         for i, name in enumerate(names):
             dst[name][gid] = gmean[i, gsl]
         dst["n_rows"][gid] = gcnt[0, gsl]
@@ -925,13 +923,13 @@ def _block(
         spec = r.specificity[gsl]
         dst["node_specificity"][gid] = spec
         if p.kind == HEAD:
-            _count(counts[p.model], r.rows, p.r0, p.r1, spec, np.repeat(qs, LH), tol)
+            _count(ctx.counts[p.model], r.rows, p.r0, p.r1, spec, np.repeat(qs, LH), tol)
         if want_mean and (p.kind == HEAD_MEAN or heads_of[p.model] == 1):
             sp2 = np.nan_to_num(spec, nan=np.inf).reshape(nS, LH)
-            ident_mean[p.model][S] |= np.any(sp2 <= tol, axis=1)
+            ctx.ident_mean[p.model][S] |= np.any(sp2 <= tol, axis=1)
     ent = r.rows["entropy"]
-    for a, b in pairs:
-        for kind, store_ in ((HEAD, pair_head), (HEAD_MEAN, pair_mean)):
+    for a, b in ctx.pairs:
+        for kind, store_ in ((HEAD, ctx.pair_head), (HEAD_MEAN, ctx.pair_mean)):
             pa, pb = by.get((a, kind)), by.get((b, kind))
             if pa is None or pb is None or pa.H != pb.H or (a, b) not in store_:
                 continue
@@ -955,11 +953,11 @@ def _block(
                 r.mean_entropy[pb.g0 : pb.g1].reshape(nS, L, pb.H),
             )
             acc = np.nan_to_num(cj, nan=0.0).sum(axis=0)
-            if (a, b) in sim_acc:
-                sim_acc[(a, b)] += acc
+            if (a, b) in ctx.sim_acc:
+                ctx.sim_acc[(a, b)] += acc
             else:
-                sim_acc[(a, b)] = acc
-            sim_n[(a, b)] = sim_n.get((a, b), 0) + nS
+                ctx.sim_acc[(a, b)] = acc
+            ctx.sim_n[(a, b)] = ctx.sim_n.get((a, b), 0) + nS
 
 
 def _frame(pos, Q, L, H, kind, g, tol) -> dict[str, np.ndarray]:

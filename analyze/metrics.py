@@ -752,17 +752,7 @@ def row_metrics(
 # ----------------------------------------------------------------------------------------------
 # the 2-D block kernel: rows of one length, contiguous, small enough to stay in cache
 # ----------------------------------------------------------------------------------------------
-_BLOCK_ROW_FLOAT = (
-    "entropy",
-    "norm_entropy",
-    "perplexity",
-    "max_weight",
-    "effective_tokens",
-    "gini",
-    "ipr",
-    "topk_mass",
-    "special_mass",
-)
+_BLOCK_ROW_FLOAT = ROW_METRICS
 _BLOCK_ROW_BOOL = ("constant", "all_special_mass", "all_special_keys", "invalid")
 
 

@@ -40,21 +40,9 @@ __all__ = [
 HEAD = "head"
 HEAD_MEAN = "head-mean"
 
-#: metric columns of ``MetricTables.per_sample`` (all float64)
-METRICS = (
-    "entropy",
-    "norm_entropy",
-    "perplexity",
-    "max_weight",
-    "effective_tokens",
-    "gini",
-    "ipr",
-    "topk_mass",
-    "special_mass",
-    "node_specificity",
-    "gold_mass",
-    "gold_pointing",
-)
+#: metric columns of ``MetricTables.per_sample`` (all float64): the row metrics, then the
+#: per-(sample, layer, head) ones
+METRICS = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_pointing")
 ROW_METRIC_COLUMNS = M.ROW_METRICS
 
 TABLE_FILES = {
@@ -589,7 +577,7 @@ def _messages(rows: list[dict[str, Any]]) -> list[str]:
 
 
 # per-(sample, layer, head) outputs of one model and head kind, filled block by block
-_GROUP_FLOAT = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_pointing")
+_GROUP_FLOAT = METRICS
 _GROUP_INT = ("n_rows", "n_keys", "n_gold_rows")
 #: weights per 2-D block (rows of one length): small enough to stay in cache
 BLOCK_ELEMENTS = 1 << 18

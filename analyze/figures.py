@@ -101,6 +101,13 @@ def _finish(fig, stem: str | Path | None, formats: Sequence[str]):
     return save_figure(fig, stem, formats)
 
 
+def _title_and_note(fig, title: str, note: str | None = None) -> None:
+    """The figure's left-aligned title and, below the axes, an optional small grey note."""
+    fig.suptitle(title, x=0.01, ha="left")
+    if note is not None:
+        fig.supxlabel(note, fontsize=7.5, x=0.01, ha="left", color="#444444")
+
+
 def _select(per_sample: pl.DataFrame, sel: Mapping[str, Any]) -> pl.DataFrame:
     cond = pl.lit(True)
     for key in ("site", "layer", "head", "head_kind"):
@@ -307,14 +314,11 @@ def plot_paired_metrics(
             ax.set_title("\n".join(lines), fontsize=9, loc="left")
         for ax in axes[len(metrics) :]:
             ax.set_visible(False)
-        fig.suptitle(title, x=0.01, ha="left")
-        fig.supxlabel(
+        _title_and_note(
+            fig,
+            title,
             "grey lines join one sample's values; dots: samples; black diamond: mean with 95% CI "
             "(t interval, clipped to the metric's range); change = (variant - baseline) / baseline",
-            fontsize=7.5,
-            x=0.01,
-            ha="left",
-            color="#444444",
         )
         return _finish(fig, stem, formats)
 
@@ -430,20 +434,13 @@ def plot_per_layer_head(
             "sorted": "; order-free: h<r> compares the r-th smallest per-head values",
             "index": "; heads paired by index",
         }.get(head_matching or "", f"; heads matched by {head_matching}" if head_matching else "")
-        fig.suptitle(
+        _title_and_note(
+            fig,
             "Per layer and head: % change of the mean, "
             f"{' / '.join(safe_text(v) for v in variants)}"
             f" vs {safe_text(baseline)} (site {safe_text(site)})",
-            x=0.01,
-            ha="left",
-        )
-        fig.supxlabel(
             f"* corrected p ({correction}) < {alpha:g}; 'mean' column: metric of the "
             f"head-averaged distribution{match}",
-            fontsize=7.5,
-            x=0.01,
-            ha="left",
-            color="#444444",
         )
         return _finish(fig, stem, formats)
 
@@ -519,19 +516,11 @@ def plot_attention_error(
             )
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
-        fig.suptitle(
+        _title_and_note(
+            fig,
             f"Attention vs absolute error ({_sel_text(selection)}); baseline {safe_text(baseline)}",
-            x=0.01,
-            ha="left",
-        )
-        fig.supxlabel(
             "rho: Spearman correlation per model with 95% bootstrap CI; partial: controlling for "
-            "the "
-            "number of valid tokens",
-            fontsize=7.5,
-            x=0.01,
-            ha="left",
-            color="#444444",
+            "the number of valid tokens",
         )
         return _finish(fig, stem, formats)
 
@@ -685,17 +674,10 @@ def plot_strata(
                 ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         if len(variants) > 1:
             axes[0, -1].legend(fontsize=7, frameon=False)
-        fig.suptitle(
+        _title_and_note(
+            fig,
             f"Paired difference (variant - {safe_text(baseline)}) within quantile bins",
-            x=0.01,
-            ha="left",
-        )
-        fig.supxlabel(
             f"points: mean difference with 95% bootstrap CI; * corrected p < {alpha:g}",
-            fontsize=7.5,
-            x=0.01,
-            ha="left",
-            color="#444444",
         )
         return _finish(fig, stem, formats)
 
@@ -768,7 +750,7 @@ def plot_node_specificity(
                 color="#444444",
             )
         ax2.set_title("Samples where every node attends identically", fontsize=9, loc="left")
-        fig.suptitle(f"Node specificity ({_sel_text(selection)})", x=0.01, ha="left")
+        _title_and_note(fig, f"Node specificity ({_sel_text(selection)})")
         return _finish(fig, stem, formats)
 
 
@@ -908,5 +890,5 @@ def plot_mae_comparison(
         ax3.set_xlabel("MAE difference (variant - baseline)")
         ax3.set_title("MAE difference, 95% paired bootstrap CI", fontsize=9, loc="left")
         n = int(per_model["n"].max()) if per_model.height and "n" in per_model.columns else 0
-        fig.suptitle(f"Prediction error ({safe_text(target)}, n = {n} samples)", x=0.01, ha="left")
+        _title_and_note(fig, f"Prediction error ({safe_text(target)}, n = {n} samples)")
         return _finish(fig, stem, formats)

@@ -599,6 +599,16 @@ def _spearman_stat(x, y, axis=-1):
     return _pearson_rows(_st.rankdata(x, axis=-1), _st.rankdata(y, axis=-1))
 
 
+def _percentile_ci(samples, statistic, n_boot: int, seed: int, confidence: float):
+    """Percentile bootstrap CI of ``statistic`` (samples resampled together); NaNs when
+    ``n_boot`` is 0."""
+    if not n_boot:
+        return (math.nan, math.nan)
+    return bootstrap(
+        samples, statistic, n_boot=n_boot, seed=seed, confidence=confidence, method="percentile"
+    ).ci
+
+
 def spearman_with_ci(
     x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> CorrelationResult:
@@ -613,17 +623,7 @@ def spearman_with_ci(
             n, math.nan, math.nan, (math.nan, math.nan), confidence, "spearman", n_boot, seed
         )
     r = _st.spearmanr(a, b)
-    ci = (math.nan, math.nan)
-    if n_boot:
-        bt = bootstrap(
-            [a, b],
-            _spearman_stat,
-            n_boot=n_boot,
-            seed=seed,
-            confidence=confidence,
-            method="percentile",
-        )
-        ci = bt.ci
+    ci = _percentile_ci([a, b], _spearman_stat, n_boot, seed, confidence)
     return CorrelationResult(
         n,
         float(r.statistic),
@@ -697,22 +697,12 @@ def partial_spearman(
     else:
         t = r * math.sqrt(dof / (1 - r * r))
         p = float(2 * _st.t.sf(abs(t), dof))
-    ci = (math.nan, math.nan)
-    if n_boot:
 
-        def stat(xx, yy, *zz, axis=-1):
-            rzz = np.stack([_st.rankdata(c, axis=-1) for c in zz], axis=-1)
-            return _partial_from_ranks(_st.rankdata(xx, axis=-1), _st.rankdata(yy, axis=-1), rzz)
+    def stat(xx, yy, *zz, axis=-1):
+        rzz = np.stack([_st.rankdata(c, axis=-1) for c in zz], axis=-1)
+        return _partial_from_ranks(_st.rankdata(xx, axis=-1), _st.rankdata(yy, axis=-1), rzz)
 
-        bt = bootstrap(
-            [xa, ya, *[z[:, j] for j in range(k)]],
-            stat,
-            n_boot=n_boot,
-            seed=seed,
-            confidence=confidence,
-            method="percentile",
-        )
-        ci = bt.ci
+    ci = _percentile_ci([xa, ya, *[z[:, j] for j in range(k)]], stat, n_boot, seed, confidence)
     return CorrelationResult(
         n, r, p, ci, confidence, "partial spearman (rank residuals)", n_boot, seed, k
     )

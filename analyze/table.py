@@ -951,16 +951,8 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
 def _frame(pos, Q, L, H, kind, g, tol) -> dict[str, np.ndarray]:
     """Columns of one chunk's rows for one (site, model, head kind), ordered (sample, layer,
     head); constant columns are added once when the table is assembled."""
-    c = len(Q)
-    n = c * L * H
     cols: dict[str, np.ndarray] = {
-        "position": np.repeat(pos, L * H),
-        "layer": np.tile(np.repeat(np.arange(L, dtype=np.int32), H), c),
-        "head": (
-            np.tile(np.arange(H, dtype=np.int32), c * L)
-            if kind == HEAD
-            else np.full(n, -1, dtype=np.int32)
-        ),
+        **_index_columns(pos, L, H, kind),
         "n_rows": g["n_rows"].astype(np.int32),
         "n_keys": g["n_keys"].astype(np.int32),
         "n_gold_rows": g["n_gold_rows"].astype(np.int32),
@@ -972,17 +964,24 @@ def _frame(pos, Q, L, H, kind, g, tol) -> dict[str, np.ndarray]:
     return cols
 
 
-def _pair_frame(pos, L, H, kind, jsd, tv) -> dict[str, np.ndarray]:
+def _index_columns(pos, L, H, kind) -> dict[str, np.ndarray]:
+    """``position``, ``layer``, ``head`` of rows ordered (sample, layer, head); head -1 for the
+    head mean."""
     c = len(pos)
-    n = c * L * H
     return {
         "position": np.repeat(pos, L * H),
         "layer": np.tile(np.repeat(np.arange(L, dtype=np.int32), H), c),
         "head": (
             np.tile(np.arange(H, dtype=np.int32), c * L)
             if kind == HEAD
-            else np.full(n, -1, dtype=np.int32)
+            else np.full(c * L * H, -1, dtype=np.int32)
         ),
+    }
+
+
+def _pair_frame(pos, L, H, kind, jsd, tv) -> dict[str, np.ndarray]:
+    return {
+        **_index_columns(pos, L, H, kind),
         "jsd": jsd,
         "tv": tv,
     }

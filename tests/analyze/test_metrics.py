@@ -78,7 +78,7 @@ def test_row_metrics_match_reference(seed, n_rows, kmax, kind, exclude, threshol
     )
     for r, k in enumerate(lengths):
         # the reference sees the padded row and slices the valid region itself
-        ref, _ = ref_row(
+        ref, ref_p = ref_row(
             P[r].astype(dtype)[:k],
             special[r, :k],
             gold[r, :k],
@@ -89,8 +89,11 @@ def test_row_metrics_match_reference(seed, n_rows, kmax, kind, exclude, threshol
         for key, want in ref.items():
             got = getattr(rm, key)[r]
             if key == "effective_tokens":
-                # float32 rounding may move a weight within 1 ulp of the threshold
-                assert abs(got - want) <= 1, (key, r)
+                # the engine renormalises in float32: a weight within float32 rounding of the
+                # threshold (e.g. ten weights of exactly 0.1) may land on either side of it, so
+                # exactly those weights may be counted differently; every other weight must agree
+                ambiguous = int(np.sum(np.abs(ref_p - threshold) <= 4e-7 * max(threshold, 1e-30)))
+                assert abs(got - want) <= ambiguous, (key, r, got, want, ambiguous)
                 continue
             if isinstance(want, float) and math.isnan(want):
                 assert math.isnan(got), (key, r, got)

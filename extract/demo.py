@@ -52,8 +52,15 @@ def _checkpoint_matches(path: Path, *, quick: bool, seed: int, epochs: int | Non
 
 
 def _train_or_reuse(
-    variant: str, ckdir: Path, *, quick: bool, seed: int, epochs: int | None, device: str,
-    quiet: bool, log: Callable[[str], None],
+    variant: str,
+    ckdir: Path,
+    *,
+    quick: bool,
+    seed: int,
+    epochs: int | None,
+    device: str,
+    quiet: bool,
+    log: Callable[[str], None],
 ) -> tuple[Path, dict[str, float]]:
     import torch
 
@@ -95,8 +102,8 @@ def run_demo(
     from .engine import ExtractConfig, run_extraction
 
     started = time.perf_counter()
-    log: Callable[[str], None] = (lambda _m: None) if quiet else (
-        lambda m: print(m, file=sys.stderr, flush=True)
+    log: Callable[[str], None] = (
+        (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     )
     save = Path(save_dir).expanduser()
     ckdir = save / "checkpoints"
@@ -132,9 +139,7 @@ def run_demo(
     log(f"[demo] {ext.summary()}")
 
     log(f"[demo] analysing -> {save}")
-    result = run_analysis(
-        [ext.path], save, AnalysisOptions(seed=seed, quiet=quiet, lang=lang)
-    )
+    result = run_analysis([ext.path], save, AnalysisOptions(seed=seed, quiet=quiet, lang=lang))
     verdict = result.verdict.overall
     return DemoResult(
         save_dir=save,

@@ -16,7 +16,9 @@ CHECK = (
 
 @pytest.mark.parametrize("mod", ["store", "analyze"])
 def test_package_import_does_not_load_torch(mod: str) -> None:
-    r = subprocess.run([sys.executable, "-c", CHECK.format(mod=mod)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", CHECK.format(mod=mod)], capture_output=True, text=True
+    )
     assert r.returncode == 0, f"importing {mod} loaded: {r.stdout} {r.stderr}"
 
 

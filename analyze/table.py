@@ -1048,7 +1048,8 @@ class _SpilledTable:
             for path in self.files.pop(key):
                 frames.append(pl.read_ipc(path).rechunk())
                 path.unlink()
-        return pl.concat(frames, how="vertical", rechunk=True)
+        # no rechunk: a contiguous copy would double the peak memory of the largest table
+        return pl.concat(frames, how="vertical", rechunk=False)
 
 
 class _Spill:

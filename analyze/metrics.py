@@ -817,6 +817,10 @@ def block_metrics(
             all_keys = nsp >= L
             excl = special[~all_keys[srow]]
             flat[excl] = 0
+            if gold is not None and len(gold) and len(excl):
+                # a gold cell on an excluded special key is not among the analysed keys: a row
+                # whose only gold keys are excluded has no gold (NaN), not gold mass 0
+                gold = gold[~np.isin(gold, excl)]
             m_excl = np.where(all_keys, 0, nsp)
             n = L - m_excl
             den = X.sum(axis=1).astype(np.float64)

@@ -62,7 +62,7 @@ def ref_row(
         "gold_mass": math.nan,
         "gold_pointing": math.nan,
     }
-    if gold_valid is not None and np.asarray(gold_valid).any():
+    if gold_valid is not None and np.asarray(gold_valid, dtype=bool)[keep].any():
         g = np.asarray(gold_valid, dtype=bool)[keep]
         out["gold_mass"] = float(p[g].sum())
         out["gold_pointing"] = float(g[int(np.argmax(p))])

@@ -244,6 +244,21 @@ def test_special_tokens_excluded_and_renormalised():
     assert kept.special_mass[0] == pytest.approx(0.5)
 
 
+def test_gold_on_an_excluded_special_token_is_not_counted():
+    # row 0: the only gold key is [SEP] (excluded) -> no gold among the analysed keys: NaN,
+    # not gold mass 0 / a pointing miss; row 1: gold on [SEP] and a content key -> only the
+    # content key counts
+    data = np.array([0.2, 0.5, 0.1, 0.2, 0.2, 0.5, 0.1, 0.2])
+    off = np.array([0, 4, 8])
+    sp = np.array([1, 0, 0, 1, 1, 0, 0, 1], bool)
+    gold = np.array([0, 0, 0, 1, 0, 1, 0, 1], bool)
+    rm = M.row_metrics(data, off, special=sp, gold=gold, exclude_special=True)
+    assert math.isnan(rm.gold_mass[0]) and math.isnan(rm.gold_pointing[0])
+    assert rm.gold_mass[1] == pytest.approx(0.5 / 0.6) and rm.gold_pointing[1] == 1.0
+    kept = M.row_metrics(data, off, special=sp, gold=gold, exclude_special=False)
+    assert kept.gold_mass[0] == pytest.approx(0.2) and kept.gold_pointing[0] == 0.0
+
+
 def test_all_mass_on_special_tokens_is_uniform_over_the_rest():
     rm = _one([0.6, 0.0, 0.0, 0.0, 0.4], special=np.array([1, 0, 0, 0, 1], bool))
     assert rm.all_special_mass[0]

@@ -688,7 +688,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def _test_dict(t) -> dict[str, Any]:
-    return _jsonable(asdict(t))
+    """A test's flat fields (the nested ``result`` repeats them, plus the bootstrap's 2,000
+    resamples, which do not belong in summary.json)."""
+    d = asdict(t)
+    d.pop("result", None)
+    return _jsonable(d)
 
 
 def _safe_call(log, what: str, fn, *a, **kw):

@@ -365,3 +365,22 @@ def test_mean_cis_in_the_outputs_stay_in_the_metric_range(analysed):
         for k in ("ci_baseline_low", "ci_baseline_high", "ci_variant_low", "ci_variant_high"):
             if row[k] is not None:
                 assert lo <= row[k] <= hi, (row["metric"], k, row[k])
+
+
+def test_summary_json_holds_plain_json_only(tmp_path):
+    """No numpy reprs (e.g. a bootstrap distribution turned into a string) in summary.json."""
+    import json
+
+    from analyze.outputs import AnalysisOptions, run_analysis
+    from analyze.synthetic import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "s.h5", n_samples=12, seed=1)
+    res = run_analysis(store, tmp_path / "out", AnalysisOptions(quiet=True, n_boot=100, examples=1))
+    text = (res.save_dir / "summary.json").read_text()
+    assert "array(" not in text and "np.float" not in text
+    summary = json.loads(text)
+    assert summary["main_results"], "main results missing"
+    for r in summary["main_results"]:
+        assert "result" not in r
+        for key in ("mean_diff", "ci_diff_low", "ci_diff_high", "p_corrected", "verdict"):
+            assert key in r, key

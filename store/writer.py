@@ -11,6 +11,7 @@ commit marker (copying the committed part into a fresh file when the crashed wri
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 from collections.abc import Sequence
@@ -124,9 +125,12 @@ class StoreWriter:
     samples with the same configuration), or :meth:`open_or_create`.
     """
 
-    def __init__(self, path: Path, f: h5py.File, spec: S.StoreSpec) -> None:
+    def __init__(
+        self, path: Path, f: h5py.File, spec: S.StoreSpec, lock: int | None = None
+    ) -> None:
         self.path = Path(path)
         self._f = f
+        self._lock = lock  # fd holding the "a writer has this store open" lock (see _lock_store)
         self.spec = spec
         self._sites = {s.name: s for s in spec.sites}
         self._selection = set(spec.selection_ids)
@@ -151,15 +155,18 @@ class StoreWriter:
         if not path.parent.exists():
             raise StoreError(f"{path}: directory {path.parent} does not exist; create it first")
         f = h5py.File(path, "w", libver="latest")
+        lock = None
         try:
             cls._layout(f, spec)
             f.flush()
             f.swmr_mode = True
+            lock = _lock_store(path)
         except BaseException:
             f.close()
+            _unlock_store(lock)
             path.unlink(missing_ok=True)
             raise
-        return cls(path, f, spec)
+        return cls(path, f, spec, lock)
 
     @classmethod
     def open(cls, path: str | os.PathLike, spec: S.StoreSpec) -> StoreWriter:
@@ -170,21 +177,27 @@ class StoreWriter:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such store")
+        # refuse a store another live process is writing (its flag looks like a killed writer's:
+        # recovering by copy would replace the file under that writer and lose its samples)
+        _unlock_store(_lock_store(path))
         try:
             f = h5py.File(path, "r+", libver="latest")
         except OSError:
             # a killed writer leaves HDF5's "open for SWMR write" flag set: copy the committed part
             _recover_by_copy(path, spec)
             f = h5py.File(path, "r+", libver="latest")
+        lock = None
         try:
             _check_compatible(path, f, spec)
             _truncate_to_commit(f, spec)
             f.flush()
             f.swmr_mode = True
+            lock = _lock_store(path)
         except BaseException:
             f.close()
+            _unlock_store(lock)
             raise
-        return cls(path, f, spec)
+        return cls(path, f, spec, lock)
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, spec: S.StoreSpec) -> StoreWriter:
@@ -493,12 +506,51 @@ class StoreWriter:
     def close(self) -> None:
         if self._f.id.valid:
             self._f.close()
+        _unlock_store(self._lock)
+        self._lock = None
 
     def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# A writer holds an exclusive POSIX record lock on one byte far beyond any data of its store
+# file. HDF5 leaves a file open for SWMR writing unlocked, and its "open for writing" flag looks the
+# same for a live writer as for a killed one; this lock tells them apart (the kernel drops it when
+# the process dies). It is advisory and does not touch HDF5's own flock(), so SWMR readers are
+# unaffected. Where the file system cannot lock, writing proceeds unguarded.
+_LOCK_AT = 1 << 62
+
+
+def _lock_store(path: Path) -> int | None:
+    """Lock ``path`` for this process; return the fd (None if locking is unsupported here).
+    Raises :class:`StoreError` when another process holds the lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _LOCK_AT)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            raise StoreError(
+                f"{path}: another process is writing this store right now; wait for it to "
+                "finish (or stop it) before continuing, or write to another file"
+            ) from None
+        return None
+    return fd
+
+
+def _unlock_store(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _gold_present(b: FlatBatch) -> np.ndarray:

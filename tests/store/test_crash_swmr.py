@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from store import SiteSpec, StoreWriter, open_store
+from store import SiteSpec, StoreError, StoreWriter, open_store
 from store.synthetic import synthetic_batch, synthetic_spec, write_synthetic_store
 from store.validate import validate_store
 
@@ -202,3 +202,51 @@ def test_reader_in_another_process_sees_commits_while_writer_appends(tmp_path):
             proc.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr.read()
     assert read_all(path).ids == list(ids)
+
+
+# A live writer in another process: it commits one batch, reports, waits for a line on stdin,
+# then commits a second batch and exits.
+LIVE_WRITER_CHILD = SPEC_CODE + textwrap.dedent(
+    """
+    import sys
+    from store import StoreWriter
+    from store.synthetic import synthetic_batch
+
+    ids = SPEC.selection_ids
+    with StoreWriter.create(sys.argv[1], SPEC) as w:
+        w.append(synthetic_batch(SPEC, ids[:5]))
+        print("ready", flush=True)
+        sys.stdin.readline()
+        w.append(synthetic_batch(SPEC, ids[5:10]))
+    print("done", flush=True)
+    """
+)
+
+
+def test_open_refuses_a_store_another_live_process_is_writing(tmp_path):
+    # HDF5's "open for writing" flag of a live writer looks like a killed writer's; recovering
+    # by copy would replace the file under the live writer and silently lose its later samples
+    path = tmp_path / "busy.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER_CHILD, str(path)],
+        env=_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        with pytest.raises(StoreError, match="another process is writing"):
+            StoreWriter.open(path, _spec())
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "done", proc.stderr.read()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert read_all(path).ids == list(_spec().selection_ids[:10])
+    # once the writer is gone the store continues normally
+    with StoreWriter.open(path, _spec()) as w:
+        assert w.n_committed == 10

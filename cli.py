@@ -27,6 +27,15 @@ def main() -> None:
     """Compare the attention of model variants: extract once, analyze many times."""
 
 
+def _dual_option(flag: str, **kw):
+    """A click option spelled both ways, ``flag`` first: ``--root_dir`` (the original script's
+    spelling) and ``--root-dir``; the value goes to ``root_dir``. Shared by ``extract`` and
+    ``compare`` so the two spellings cannot drift apart."""
+    name = flag[2:]
+    other = name.replace("_", "-") if "_" in name else name.replace("-", "_")
+    return click.option(flag, f"--{other}", name.replace("-", "_"), **kw)
+
+
 # ---------------------------------------------------------------------------------------------
 # store: info / validate / merge
 # ---------------------------------------------------------------------------------------------
@@ -142,17 +151,13 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     metavar="NAME=PATH",
     help="A model variant and its checkpoint; repeat for each (>= 2). The first is the baseline.",
 )
-@click.option(
+@_dual_option(
     "--checkpoint_full",
-    "--checkpoint-full",
-    "checkpoint_full",
     type=click.Path(exists=True, dir_okay=False),
     help="Original spelling: the full model's checkpoint (variant name 'full').",
 )
-@click.option(
+@_dual_option(
     "--checkpoint_no_middle",
-    "--checkpoint-no-middle",
-    "checkpoint_no_middle",
     type=click.Path(exists=True, dir_okay=False),
     help="Original spelling: the ablation's checkpoint (variant name 'no_middle').",
 )
@@ -163,28 +168,22 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     show_default=True,
     help="'reference' (built-in), 'package.module:object' or 'path/to/file.py:object'.",
 )
-@click.option(
+@_dual_option(
     "--root-dir",
-    "--root_dir",
-    "root_dir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
     help="The adapter's data directory.  [default: none; the reference data is embedded]",
 )
 @click.option("--split", default="test", show_default=True, help="Which split's samples.")
-@click.option(
+@_dual_option(
     "--num-samples",
-    "--num_samples",
-    "num_samples",
     type=click.IntRange(min=1),
     default=None,
     help="Extract a seeded random subset of N samples of the split.  [default: all]",
 )
 @click.option("--all", "all_samples", is_flag=True, help="Extract every sample of the split.")
-@click.option(
+@_dual_option(
     "--batch-size",
-    "--batch_size",
-    "batch_size",
     type=click.IntRange(min=1),
     default=32,
     show_default=True,
@@ -210,10 +209,8 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     default=None,
     help="Store file.  [default: attention_store.h5]",
 )
-@click.option(
+@_dual_option(
     "--save-dir",
-    "--save_dir",
-    "save_dir",
     type=click.Path(file_okay=False),
     default=None,
     help="Original spelling: write SAVE_DIR/attention_store.h5 instead of --out.",
@@ -598,10 +595,8 @@ def _options_from(kw: dict, quiet: bool):
 
 @main.command("analyze")
 @click.argument("stores", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option(
+@_dual_option(
     "--save-dir",
-    "--save_dir",
-    "save_dir",
     required=True,
     help="Output directory (created if needed).",
 )
@@ -695,18 +690,14 @@ def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out
 
 
 @main.command("compare")
-@click.option(
+@_dual_option(
     "--checkpoint_full",
-    "--checkpoint-full",
-    "checkpoint_full",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="The full model's checkpoint (variant 'full', the baseline).",
 )
-@click.option(
+@_dual_option(
     "--checkpoint_no_middle",
-    "--checkpoint-no-middle",
-    "checkpoint_no_middle",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="The ablation's checkpoint (variant 'no_middle').",
@@ -718,35 +709,27 @@ def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out
     metavar="NAME=PATH",
     help="More variants (or instead of the two flags); the first is the baseline.",
 )
-@click.option(
+@_dual_option(
     "--root_dir",
-    "--root-dir",
-    "root_dir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
     help="The adapter's data directory.",
 )
-@click.option(
+@_dual_option(
     "--save_dir",
-    "--save-dir",
-    "save_dir",
     default="./attention_comparison",
     show_default=True,
     help="Output directory; the store is kept there.",
 )
-@click.option(
+@_dual_option(
     "--num_samples",
-    "--num-samples",
-    "num_samples",
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
     help="Seeded subset of the split.",
 )
-@click.option(
+@_dual_option(
     "--batch_size",
-    "--batch-size",
-    "batch_size",
     type=click.IntRange(min=1),
     default=32,
     show_default=True,

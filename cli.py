@@ -58,8 +58,8 @@ _STORE_PATHS = click.Path(exists=True, dir_okay=False, readable=True)
 def store_info_cmd(paths: tuple[str, ...], as_json: bool) -> None:
     """Summarise a store (or the shard files of one run): models, sites, samples, sizes on disk
     and the compression ratio vs a dense padded float32 layout."""
-    from store.errors import StoreError
-    from store.info import store_info
+    from attncmp.store.errors import StoreError
+    from attncmp.store.info import store_info
 
     try:
         info = store_info(list(paths))
@@ -85,7 +85,7 @@ def store_validate_cmd(paths: tuple[str, ...], max_problems: int) -> None:
     """Check a store (or the shard files of one run) against store_schema.md: structure, offsets,
     counts, ids, dtypes, checksums of every chunk and attention sanity. Exit code 0 only when
     valid, 1 otherwise."""
-    from store.validate import validate_store
+    from attncmp.store.validate import validate_store
 
     report = validate_store(list(paths))
     click.echo(report.summary(max_problems=max_problems))
@@ -106,8 +106,8 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     import contextlib
     import sys
 
-    from store.errors import StoreError
-    from store.merge import merge_stores
+    from attncmp.store.errors import StoreError
+    from attncmp.store.merge import merge_stores
 
     with contextlib.ExitStack() as stack:
         bars: list = []
@@ -251,9 +251,9 @@ def extract_cmd(**kw) -> None:
     Re-running the same command after a crash continues where the store's commit marker says.
     """
     try:
-        from extract.engine import extract_from_cli_args
-        from extract.errors import ExtractError
-        from store import StoreError
+        from attncmp.extract.engine import extract_from_cli_args
+        from attncmp.extract.errors import ExtractError
+        from attncmp.store import StoreError
     except ImportError as exc:  # pragma: no cover - torch missing
         raise click.ClickException(
             f'extraction needs torch ({exc}); install it with: pip install "attncmp[extract]"'
@@ -315,8 +315,8 @@ def train(variant, epochs, seed, split_seed, out, device, quick, quiet) -> None:
     seeds, tokenizer, config and test metrics; prints the checkpoint path on stdout.
     """
     try:
-        from extract.reference.errors import ReferenceModelError
-        from extract.reference.train import train_variant
+        from attncmp.extract.reference.errors import ReferenceModelError
+        from attncmp.extract.reference.train import train_variant
     except ImportError as exc:
         raise click.ClickException(
             f"training needs the extract extra ({exc.name} missing): pip install 'attncmp[extract]'"
@@ -379,13 +379,13 @@ def demo(
 ) -> None:
     """Train two reference models on embedded FreeSolv, extract, analyze (no GPU, no network)."""
     try:
-        from extract.demo import format_demo, run_demo
+        from attncmp.workflows import format_demo, run_demo
     except ImportError as exc:  # torch missing
         raise click.ClickException(
             f"the demo needs the extraction extra ({exc.name} is missing): "
             'pip install "attncmp[extract]"'
         ) from None
-    from store import StoreError
+    from attncmp.store import StoreError
 
     try:
         result = run_demo(
@@ -410,8 +410,8 @@ def demo(
 # === analyze commands (owner: analyze) ===
 def _analysis_errors():
     """Exceptions that are user mistakes: shown as one line, never a traceback."""
-    from analyze.outputs import AnalysisError
-    from store import StoreError
+    from attncmp.analyze.outputs import AnalysisError
+    from attncmp.store import StoreError
 
     return (AnalysisError, StoreError, ValueError, KeyError)
 
@@ -464,7 +464,7 @@ def _print_outcome(res) -> None:
 
 
 def _analysis_options(**kw):
-    from analyze.outputs import AnalysisOptions
+    from attncmp.analyze.outputs import AnalysisOptions
 
     return AnalysisOptions(**kw)
 
@@ -611,7 +611,7 @@ def analyze_cmd(stores, save_dir, quiet, **kw) -> None:
     Torch-free. A store still being written is analysed as far as it is committed.
     """
     try:
-        from analyze.outputs import run_analysis
+        from attncmp.analyze.outputs import run_analysis
 
         options = _options_from(kw, quiet)
         res = run_analysis(list(stores), save_dir, options)
@@ -640,8 +640,8 @@ def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
     import sys
 
     try:
-        from analyze.outputs import replot
-        from analyze.plotstyle import parse_formats
+        from attncmp.analyze.outputs import replot
+        from attncmp.analyze.plotstyle import parse_formats
 
         formats = parse_formats(fmt) if fmt else None
         res = replot(
@@ -675,8 +675,8 @@ def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
 def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out) -> None:
     """Draw one sample's node x token attention: both models, shared scale, difference."""
     try:
-        from analyze.heatmap import heatmap_data, plot_heatmap
-        from store import open_store
+        from attncmp.analyze.heatmap import heatmap_data, plot_heatmap
+        from attncmp.store import open_store
 
         out = out or f"heatmap_{sample_id}.png"
         with open_store(store) as st:
@@ -797,7 +797,7 @@ def compare_cmd(
             "(or --model NAME=PATH twice)"
         )
     try:
-        from analyze.outputs import existing_store_matches, prepare_save_dir, run_analysis
+        from attncmp.analyze.outputs import existing_store_matches, prepare_save_dir, run_analysis
 
         options = _options_from(kw, quiet)
         seed = options.seed
@@ -816,13 +816,13 @@ def compare_cmd(
             )
     else:
         try:
-            from extract.engine import ExtractConfig, run_extraction
-            from extract.errors import ExtractError
+            from attncmp.extract.engine import ExtractConfig, run_extraction
+            from attncmp.extract.errors import ExtractError
         except ImportError as exc:
             raise click.ClickException(
                 f'extraction needs torch ({exc}); install it with: pip install "attncmp[extract]"'
             ) from None
-        from store import StoreError
+        from attncmp.store import StoreError
 
         cfg = ExtractConfig(
             models=[(n, str(Path(p))) for n, p in pairs],

@@ -2,7 +2,7 @@
 
 Notebook use::
 
-    from analyze import open_store, compute_tables, compare, MetricOptions
+    from attncmp.analyze import open_store, compute_tables, compare, MetricOptions
     store = open_store("attention.h5")
     tables = compute_tables(store, options=MetricOptions(exclude_special=True))
     tables.save("metrics/")                    # later: MetricTables.load("metrics/")
@@ -17,7 +17,7 @@ Modules: :mod:`analyze.metrics` (row metrics over ragged rows), :mod:`analyze.ta
 :mod:`analyze.prediction`, :mod:`analyze.strata`, :mod:`analyze.synthetic` (test stores).
 """
 
-from store import open_store
+from attncmp.store import open_store
 
 from .compare import (
     DEFAULT_DIRECTIONS,

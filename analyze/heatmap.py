@@ -15,8 +15,8 @@ their original order, with the omission marked and stated in the figure.
 
 Typical use::
 
-    from store import open_store
-    from analyze.heatmap import heatmap_data, plot_heatmap
+    from attncmp.store import open_store
+    from attncmp.analyze.heatmap import heatmap_data, plot_heatmap
     with open_store("attention_store.h5") as st:
         data = heatmap_data(st, "FS0042")            # head-mean, last layer
     fig = plot_heatmap(data)                          # a matplotlib Figure (shows in notebooks)

@@ -15,7 +15,7 @@ Files written into the save directory (see :data:`OUTPUT_FILES` for one line on 
 
 Notebook use::
 
-    from analyze.outputs import AnalysisOptions, run_analysis
+    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
     res = run_analysis(["attention_store.h5"], "out", AnalysisOptions(examples=3))
     res.comparison.to_frame(); res.summary["verdict"]
 """
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from store import StoreError, open_store
+from attncmp.store import StoreError, open_store
 
 from . import figures as F
 from .heatmap import HeatmapData, default_site, heatmap_data, plot_heatmap

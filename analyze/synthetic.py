@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter
+from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter
 
 __all__ = ["write_synthetic_store", "DEFAULT_SITES"]
 

@@ -336,7 +336,7 @@ def compute_tables(
     sites, models : restrict to these (default: all; the baseline always comes first).
     progress : called as ``progress(done, total)`` in units of sample-sites after each chunk.
     """
-    from store import Store, open_store
+    from attncmp.store import Store, open_store
 
     if not isinstance(store, Store):
         store = open_store(store)

@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from store import ModelSpec, SiteSpec, StoreSpec, StoreWriter, open_store  # noqa: E402
-from store.batch import FlatBatch  # noqa: E402
+from attncmp.store import ModelSpec, SiteSpec, StoreSpec, StoreWriter, open_store  # noqa: E402
+from attncmp.store.batch import FlatBatch  # noqa: E402
 
 SITE = SiteSpec("atom_to_text", "nodes", "tokens", n_layers=1, n_heads=8)
 MODELS = ("full", "no_middle")
@@ -112,7 +112,7 @@ def _since(t):
 
 def run_engine(path: Path, chunk: int, in_memory: bool = False):
     """compute_tables end to end; with ``in_memory`` the chunks are read first (not timed)."""
-    from analyze import MetricOptions, compute_tables
+    from attncmp.analyze import MetricOptions, compute_tables
 
     st = open_store(path)
     if in_memory:
@@ -141,7 +141,7 @@ def run_floor(path: Path, chunk: int) -> float:
 def vectorised_four(path: Path, chunk: int):
     """The same four metrics on the same rows with analyze.metrics (weights in memory):
     row_metrics over every per-head row of both models (it computes all ten row metrics)."""
-    from analyze.metrics import row_metrics
+    from attncmp.analyze.metrics import row_metrics
 
     st = open_store(path)
     chunks = list(st.iter_chunks(SITE.name, chunk_samples=chunk))
@@ -190,8 +190,8 @@ def old_per_row(path: Path, max_rows: int) -> tuple[float, int, int]:
 MEM_CHILD = r"""
 import json, sys, time, tracemalloc
 sys.path.insert(0, {root!r})
-from analyze import MetricOptions, compute_tables
-from store import open_store
+from attncmp.analyze import MetricOptions, compute_tables
+from attncmp.store import open_store
 def hwm():  # peak RSS of this process (VmHWM; ru_maxrss would include the parent's at fork)
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from extract.adapters.reference import ReferenceAdapter
-from extract.engine import ExtractConfig, move_to_device, resolve_device, run_extraction
+from attncmp.extract.adapters.reference import ReferenceAdapter
+from attncmp.extract.engine import ExtractConfig, move_to_device, resolve_device, run_extraction
 
 
 def _sync(device: torch.device) -> None:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.checkpoints:
             ckpts = list(args.checkpoints)
         else:
-            from extract.reference.train import train_variant
+            from attncmp.extract.reference.train import train_variant
 
             print("training two 1-epoch reference checkpoints...", file=sys.stderr)
             ckpts = [

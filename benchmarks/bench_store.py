@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from store import SiteSpec, StoreWriter, open_store, shard_ids
-from store.info import store_info
-from store.merge import merge_stores
-from store.synthetic import synthetic_batch, synthetic_spec
-from store.validate import validate_store
+from attncmp.store import SiteSpec, StoreWriter, open_store, shard_ids
+from attncmp.store.info import store_info
+from attncmp.store.merge import merge_stores
+from attncmp.store.synthetic import synthetic_batch, synthetic_spec
+from attncmp.store.validate import validate_store
 
 NODES, TOKENS = (4, 64), (32, 256)
 MB = 1e6

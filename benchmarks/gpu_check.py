@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.engine import ExtractConfig, run_extraction
-from extract.reference.train import train_variant
-from store import open_store
-from store.validate import validate_store
+from attncmp.extract.engine import ExtractConfig, run_extraction
+from attncmp.extract.reference.train import train_variant
+from attncmp.store import open_store
+from attncmp.store.validate import validate_store
 
 ATOL = 1e-4  # float32 softmax on different kernels (cuBLAS vs MKL) agrees to ~1e-6; margin
 

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.adapter import ForwardOutput, SampleInfo
-from extract.capture import get_key_path
-from extract.checkpoint import load_torch_checkpoint
-from store import SiteSpec
+from attncmp.extract.adapter import ForwardOutput, SampleInfo
+from attncmp.extract.capture import get_key_path
+from attncmp.extract.checkpoint import load_torch_checkpoint
+from attncmp.store import SiteSpec
 
 ELEMENTS = ["C", "N", "O", "S", "F", "Cl", "Br"]
 VOCAB_SIZE = 512  # hashed word vocabulary

@@ -59,7 +59,7 @@ __all__ = [
 
 REQUIRED_METHODS = ("load_model", "sites", "sample_ids", "make_batch", "describe", "forward")
 OPTIONAL_METHODS = ("training_ids", "model_info")
-BUILTIN_ADAPTERS = {"reference": "extract.adapters.reference:ReferenceAdapter"}
+BUILTIN_ADAPTERS = {"reference": "attncmp.extract.adapters.reference:ReferenceAdapter"}
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``run_extraction(ExtractConfig(...))`` is what ``attncmp extract`` calls; ``attncmp demo`` and
 ``attncmp compare`` call it the same way::
 
-    from extract.engine import ExtractConfig, run_extraction
+    from attncmp.extract.engine import ExtractConfig, run_extraction
     result = run_extraction(ExtractConfig(models=[("full", "a.pt"), ("no_middle", "b.pt")],
                                           adapter="reference", out="attention_store.h5"))
     print(result.summary())
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from store import FlatBatch, ModelSpec, SiteSpec, StoreError, StoreSpec, StoreWriter, shard_ids
+from attncmp.store import FlatBatch, ModelSpec, SiteSpec, StoreError, StoreSpec, StoreWriter, shard_ids
 
 from .adapter import ForwardOutput, SampleInfo, resolve_adapter
 from .checkpoint import TRUST_HINT, is_weights_only_refusal, load_failure_reason, sha256_file

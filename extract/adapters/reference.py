@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from store import SiteSpec
+from attncmp.store import SiteSpec
 
 from ..adapter import ForwardOutput, SampleInfo
 from ..capture import get_key_path

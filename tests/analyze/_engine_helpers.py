@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from analyze import MetricTables
-from analyze.metrics import row_metrics
+from attncmp.analyze import MetricTables
+from attncmp.analyze.metrics import row_metrics
 
 
 def tables_from_values(values, *, site="atom_to_text", per_head=None, samples=None):

@@ -6,13 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analyze import compare, compute_tables, correct_pvalues, paired_test
-from analyze.compare import EXPECTED, NOT_SIG, OPPOSITE, match_heads
-from analyze.figures import _mean_ci_from_tests, plot_gold_alignment
-from analyze.metrics import METRIC_RANGES
-from analyze.stats import mean_ci
-from analyze.synthetic import write_synthetic_store
-from store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
+from attncmp.analyze import compare, compute_tables, correct_pvalues, paired_test
+from attncmp.analyze.compare import EXPECTED, NOT_SIG, OPPOSITE, match_heads
+from attncmp.analyze.figures import _mean_ci_from_tests, plot_gold_alignment
+from attncmp.analyze.metrics import METRIC_RANGES
+from attncmp.analyze.stats import mean_ci
+from attncmp.analyze.synthetic import write_synthetic_store
+from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
 
 from ._engine_helpers import tables_from_values
 

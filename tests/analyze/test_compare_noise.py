@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from analyze import compute_tables, noise_floor, parse_groups
-from analyze.synthetic import write_synthetic_store
-from store import open_store
+from attncmp.analyze import compute_tables, noise_floor, parse_groups
+from attncmp.analyze.synthetic import write_synthetic_store
+from attncmp.store import open_store
 from tests.analyze.synth_outputs import make_store
 
 

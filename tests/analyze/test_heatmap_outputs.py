@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
 
-from analyze.heatmap import HeatmapData, heatmap_data, plot_heatmap, quick_metrics
-from store import open_store
+from attncmp.analyze.heatmap import HeatmapData, heatmap_data, plot_heatmap, quick_metrics
+from attncmp.store import open_store
 from tests.analyze.synth_outputs import make_store
 
 

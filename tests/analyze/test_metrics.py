@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyze import metrics as M
+from attncmp.analyze import metrics as M
 
 from ._engine_reference import ref_jsd, ref_row, ref_specificity, ref_tv
 

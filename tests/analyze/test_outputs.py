@@ -10,15 +10,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analyze.compare import compare
-from analyze.outputs import (
+from attncmp.analyze.compare import compare
+from attncmp.analyze.outputs import (
     AnalysisError,
     AnalysisOptions,
     choose_examples,
     replot,
     run_analysis,
 )
-from analyze.table import MetricTables
+from attncmp.analyze.table import MetricTables
 from tests.analyze.synth_outputs import make_store
 
 FAST = dict(n_boot=200, quiet=True)
@@ -355,7 +355,7 @@ def test_correlations_are_computed_for_the_headline_layer_only(analysed):
 
 
 def test_mean_cis_in_the_outputs_stay_in_the_metric_range(analysed):
-    from analyze.metrics import METRIC_RANGES
+    from attncmp.analyze.metrics import METRIC_RANGES
 
     _, res = analysed
     sig = pl.read_csv(res.save_dir / "significance.csv")
@@ -371,8 +371,8 @@ def test_summary_json_holds_plain_json_only(tmp_path):
     """No numpy reprs (e.g. a bootstrap distribution turned into a string) in summary.json."""
     import json
 
-    from analyze.outputs import AnalysisOptions, run_analysis
-    from analyze.synthetic import write_synthetic_store
+    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+    from attncmp.analyze.synthetic import write_synthetic_store
 
     store = write_synthetic_store(tmp_path / "s.h5", n_samples=12, seed=1)
     res = run_analysis(store, tmp_path / "out", AnalysisOptions(quiet=True, n_boot=100, examples=1))

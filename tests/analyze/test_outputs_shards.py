@@ -8,10 +8,10 @@ from dataclasses import replace
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from analyze.outputs import AnalysisOptions, run_analysis
-from store import SiteSpec, shard_ids
-from store.merge import merge_stores
-from store.synthetic import synthetic_spec, write_synthetic_store
+from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+from attncmp.store import SiteSpec, shard_ids
+from attncmp.store.merge import merge_stores
+from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
 
 SITES = (SiteSpec("fine_grained", n_layers=1, n_heads=2),)
 

@@ -9,15 +9,15 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from analyze import (
+from attncmp.analyze import (
     MetricOptions,
     attention_error_correlation,
     compare_predictions,
     compute_tables,
 )
-from analyze.prediction import abs_errors
-from analyze.synthetic import write_synthetic_store
-from store import open_store
+from attncmp.analyze.prediction import abs_errors
+from attncmp.analyze.synthetic import write_synthetic_store
+from attncmp.store import open_store
 from tests.analyze.synth_outputs import make_store
 
 

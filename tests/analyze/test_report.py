@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from analyze.i18n import STRINGS
-from analyze.report import render_report
+from attncmp.analyze.i18n import STRINGS
+from attncmp.analyze.report import render_report
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 

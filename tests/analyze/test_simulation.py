@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from analyze import compare, compute_tables
-from analyze.compare import EXPECTED, OPPOSITE
-from analyze.synthetic import write_synthetic_store
-from store import open_store
+from attncmp.analyze import compare, compute_tables
+from attncmp.analyze.compare import EXPECTED, OPPOSITE
+from attncmp.analyze.synthetic import write_synthetic_store
+from attncmp.store import open_store
 
 from ._engine_helpers import simulate_attention_values, simulate_shapes, tables_from_values
 

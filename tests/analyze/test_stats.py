@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from analyze.stats import (
+from attncmp.analyze.stats import (
     bootstrap,
     bootstrap_mean_ci,
     correct_pvalues,

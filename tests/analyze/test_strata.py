@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analyze import MetricOptions, compare_strata, compute_tables, correct_pvalues
-from analyze.strata import stratify
-from analyze.synthetic import write_synthetic_store
-from store import open_store
+from attncmp.analyze import MetricOptions, compare_strata, compute_tables, correct_pvalues
+from attncmp.analyze.strata import stratify
+from attncmp.analyze.synthetic import write_synthetic_store
+from attncmp.store import open_store
 
 
 @pytest.fixture(scope="module")

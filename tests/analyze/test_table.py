@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from analyze import MetricOptions, MetricTables, compare, compute_tables
-from analyze.synthetic import write_synthetic_store
-from analyze.table import METRICS
-from store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
+from attncmp.analyze import MetricOptions, MetricTables, compare, compute_tables
+from attncmp.analyze.synthetic import write_synthetic_store
+from attncmp.analyze.table import METRICS
+from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
 
 from ._engine_reference import ref_group, ref_jsd, ref_tv
 

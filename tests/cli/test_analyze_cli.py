@@ -10,7 +10,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-import cli
+from attncmp import cli
 from tests.analyze.synth_outputs import make_store, one_model_store, plain_h5
 
 FAST = ["--n-boot", "100", "--examples", "2", "-q"]
@@ -58,7 +58,7 @@ def test_analyze_then_plot_stats_without_the_store(store, tmp_path):
 
 
 def test_plot_heatmap(store, tmp_path):
-    from store import open_store
+    from attncmp.store import open_store
 
     with open_store(store) as st:
         sid = st.ids[3]

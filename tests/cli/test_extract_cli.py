@@ -12,8 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
-from store import open_store
+from attncmp.cli import main
+from attncmp.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "original_style_adapter.py"
@@ -22,7 +22,7 @@ ADAPTER = f"{EXAMPLE}:OriginalStyleAdapter"
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory) -> Path:
-    from extract.adapter import resolve_adapter
+    from attncmp.extract.adapter import resolve_adapter
 
     ad, _ = resolve_adapter(ADAPTER)
     mod = sys.modules[type(ad).__module__]
@@ -63,7 +63,7 @@ def test_example_adapter_end_to_end_with_trust_checkpoint(example: Path) -> None
     assert r.exit_code == 0, r.output
     assert "extracted 12 samples" in r.output and "1 site (atom_to_text)" in r.output
     # the stored matrices are the model's output sliced to the valid region
-    from extract.adapter import resolve_adapter
+    from attncmp.extract.adapter import resolve_adapter
 
     ad, _ = resolve_adapter(ADAPTER)
     with open_store(example / "s.h5") as st:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from store import SiteSpec, open_store
-from store.synthetic import synthetic_spec, write_synthetic_store
+from attncmp.cli import main
+from attncmp.store import SiteSpec, open_store
+from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
 
 SITES = (SiteSpec("fine_grained", n_layers=1, n_heads=2),)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from extract.capture import capture_mha, get_key_path, stack_cross_attentions
-from extract.errors import CaptureError, KeyPathError
+from attncmp.extract.capture import capture_mha, get_key_path, stack_cross_attentions
+from attncmp.extract.errors import CaptureError, KeyPathError
 
 from .toy import SAMPLES, ToyDictModel, ToyMHAModel, collate, one_torch_thread  # noqa: F401
 

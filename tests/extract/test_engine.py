@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.adapter import ForwardOutput, resolve_adapter
-from extract.engine import (
+from attncmp.extract.adapter import ForwardOutput, resolve_adapter
+from attncmp.extract.engine import (
     INVALID_META_COLUMN,
     ExtractConfig,
     gather_valid,
@@ -21,7 +21,7 @@ from extract.engine import (
     select_samples,
     shard_path,
 )
-from extract.errors import (
+from attncmp.extract.errors import (
     AdapterError,
     AttentionShapeError,
     CheckpointLoadError,
@@ -31,8 +31,8 @@ from extract.errors import (
     SelectionError,
     StoreWriteError,
 )
-from store import StoreConfigMismatch, StoreWriter, open_store
-from store.validate import validate_store
+from attncmp.store import StoreConfigMismatch, StoreWriter, open_store
+from attncmp.store.validate import validate_store
 
 from .toy import (  # noqa: F401 - one_torch_thread is an autouse fixture
     SAMPLES,

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import open_store
-from store.merge import merge_stores
-from store.validate import validate_store
+from attncmp.store import open_store
+from attncmp.store.merge import merge_stores
+from attncmp.store.validate import validate_store
 
 from .toy import assert_same_store, one_torch_thread, save_checkpoint  # noqa: F401
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cmd(tmp: Path, out: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "cli", "extract",
+        sys.executable, "-m", "attncmp.cli", "extract",
         "--adapter", "tests.extract.toy:ToyAdapter",
         "--model", f"full={tmp / 'a.pt'}", "--model", f"no_middle={tmp / 'b.pt'}",
         "--batch-size", "2", "--out", str(tmp / out), "--quiet", "--commit-every", "0", *extra,

@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
-from extract.adapters.reference import ReferenceAdapter
-from extract.engine import ExtractConfig, run_extraction
-from extract.errors import CheckpointLoadError, SelectionError
-from extract.reference.gold import gold_mask
-from extract.reference.train import load_checkpoint, train_variant
-from store import open_store
+from attncmp.cli import main
+from attncmp.extract.adapters.reference import ReferenceAdapter
+from attncmp.extract.engine import ExtractConfig, run_extraction
+from attncmp.extract.errors import CheckpointLoadError, SelectionError
+from attncmp.extract.reference.gold import gold_mask
+from attncmp.extract.reference.train import load_checkpoint, train_variant
+from attncmp.store import open_store
 
 from .toy import one_torch_thread  # noqa: F401 - autouse fixture
 

@@ -31,10 +31,10 @@ import pytest
 import torch
 from torch import nn
 
-from extract.adapter import ForwardOutput, SampleInfo
-from extract.capture import capture_mha, get_key_path, stack_cross_attentions
-from extract.checkpoint import load_torch_checkpoint
-from store import SiteSpec
+from attncmp.extract.adapter import ForwardOutput, SampleInfo
+from attncmp.extract.capture import capture_mha, get_key_path, stack_cross_attentions
+from attncmp.extract.checkpoint import load_torch_checkpoint
+from attncmp.store import SiteSpec
 
 ELEMENTS = ["C", "N", "O", "F", "Cl"]
 WORDS = ["methyl", "ethyl", "chloro", "fluoro", "benz", "ol", "one", "di", "tri", "amine"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from store import FlatBatch, open_store
+from attncmp.store import FlatBatch, open_store
 
 
 def read_all(paths) -> FlatBatch:

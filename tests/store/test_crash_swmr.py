@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
-from store import SiteSpec, StoreError, StoreWriter, open_store
-from store.synthetic import synthetic_batch, synthetic_spec, write_synthetic_store
-from store.validate import validate_store
+from attncmp.store import SiteSpec, StoreError, StoreWriter, open_store
+from attncmp.store.synthetic import synthetic_batch, synthetic_spec, write_synthetic_store
+from attncmp.store.validate import validate_store
 
 from ._util import assert_batches_equal, assert_stores_equal, read_all
 
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 N, BATCH, COMMITTED = 24, 5, 15
 
 SPEC_CODE = """
-from store import SiteSpec
-from store.synthetic import synthetic_spec
+from attncmp.store import SiteSpec
+from attncmp.store.synthetic import synthetic_spec
 SPEC = synthetic_spec(
     24,
     sites=(SiteSpec("fine_grained", n_layers=2, n_heads=4), SiteSpec("pool", "nodes", "single")),
@@ -48,8 +48,8 @@ def _spec():
 WRITER_CHILD = SPEC_CODE + textwrap.dedent(
     """
     import sys, time
-    from store import StoreWriter
-    from store.synthetic import synthetic_batch
+    from attncmp.store import StoreWriter
+    from attncmp.store.synthetic import synthetic_batch
 
     path, marker, stop_at = sys.argv[1], sys.argv[2], sys.argv[3]
     ids = SPEC.selection_ids
@@ -150,7 +150,7 @@ READER_CHILD = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from store import open_store
+    from attncmp.store import open_store
 
     st = open_store(sys.argv[1])
     print(st.n_samples, flush=True)
@@ -209,8 +209,8 @@ def test_reader_in_another_process_sees_commits_while_writer_appends(tmp_path):
 LIVE_WRITER_CHILD = SPEC_CODE + textwrap.dedent(
     """
     import sys
-    from store import StoreWriter
-    from store.synthetic import synthetic_batch
+    from attncmp.store import StoreWriter
+    from attncmp.store.synthetic import synthetic_batch
 
     ids = SPEC.selection_ids
     with StoreWriter.create(sys.argv[1], SPEC) as w:

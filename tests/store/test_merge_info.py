@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from store import SiteSpec, StoreError, StoreWriter, open_store, shard_ids
-from store.info import store_info
-from store.merge import merge_stores, spec_of
-from store.synthetic import synthetic_batch, synthetic_spec, write_synthetic_store
-from store.validate import validate_store
+from attncmp.store import SiteSpec, StoreError, StoreWriter, open_store, shard_ids
+from attncmp.store.info import store_info
+from attncmp.store.merge import merge_stores, spec_of
+from attncmp.store.synthetic import synthetic_batch, synthetic_spec, write_synthetic_store
+from attncmp.store.validate import validate_store
 
 from ._util import assert_stores_equal, read_all
 

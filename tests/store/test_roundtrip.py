@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store import (
+from attncmp.store import (
     ModelSpec,
     SampleRecord,
     SiteSpec,
@@ -19,9 +19,9 @@ from store import (
     StoreWriter,
     open_store,
 )
-from store.batch import records_to_flat
-from store.synthetic import softmax_rows, synthetic_batch, synthetic_spec, write_synthetic_store
-from store.validate import validate_store
+from attncmp.store.batch import records_to_flat
+from attncmp.store.synthetic import softmax_rows, synthetic_batch, synthetic_spec, write_synthetic_store
+from attncmp.store.validate import validate_store
 
 from ._util import assert_batches_equal, assert_stores_equal
 
@@ -176,7 +176,7 @@ def test_roundtrip_ragged_shapes(case):
 
 
 def _concat(batches):
-    from store.batch import FlatBatch
+    from attncmp.store.batch import FlatBatch
 
     b0 = batches[0]
     cat = np.concatenate

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from store import open_store
-from store.schema import (
+from attncmp.store import open_store
+from attncmp.store.schema import (
     ENC_ATTENTION,
     ENC_GOLD,
     ENC_ITEMS,
@@ -22,8 +22,8 @@ from store.schema import (
     ROW_SUM_TOL,
     SCHEMA_VERSION,
 )
-from store.validate import validate_store
-from store.writer import StoreWriter
+from attncmp.store.validate import validate_store
+from attncmp.store.writer import StoreWriter
 
 DOC = Path(__file__).resolve().parents[2] / "store_schema.md"
 
@@ -87,8 +87,8 @@ def test_doc_written_store_can_be_continued_by_the_writer(doc_store):
     samples committed, and refuses a differently configured writer."""
     from dataclasses import replace
 
-    from store import StoreConfigMismatch
-    from store.merge import spec_of
+    from attncmp.store import StoreConfigMismatch
+    from attncmp.store.merge import spec_of
 
     path, _ns = doc_store
     with open_store(path) as st:
@@ -116,7 +116,7 @@ def test_doc_mentions_every_constant():
 
 def test_writer_output_matches_the_documented_layout(tmp_path):
     """Every element the doc names exists in a writer-made store with the documented dtype."""
-    from store.synthetic import synthetic_spec, write_synthetic_store
+    from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
 
     path = write_synthetic_store(tmp_path / "w.h5", synthetic_spec(3, has_gold=True))
     with h5py.File(path, "r") as f:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from store import (
+from attncmp.store import (
     SiteSpec,
     StoreConfigMismatch,
     StoreError,
@@ -18,8 +18,8 @@ from store import (
     StoreWriter,
     open_store,
 )
-from store.synthetic import synthetic_spec, write_synthetic_store
-from store.validate import PROBLEM_KINDS, validate_store
+from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
+from attncmp.store.validate import PROBLEM_KINDS, validate_store
 
 ATT = "/models/full/attention/fine_grained"
 SITES = (SiteSpec("fine_grained", n_layers=2, n_heads=3),)

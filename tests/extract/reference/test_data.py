@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.reference.data import (
+from attncmp.extract.reference.data import (
     BOND_TYPES,
     DATA_FILE,
     FEATURE_NAMES,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extract.reference.data import load_freesolv
-from extract.reference.gold import gold_mask
-from extract.reference.tokenizer import NameTokenizer
+from attncmp.extract.reference.data import load_freesolv
+from attncmp.extract.reference.gold import gold_mask
+from attncmp.extract.reference.tokenizer import NameTokenizer
 
 
 @pytest.fixture(scope="module")

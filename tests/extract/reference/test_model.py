@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from extract.reference.data import load_freesolv
-from extract.reference.model import ReferenceModel, collate, variant_config
-from extract.reference.tokenizer import NameTokenizer
+from attncmp.extract.reference.data import load_freesolv
+from attncmp.extract.reference.model import ReferenceModel, collate, variant_config
+from attncmp.extract.reference.tokenizer import NameTokenizer
 
 
 @pytest.fixture(scope="module")

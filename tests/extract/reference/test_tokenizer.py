@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from extract.reference.data import load_freesolv
-from extract.reference.tokenizer import NameTokenizer
+from attncmp.extract.reference.data import load_freesolv
+from attncmp.extract.reference.tokenizer import NameTokenizer
 
 
 @pytest.fixture(scope="module")

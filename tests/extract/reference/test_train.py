@@ -7,9 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
-from extract.reference.errors import CheckpointError
-from extract.reference.train import load_checkpoint, train_variant
+from attncmp.cli import main
+from attncmp.extract.reference.errors import CheckpointError
+from attncmp.extract.reference.train import load_checkpoint, train_variant
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def _train_or_reuse(
 ) -> tuple[Path, dict[str, float]]:
     import torch
 
-    from .reference.train import train_variant
+    from attncmp.extract.reference.train import train_variant
 
     path = ckdir / f"reference_{variant}.pt"
     if path.exists():
@@ -96,10 +96,10 @@ def run_demo(
     lang: str = "en",
 ) -> DemoResult:
     """Train (or reuse) both reference variants, extract the test split, analyse it."""
-    from analyze.outputs import AnalysisOptions, run_analysis
-    from store import StoreConfigMismatch
+    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+    from attncmp.store import StoreConfigMismatch
 
-    from .engine import ExtractConfig, run_extraction
+    from attncmp.extract.engine import ExtractConfig, run_extraction
 
     started = time.perf_counter()
     log: Callable[[str], None] = (

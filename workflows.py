@@ -63,7 +63,6 @@ def _train_or_reuse(
     log: Callable[[str], None],
 ) -> tuple[Path, dict[str, float]]:
     import torch
-
     from attncmp.extract.reference.train import train_variant
 
     path = ckdir / f"reference_{variant}.pt"
@@ -97,9 +96,8 @@ def run_demo(
 ) -> DemoResult:
     """Train (or reuse) both reference variants, extract the test split, analyse it."""
     from attncmp.analyze.outputs import AnalysisOptions, run_analysis
-    from attncmp.store import StoreConfigMismatch
-
     from attncmp.extract.engine import ExtractConfig, run_extraction
+    from attncmp.store import StoreConfigMismatch
 
     started = time.perf_counter()
     log: Callable[[str], None] = (

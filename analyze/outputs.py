@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-
 from attncmp.store import StoreError, open_store
 
 from . import figures as F

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter
 
 __all__ = ["write_synthetic_store", "DEFAULT_SITES"]

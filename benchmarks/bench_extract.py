@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from attncmp.extract.adapters.reference import ReferenceAdapter
 from attncmp.extract.engine import ExtractConfig, move_to_device, resolve_device, run_extraction
 

@@ -33,7 +33,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from attncmp.store import SiteSpec, StoreWriter, open_store, shard_ids
 from attncmp.store.info import store_info
 from attncmp.store.merge import merge_stores

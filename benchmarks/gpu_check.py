@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from attncmp.extract.engine import ExtractConfig, run_extraction
 from attncmp.extract.reference.train import train_variant
 from attncmp.store import open_store

@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from attncmp.extract.adapter import ForwardOutput, SampleInfo
 from attncmp.extract.capture import get_key_path
 from attncmp.extract.checkpoint import load_torch_checkpoint
 from attncmp.store import SiteSpec
+from torch import nn
 
 ELEMENTS = ["C", "N", "O", "S", "F", "Cl", "Br"]
 VOCAB_SIZE = 512  # hashed word vocabulary

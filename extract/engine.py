@@ -35,8 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from attncmp.store import FlatBatch, ModelSpec, SiteSpec, StoreError, StoreSpec, StoreWriter, shard_ids
+from attncmp.store import (
+    FlatBatch,
+    ModelSpec,
+    SiteSpec,
+    StoreError,
+    StoreSpec,
+    StoreWriter,
+    shard_ids,
+)
 
 from .adapter import ForwardOutput, SampleInfo, resolve_adapter
 from .checkpoint import TRUST_HINT, is_weights_only_refusal, load_failure_reason, sha256_file

@@ -25,7 +25,8 @@ FORBIDDEN = {
 
 CHECK = (
     "import sys, attncmp.{pkg}; "
-    "bad = sorted(m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in {forb!r})); "
+    "bad = sorted(m for m in sys.modules "
+    "if any(m == p or m.startswith(p + '.') for p in {forb!r})); "
     "print(','.join(bad)); sys.exit(1 if bad else 0)"
 )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter
 
 __all__ = ["make_molecules", "make_store", "one_model_store", "plain_h5"]

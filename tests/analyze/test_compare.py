@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-
 from attncmp.analyze import compare, compute_tables, correct_pvalues, paired_test
 from attncmp.analyze.compare import EXPECTED, NOT_SIG, OPPOSITE, match_heads
 from attncmp.analyze.figures import _mean_ci_from_tests, plot_gold_alignment

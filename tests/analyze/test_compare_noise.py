@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
 from attncmp.analyze import compute_tables, noise_floor, parse_groups
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
+
 from tests.analyze.synth_outputs import make_store
 
 

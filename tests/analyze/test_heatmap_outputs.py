@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.patches import Rectangle
-
 from attncmp.analyze.heatmap import HeatmapData, heatmap_data, plot_heatmap, quick_metrics
 from attncmp.store import open_store
+from matplotlib.patches import Rectangle
+
 from tests.analyze.synth_outputs import make_store
 
 

@@ -7,10 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from attncmp.analyze import metrics as M
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from attncmp.analyze import metrics as M
 
 from ._engine_reference import ref_jsd, ref_row, ref_specificity, ref_tv
 

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
-
 from attncmp.analyze.compare import compare
 from attncmp.analyze.outputs import (
     AnalysisError,
@@ -19,6 +18,7 @@ from attncmp.analyze.outputs import (
     run_analysis,
 )
 from attncmp.analyze.table import MetricTables
+
 from tests.analyze.synth_outputs import make_store
 
 FAST = dict(n_boot=200, quiet=True)

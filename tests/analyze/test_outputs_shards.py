@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import polars as pl
-from polars.testing import assert_frame_equal
-
 from attncmp.analyze.outputs import AnalysisOptions, run_analysis
 from attncmp.store import SiteSpec, shard_ids
 from attncmp.store.merge import merge_stores
 from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
+from polars.testing import assert_frame_equal
 
 SITES = (SiteSpec("fine_grained", n_layers=1, n_heads=2),)
 

@@ -7,8 +7,6 @@ import dataclasses
 import numpy as np
 import polars as pl
 import pytest
-from scipy import stats
-
 from attncmp.analyze import (
     MetricOptions,
     attention_error_correlation,
@@ -18,6 +16,8 @@ from attncmp.analyze import (
 from attncmp.analyze.prediction import abs_errors
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
+from scipy import stats
+
 from tests.analyze.synth_outputs import make_store
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from attncmp.analyze.i18n import STRINGS
 from attncmp.analyze.report import render_report
 

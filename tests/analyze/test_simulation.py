@@ -4,12 +4,11 @@ the null, and a planted shift in concentration is found with the right sign."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-
 from attncmp.analyze import compare, compute_tables
 from attncmp.analyze.compare import EXPECTED, OPPOSITE
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
+from scipy import stats
 
 from ._engine_helpers import simulate_attention_values, simulate_shapes, tables_from_values
 

@@ -7,10 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy import stats
-
 from attncmp.analyze.stats import (
     bootstrap,
     bootstrap_mean_ci,
@@ -22,6 +18,9 @@ from attncmp.analyze.stats import (
     spearman_with_ci,
     wilcoxon_signed_rank,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
 
 
 def _tplus_tminus(d):

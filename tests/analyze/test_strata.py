@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-
 from attncmp.analyze import MetricOptions, compare_strata, compute_tables, correct_pvalues
 from attncmp.analyze.strata import stratify
 from attncmp.analyze.synthetic import write_synthetic_store

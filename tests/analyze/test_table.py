@@ -7,12 +7,11 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
-
 from attncmp.analyze import MetricOptions, MetricTables, compare, compute_tables
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.analyze.table import METRICS
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
+from polars.testing import assert_frame_equal
 
 from ._engine_reference import ref_group, ref_jsd, ref_tv
 

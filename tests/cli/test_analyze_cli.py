@@ -8,9 +8,9 @@ import json
 import shutil
 
 import pytest
+from attncmp import cli
 from click.testing import CliRunner
 
-from attncmp import cli
 from tests.analyze.synth_outputs import make_store, one_model_store, plain_h5
 
 FAST = ["--n-boot", "100", "--examples", "2", "-q"]

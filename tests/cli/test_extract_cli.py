@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-
 from attncmp.cli import main
 from attncmp.store import open_store
+from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "original_style_adapter.py"

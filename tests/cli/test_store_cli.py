@@ -8,11 +8,10 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 from attncmp.cli import main
 from attncmp.store import SiteSpec, open_store
 from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
+from click.testing import CliRunner
 
 SITES = (SiteSpec("fine_grained", n_layers=1, n_heads=2),)
 

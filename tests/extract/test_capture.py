@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from attncmp.extract.capture import capture_mha, get_key_path, stack_cross_attentions
 from attncmp.extract.errors import CaptureError, KeyPathError
+from torch import nn
 
 from .toy import SAMPLES, ToyDictModel, ToyMHAModel, collate, one_torch_thread  # noqa: F401
 

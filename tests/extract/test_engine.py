@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from attncmp.extract.adapter import ForwardOutput, resolve_adapter
 from attncmp.extract.engine import (
     INVALID_META_COLUMN,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from attncmp.store import open_store
 from attncmp.store.merge import merge_stores
 from attncmp.store.validate import validate_store

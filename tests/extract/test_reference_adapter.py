@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-
 from attncmp.cli import main
 from attncmp.extract.adapters.reference import ReferenceAdapter
 from attncmp.extract.engine import ExtractConfig, run_extraction
@@ -16,6 +14,7 @@ from attncmp.extract.errors import CheckpointLoadError, SelectionError
 from attncmp.extract.reference.gold import gold_mask
 from attncmp.extract.reference.train import load_checkpoint, train_variant
 from attncmp.store import open_store
+from click.testing import CliRunner
 
 from .toy import one_torch_thread  # noqa: F401 - autouse fixture
 

@@ -29,12 +29,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from attncmp.extract.adapter import ForwardOutput, SampleInfo
 from attncmp.extract.capture import capture_mha, get_key_path, stack_cross_attentions
 from attncmp.extract.checkpoint import load_torch_checkpoint
 from attncmp.store import SiteSpec
+from torch import nn
 
 ELEMENTS = ["C", "N", "O", "F", "Cl"]
 WORDS = ["methyl", "ethyl", "chloro", "fluoro", "benz", "ol", "one", "di", "tri", "amine"]

@@ -14,7 +14,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from attncmp.store import SiteSpec, StoreError, StoreWriter, open_store
 from attncmp.store.synthetic import synthetic_batch, synthetic_spec, write_synthetic_store
 from attncmp.store.validate import validate_store

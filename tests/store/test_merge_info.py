@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from attncmp.store import SiteSpec, StoreError, StoreWriter, open_store, shard_ids
 from attncmp.store.info import store_info
 from attncmp.store.merge import merge_stores, spec_of

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from attncmp.store import (
     ModelSpec,
     SampleRecord,
@@ -20,8 +17,15 @@ from attncmp.store import (
     open_store,
 )
 from attncmp.store.batch import records_to_flat
-from attncmp.store.synthetic import softmax_rows, synthetic_batch, synthetic_spec, write_synthetic_store
+from attncmp.store.synthetic import (
+    softmax_rows,
+    synthetic_batch,
+    synthetic_spec,
+    write_synthetic_store,
+)
 from attncmp.store.validate import validate_store
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ._util import assert_batches_equal, assert_stores_equal
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from attncmp.store import open_store
 from attncmp.store.schema import (
     ENC_ATTENTION,

@@ -9,7 +9,6 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
-
 from attncmp.store import (
     SiteSpec,
     StoreConfigMismatch,

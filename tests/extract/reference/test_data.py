@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from attncmp.extract.reference.data import (
     BOND_TYPES,
     DATA_FILE,

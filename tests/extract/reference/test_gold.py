@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from attncmp.extract.reference.data import load_freesolv
 from attncmp.extract.reference.gold import gold_mask
 from attncmp.extract.reference.tokenizer import NameTokenizer

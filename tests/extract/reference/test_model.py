@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from attncmp.extract.reference.data import load_freesolv
 from attncmp.extract.reference.model import ReferenceModel, collate, variant_config
 from attncmp.extract.reference.tokenizer import NameTokenizer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from attncmp.extract.reference.data import load_freesolv
 from attncmp.extract.reference.tokenizer import NameTokenizer
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-
 from attncmp.cli import main
 from attncmp.extract.reference.errors import CheckpointError
 from attncmp.extract.reference.train import load_checkpoint, train_variant
+from click.testing import CliRunner
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,13 @@ h5py + numpy only; never imports torch, ``extract`` or ``analyze``. See ``store_
 """
 
 from .batch import FlatBatch, SampleRecord
-from .errors import StoreConfigMismatch, StoreError, StoreInputError, StoreVersionError
+from .errors import (
+    StoreConfigMismatch,
+    StoreError,
+    StoreInputError,
+    StoreReadError,
+    StoreVersionError,
+)
 from .info import StoreInfo, store_info
 from .merge import MergeResult, merge_stores
 from .reader import FlatBlocks, Sample, SiteChunk, SiteInfo, Store, open_store
@@ -29,6 +35,7 @@ __all__ = [
     "StoreError",
     "StoreInfo",
     "StoreInputError",
+    "StoreReadError",
     "StoreSpec",
     "StoreVersionError",
     "StoreWriter",

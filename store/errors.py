@@ -18,3 +18,9 @@ class StoreConfigMismatch(StoreError):
 
 class StoreInputError(StoreError):
     """Data handed to the writer is inconsistent (wrong sizes, unknown ids, duplicates...)."""
+
+
+class StoreReadError(StoreError):
+    """Stored data cannot be read back (a chunk fails its Fletcher-32 checksum, cannot be
+    decompressed, or the file is damaged); the message names the file, the HDF5 dataset and the
+    samples affected."""

@@ -18,9 +18,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from . import encodings as E
 from . import schema as S
 from .batch import FlatBatch
-from .errors import StoreError, StoreVersionError
+from .errors import StoreError, StoreReadError, StoreVersionError
 
 __all__ = ["Store", "open_store", "SiteInfo", "SiteChunk", "FlatBlocks", "Sample"]
 
@@ -113,13 +114,80 @@ def _segments(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(starts, dtype=np.int64) - csum, sizes) + np.arange(total)
 
 
+def _read_failure(ds: h5py.Dataset, e: BaseException, what: str = "") -> StoreReadError:
+    """The one-line error for a failed read of ``ds`` (``what``: which model/site/samples)."""
+    file = ds.file.filename
+    text = " ".join(str(e).split()) or type(e).__name__
+    low = text.lower()
+    if any(w in low for w in ("filter", "checksum", "fletcher", "inflate", "decompress")):
+        why = "a chunk fails its Fletcher-32 checksum or cannot be decompressed"
+    else:
+        why = f"HDF5 says: {text}"
+    return StoreReadError(
+        f"{file}: cannot read {ds.name}{what}: {why}; the file is damaged: run "
+        f"`attncmp store validate {file}` to list what is affected, then restore a copy or "
+        "re-extract"
+    )
+
+
+def _read(ds: h5py.Dataset, sel: Any = slice(None), what: str = "") -> np.ndarray:
+    """``ds[sel]``; a failed read (checksum, decompression, damaged file) raises
+    :class:`StoreReadError` naming the file and dataset instead of a bare h5py ``OSError``."""
+    try:
+        return ds[sel]
+    except (OSError, RuntimeError) as e:
+        raise _read_failure(ds, e, what) from None
+
+
+def _id_range(ids: Sequence[str], local: np.ndarray) -> str:
+    if len(local) == 0:
+        return "no samples"
+    first, last = ids[int(local[0])], ids[int(local[-1])]
+    if len(local) == 1:
+        return f"sample {first!r}"
+    return f"{len(local)} samples {first!r} .. {last!r}"
+
+
+def _ragged_failure(
+    ds: h5py.Dataset,
+    e: BaseException,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    local: np.ndarray,
+    ids: Sequence[str] | None,
+    what: str,
+) -> StoreReadError:
+    """Name the samples whose blocks cannot be read (each is re-read alone to find them)."""
+    bad = []
+    for k in range(len(local)):
+        if ends[k] <= starts[k]:
+            continue
+        try:
+            ds[int(starts[k]) : int(ends[k])]
+        except (OSError, RuntimeError):
+            bad.append(int(local[k]))
+    if ids is None:
+        return _read_failure(ds, e, what)
+    where = f"{what}, reading {_id_range(ids, local)}"
+    if bad:
+        names = ", ".join(repr(ids[b]) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        where += f"; damaged: {names} ({len(bad)} sample{'s' if len(bad) > 1 else ''})"
+    return _read_failure(ds, e, f" ({where.lstrip(', ')})")
+
+
 def _read_rows(
-    ds: h5py.Dataset, offsets: np.ndarray, local: np.ndarray
+    ds: h5py.Dataset,
+    offsets: np.ndarray,
+    local: np.ndarray,
+    ids: Sequence[str] | None = None,
+    what: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read the flat blocks of samples ``local`` (offsets indexed by local sample) in that order.
 
     Returns (data, sizes). One contiguous read of the covering span, then a vectorised gather
-    unless the samples are already contiguous and ascending.
+    unless the samples are already contiguous and ascending. A failed read raises
+    :class:`StoreReadError` naming ``what`` (model, site) and the samples (``ids`` by local index)
+    whose blocks are damaged.
     """
     local = np.asarray(local, dtype=np.int64)
     starts, ends = offsets[local], offsets[local + 1]
@@ -127,7 +195,10 @@ def _read_rows(
     if len(local) == 0:
         return np.zeros(0, dtype=ds.dtype), sizes
     lo, hi = int(starts.min()), int(ends.max())
-    span = ds[lo:hi]
+    try:
+        span = ds[lo:hi]
+    except (OSError, RuntimeError) as e:
+        raise _ragged_failure(ds, e, starts, ends, local, ids, what) from None
     if np.all(np.diff(local) == 1):
         return span, sizes
     return span[_segments(starts - lo, sizes)], sizes
@@ -143,10 +214,10 @@ def _decode(data: np.ndarray, offsets: np.ndarray) -> list[str]:
 
 
 def _strings(g: h5py.Group, lo: int, hi: int) -> list[str]:
-    off = g["offsets"][lo : hi + 1]
+    off = _read(g["offsets"], slice(lo, hi + 1))
     if hi <= lo:
         return []
-    return _decode(g["data"][int(off[0]) : int(off[-1])], off)
+    return _decode(_read(g["data"], slice(int(off[0]), int(off[-1]))), off)
 
 
 class _Shard:
@@ -159,6 +230,7 @@ class _Shard:
             _check_header(path, self.f)
             self.attrs = dict(self.f.attrs)
             self.models: list[str] = json.loads(self.f.attrs["models"])
+            _check_stamps(path, self.f, self.models)
             self.load()
         except StoreError:
             self.f.close()
@@ -176,22 +248,23 @@ class _Shard:
 
     def load(self) -> None:
         f = self.f
-        n = int(f["commit"][0])
+        n = int(_read(f["commit"], 0))
         self.n = n
         smp = f["samples"]
         self.ids = _strings(smp["id"], 0, n)
-        self.n_nodes = smp["n_nodes"][:n].astype(np.int64)
-        self.n_tokens = smp["n_tokens"][:n].astype(np.int64)
-        self.node_off = f["nodes/offsets"][: n + 1]
-        self.token_off = f["tokens/offsets"][: n + 1]
+        self.n_nodes = _read(smp["n_nodes"], slice(n)).astype(np.int64)
+        self.n_tokens = _read(smp["n_tokens"], slice(n)).astype(np.int64)
+        self.node_off = _read(f["nodes/offsets"], slice(n + 1))
+        self.token_off = _read(f["tokens/offsets"], slice(n + 1))
         self.site_off: dict[tuple[str, str], np.ndarray] = {}
         for m in self.models:
             for s in f["models"][m]["attention"]:
-                self.site_off[(m, s)] = f["models"][m]["attention"][s]["offsets"][: n + 1]
+                off = f["models"][m]["attention"][s]["offsets"]
+                self.site_off[(m, s)] = _read(off, slice(n + 1))
         self.has_gold = "gold" in f
         if self.has_gold:
-            self.gold_off = f["gold/offsets"][: n + 1]
-            self.gold_present = f["gold/present"][:n].astype(bool)
+            self.gold_off = _read(f["gold/offsets"], slice(n + 1))
+            self.gold_present = _read(f["gold/present"], slice(n)).astype(bool)
 
     def refresh(self) -> bool:
         if not self.f.swmr_mode:  # opened without a writer present: nothing new can appear
@@ -301,6 +374,42 @@ def _check_header(path: Path, f: h5py.File) -> None:
     for name in ("commit", "samples", "nodes", "tokens", "models", "selection"):
         if name not in f:
             raise StoreError(f"{path}: required element /{name} is missing; the store is damaged")
+    E.check(f, E.ROOT, path)
+
+
+def _check_stamps(path: Path, f: h5py.File, models: list[str]) -> None:
+    """Check the encoding stamp of every element this reader reads (store_schema.md 1.3): an
+    element of a newer major version is refused ("upgrade attncmp"), never misread."""
+
+    def check(name: str, enc: E.Encoding | None) -> h5py.Group:
+        g = f.get(name)
+        if not isinstance(g, h5py.Group):
+            raise StoreError(
+                f"{path}: required group /{name} is missing or damaged; "
+                f"run `attncmp store validate {path}` for details"
+            )
+        if enc is not None:
+            E.check(g, enc, path)
+        return g
+
+    check("selection/ids", E.STRING_ARRAY)
+    check("samples", E.SAMPLES)
+    check("samples/id", E.STRING_ARRAY)
+    check("samples/split", E.STRING_ARRAY)
+    meta = check("samples/meta", None)
+    for name in meta:
+        if isinstance(meta.get(name), h5py.Group):  # a str column (numeric ones are datasets)
+            check(f"samples/meta/{name}", E.STRING_ARRAY)
+    check("nodes", E.ITEMS)
+    check("nodes/label", E.STRING_ARRAY)
+    check("tokens", E.ITEMS)
+    check("tokens/text", E.STRING_ARRAY)
+    for m in models:
+        check(f"models/{m}", E.MODEL)
+        for site in check(f"models/{m}/attention", None):
+            check(f"models/{m}/attention/{site}", E.ATTENTION)
+    if "gold" in f:
+        check("gold", E.GOLD)
 
 
 class Store:
@@ -496,7 +605,7 @@ class Store:
     def _sample_column(self, path: str, tail: tuple[int, ...] = ()) -> np.ndarray:
         parts = []
         for sh in self._shards:
-            parts.append(sh.f[path][: sh.n])
+            parts.append(_read(sh.f[path], slice(sh.n)))
         data = np.concatenate(parts) if parts else np.zeros((0, *tail))
         flat_index = self._flat_index()
         return data[flat_index]
@@ -574,22 +683,24 @@ class Store:
         return out
 
     def _read_ragged(
-        self, positions: np.ndarray, dataset: str, offsets_of
+        self, positions: np.ndarray, dataset: str, offsets_of, what: str = ""
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Blocks of ``dataset`` for ``positions`` (in that order): (flat data, offsets [c+1])."""
+        """Blocks of ``dataset`` for ``positions`` (in that order): (flat data, offsets [c+1]).
+
+        ``what`` (e.g. "model 'full', site 'fine_grained'") goes into a read error's message."""
         parts = self._locate(positions)
         sizes = np.zeros(len(positions), dtype=np.int64)
         if len(parts) == 1:
             s, _which, local = parts[0]
             sh = self._shards[s]
-            data, sz = _read_rows(sh.f[dataset], offsets_of(sh), local)
+            data, sz = _read_rows(sh.f[dataset], offsets_of(sh), local, sh.ids, what)
             sizes[:] = sz
             return data, np.concatenate(([0], np.cumsum(sizes)))
         datas, starts = [], np.zeros(len(positions), dtype=np.int64)
         base = 0
         for s, which, local in parts:
             sh = self._shards[s]
-            data, sz = _read_rows(sh.f[dataset], offsets_of(sh), local)
+            data, sz = _read_rows(sh.f[dataset], offsets_of(sh), local, sh.ids, what)
             sizes[which] = sz
             starts[which] = base + np.concatenate(([0], np.cumsum(sz)[:-1]))
             base += len(data)
@@ -622,12 +733,15 @@ class Store:
                 positions,
                 f"models/{m}/attention/{site}/data",
                 lambda sh, m=m: sh.site_off[(m, site)],
+                f"model {m!r}, site {site!r}",
             )
             blocks[m] = FlatBlocks(
                 data.astype(np.float32, copy=False), off, mi.n_layers, mi.n_heads
             )
         if info.key_axis == "tokens":
-            special, koff = self._read_ragged(positions, "tokens/special", lambda sh: sh.token_off)
+            special, koff = self._read_ragged(
+                positions, "tokens/special", lambda sh: sh.token_off, "special-token flags"
+            )
             special = special.astype(bool)
         else:
             special = np.zeros(int(nk.sum()), dtype=bool)
@@ -643,7 +757,9 @@ class Store:
             key_offsets=koff,
         )
         if self.has_gold and info.query_axis == "nodes" and info.key_axis == "tokens":
-            gold, goff = self._read_ragged(positions, "gold/data", lambda sh: sh.gold_off)
+            gold, goff = self._read_ragged(
+                positions, "gold/data", lambda sh: sh.gold_off, "gold masks"
+            )
             chunk.gold = gold.astype(bool)
             chunk.gold_offsets = goff
             chunk.gold_present = self._gold_present[positions]
@@ -680,7 +796,7 @@ class Store:
             return None
         a, b = int(sh.gold_off[local]), int(sh.gold_off[local + 1])
         return (
-            sh.f["gold/data"][a:b]
+            _read(sh.f["gold/data"], slice(a, b), f" (gold mask of {self.ids[k]!r})")
             .astype(bool)
             .reshape(int(sh.n_nodes[local]), int(sh.n_tokens[local]))
         )
@@ -698,7 +814,7 @@ class Store:
         meta: dict[str, Any] = {}
         for name, kind in self.meta_columns().items():
             g = f["samples/meta"][name]
-            meta[name] = _strings(g, j, j + 1)[0] if kind == "str" else g[j].item()
+            meta[name] = _strings(g, j, j + 1)[0] if kind == "str" else _read(g, j).item()
         out = Sample(
             id=self.ids[k],
             index=k,
@@ -707,9 +823,11 @@ class Store:
             n_tokens=t1 - t0,
             node_labels=_strings(f["nodes/label"], n0, n1),
             tokens=_strings(f["tokens/text"], t0, t1),
-            special=f["tokens/special"][t0:t1].astype(bool),
-            target=f["samples/target"][j].astype(np.float64),
-            predictions={m: f[f"models/{m}/prediction"][j].astype(np.float64) for m in self.models},
+            special=_read(f["tokens/special"], slice(t0, t1)).astype(bool),
+            target=_read(f["samples/target"], j).astype(np.float64),
+            predictions={
+                m: _read(f[f"models/{m}/prediction"], j).astype(np.float64) for m in self.models
+            },
             meta=meta,
             gold=self.gold(k),
         )
@@ -749,12 +867,15 @@ class Store:
                         pos,
                         f"models/{m}/attention/{site}/data",
                         lambda sh, m=m, site=site: sh.site_off[(m, site)],
+                        f"model {m!r}, site {site!r}",
                     )
                     attention[m][site] = data
             gold_present = gold = None
             if self.has_gold:
                 gold_present = self._gold_present[pos]
-                gold, _off = self._read_ragged(pos, "gold/data", lambda sh: sh.gold_off)
+                gold, _off = self._read_ragged(
+                    pos, "gold/data", lambda sh: sh.gold_off, "gold masks"
+                )
                 gold = gold.astype(bool)
             yield FlatBatch(
                 ids=[self.ids[p] for p in pos],
@@ -792,13 +913,13 @@ class Store:
             t0, t1 = int(sh.token_off[lo]), int(sh.token_off[hi])
             label_span = _strings(f["nodes/label"], n0, n1)
             token_span = _strings(f["tokens/text"], t0, t1)
-            special_span = f["tokens/special"][t0:t1].astype(bool)
-            targets[which] = f["samples/target"][lo:hi][rel]
+            special_span = _read(f["tokens/special"], slice(t0, t1)).astype(bool)
+            targets[which] = _read(f["samples/target"], slice(lo, hi))[rel]
             for m in self.models:
-                preds[m][which] = f[f"models/{m}/prediction"][lo:hi][rel]
+                preds[m][which] = _read(f[f"models/{m}/prediction"], slice(lo, hi))[rel]
             for name, kind in meta_kinds.items():
                 g = f["samples/meta"][name]
-                span = _strings(g, lo, hi) if kind == "str" else g[lo:hi].tolist()
+                span = _strings(g, lo, hi) if kind == "str" else _read(g, slice(lo, hi)).tolist()
                 for k, r in zip(which, rel, strict=True):
                     meta[name][k] = span[r]
             for k, j in zip(which, local, strict=True):

@@ -10,18 +10,20 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import encodings as E
+
 SCHEMA_NAME = "attncmp-store"
 SCHEMA_VERSION = "1.0"  # "MAJOR.MINOR"; readers refuse a newer MAJOR
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 
-# encoding-type / encoding-version stamped on every group the writer creates
-ENC_ROOT = ("attncmp-store", "1.0")
-ENC_STRING_ARRAY = ("string-array", "1.0")  # group: data (uint8 UTF-8 bytes) + offsets (int64, n+1)
-ENC_SAMPLES = ("sample-table", "1.0")
-ENC_ITEMS = ("item-table", "1.0")  # per-node / per-token tables
-ENC_MODEL = ("model", "1.0")
-ENC_ATTENTION = ("ragged-attention", "1.0")  # group: data (float16|float32) + offsets (int64, N+1)
-ENC_GOLD = ("ragged-mask", "1.0")  # group: data (uint8 0/1) + offsets (int64, N+1) + present
+# encoding-type / encoding-version of every stamped element (the registry is store/encodings.py)
+ENC_ROOT = E.ROOT
+ENC_STRING_ARRAY = E.STRING_ARRAY
+ENC_SAMPLES = E.SAMPLES
+ENC_ITEMS = E.ITEMS
+ENC_MODEL = E.MODEL
+ENC_ATTENTION = E.ATTENTION
+ENC_GOLD = E.GOLD
 
 AXES = ("nodes", "tokens", "single")  # "single": a length-1 axis (e.g. a pooled graph vector)
 ATTENTION_DTYPES = ("float16", "float32")

@@ -31,6 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from . import encodings as E
 from . import schema as S
 from .errors import StoreError
 from .reader import _open_h5, superblock_info
@@ -280,32 +281,15 @@ class _FileValidator:
                 f"({S.SCHEMA_VERSION}); upgrade attncmp",
             )
             raise _Stop
-        self._stamp("/", S.ENC_ROOT)
+        self._stamp("/", E.ROOT)
 
-    def _stamp(self, path: str, enc: tuple[str, str]) -> None:
-        obj = self.f[path]
-        t = _attr_str(obj.attrs.get("encoding-type"))
-        v = _attr_str(obj.attrs.get("encoding-version"))
-        if t is None or v is None:
-            self.problem(
-                "encoding", path, f"missing encoding-type/encoding-version (expected {enc[0]!r})"
-            )
-            return
-        if t != enc[0]:
-            self.problem("encoding", path, f"encoding-type is {t!r}, expected {enc[0]!r}")
-            return
-        try:
-            major = S.parse_version(v)[0]
-        except ValueError:
-            self.problem("encoding", path, f"encoding-version {v!r} is not 'MAJOR.MINOR'")
-            return
-        if major > S.parse_version(enc[1])[0]:
-            self.problem(
-                "encoding",
-                path,
-                f"{t} encoding-version {v} is newer than this attncmp reads ({enc[1]}); "
-                "upgrade attncmp",
-            )
+    def _stamp(self, path: str, enc: E.Encoding) -> bool:
+        """Report a missing, foreign or newer stamp; False when the element is a newer major
+        version (its content is then not checked against this version's rules)."""
+        p = E.stamp_problem(self.f[path], enc)
+        if p is not None:
+            self.problem("encoding", path, p.message)
+        return p is None or not p.newer
 
     def _root_attrs(self) -> None:
         a = self.f.attrs
@@ -401,7 +385,7 @@ class _FileValidator:
             return None
         return obj
 
-    def _group(self, path: str, enc: tuple[str, str] | None) -> h5py.Group | None:
+    def _group(self, path: str, enc: E.Encoding | None) -> h5py.Group | None:
         obj = self._get(path)
         if obj is None:
             self.problem("structure", path, f"required group {path} is missing")
@@ -489,7 +473,7 @@ class _FileValidator:
         self, path: str, n: int, what: str, decode: bool = False
     ) -> list[str] | None | bool:
         """Check a string-array group holding at least ``n`` strings; return them if ``decode``."""
-        g = self._group(path, S.ENC_STRING_ARRAY)
+        g = self._group(path, E.STRING_ARRAY)
         if g is None:
             return None
         data = self._dataset(f"{path}/data", "u", dtype=np.uint8)
@@ -561,7 +545,7 @@ class _FileValidator:
             )
 
     def _samples(self) -> None:
-        if self._group("/samples", S.ENC_SAMPLES) is None:
+        if self._group("/samples", E.SAMPLES) is None:
             return
         n = self.n
         ids = self._string_array("/samples/id", n, "sample ids", decode=True)
@@ -659,7 +643,7 @@ class _FileValidator:
             ("nodes", "label", "node labels"),
             ("tokens", "text", "token strings"),
         ):
-            if self._group(f"/{group}", S.ENC_ITEMS) is None:
+            if self._group(f"/{group}", E.ITEMS) is None:
                 continue
             counts = self.n_nodes if group == "nodes" else self.n_tokens
             off = self._offsets(f"/{group}/offsets", n, counts, "samples", self.ids)
@@ -686,7 +670,7 @@ class _FileValidator:
         site_sets = {}
         for m in self.models:
             base = f"/models/{m}"
-            if self._group(base, S.ENC_MODEL) is None:
+            if self._group(base, E.MODEL) is None:
                 continue
             with self.guard(base):
                 self._json_attr(base, "provenance", dict)
@@ -737,7 +721,8 @@ class _FileValidator:
 
     def _site(self, m: str, s: str) -> None:
         path = f"/models/{m}/attention/{s}"
-        self._stamp(path, S.ENC_ATTENTION)
+        if not self._stamp(path, E.ATTENTION):
+            return
         a = self.f[path].attrs
         qa, ka = _attr_str(a.get("query_axis")), _attr_str(a.get("key_axis"))
         nl, nh = a.get("n_layers"), a.get("n_heads")
@@ -811,7 +796,7 @@ class _FileValidator:
             return
         if not self.has_gold:
             self.note("/gold exists although has_gold is false; readers ignore it")
-        if self._group("/gold", S.ENC_GOLD) is None:
+        if self._group("/gold", E.GOLD) is None:
             return
         present = self._dataset("/gold/present", "u", dtype=np.uint8)
         data = self._dataset("/gold/data", "u", dtype=np.uint8)

@@ -21,6 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from . import encodings as E
 from . import schema as S
 from .batch import FlatBatch, SampleRecord, records_to_flat
 from .errors import StoreConfigMismatch, StoreError, StoreInputError
@@ -42,11 +43,6 @@ def sample_block_sizes(site: S.SiteSpec, n_nodes: np.ndarray, n_tokens: np.ndarr
     q = axis_length(site.query_axis, n_nodes, n_tokens)
     k = axis_length(site.key_axis, n_nodes, n_tokens)
     return site.n_layers * site.n_heads * q * k
-
-
-def _stamp(obj: h5py.HLObject, enc: tuple[str, str]) -> None:
-    obj.attrs["encoding-type"] = enc[0]
-    obj.attrs["encoding-version"] = enc[1]
 
 
 def _filters(compression: str, fletcher32: bool = True) -> dict[str, Any]:
@@ -82,16 +78,14 @@ def _make_offsets(g: h5py.Group, name: str = "offsets") -> h5py.Dataset:
 
 
 def _make_string_array(parent: h5py.Group, name: str, compression: str) -> h5py.Group:
-    g = parent.create_group(name)
-    _stamp(g, S.ENC_STRING_ARRAY)
+    g = E.create_group(parent, name, E.STRING_ARRAY)
     _resizable(g, "data", np.uint8, compression, chunk=S.BYTES_CHUNK)
     _make_offsets(g)
     return g
 
 
 def _write_string_array_static(parent: h5py.Group, name: str, values: Sequence[str]) -> None:
-    g = parent.create_group(name)
-    _stamp(g, S.ENC_STRING_ARRAY)
+    g = E.create_group(parent, name, E.STRING_ARRAY)
     data, offsets = encode_strings(values)
     g.create_dataset(
         "data",
@@ -206,7 +200,7 @@ class StoreWriter:
     @staticmethod
     def _layout(f: h5py.File, spec: S.StoreSpec) -> None:
         comp = spec.compression
-        _stamp(f, S.ENC_ROOT)
+        E.stamp(f, E.ROOT)
         a = f.attrs
         a["schema"] = S.SCHEMA_NAME
         a["schema_version"] = S.SCHEMA_VERSION
@@ -231,8 +225,7 @@ class StoreWriter:
         sel.attrs["split"] = spec.split
         _write_string_array_static(sel, "ids", spec.selection_ids)
 
-        smp = f.create_group("samples")
-        _stamp(smp, S.ENC_SAMPLES)
+        smp = E.create_group(f, "samples", E.SAMPLES)
         _make_string_array(smp, "id", comp)
         _make_string_array(smp, "split", comp)
         _resizable(smp, "n_nodes", np.int32, comp, chunk=S.SAMPLE_CHUNK)
@@ -248,27 +241,23 @@ class StoreWriter:
                 _resizable(meta, name, dt, comp, chunk=S.SAMPLE_CHUNK)
             meta[name].attrs["kind"] = kind
 
-        nodes = f.create_group("nodes")
-        _stamp(nodes, S.ENC_ITEMS)
+        nodes = E.create_group(f, "nodes", E.ITEMS)
         _make_offsets(nodes)
         _make_string_array(nodes, "label", comp)
-        toks = f.create_group("tokens")
-        _stamp(toks, S.ENC_ITEMS)
+        toks = E.create_group(f, "tokens", E.ITEMS)
         _make_offsets(toks)
         _make_string_array(toks, "text", comp)
         _resizable(toks, "special", np.uint8, comp, chunk=S.BYTES_CHUNK)
 
         models = f.create_group("models")
         for m in spec.models:
-            g = models.create_group(m.name)
-            _stamp(g, S.ENC_MODEL)
+            g = E.create_group(models, m.name, E.MODEL)
             g.attrs["provenance"] = S.dumps(m.provenance)
             pred = _resizable(g, "prediction", np.float64, comp, shape_tail=(len(spec.targets),))
             pred.attrs["names"] = S.dumps(list(spec.targets))
             att = g.create_group("attention")
             for s in spec.sites:
-                sg = att.create_group(s.name)
-                _stamp(sg, S.ENC_ATTENTION)
+                sg = E.create_group(att, s.name, E.ATTENTION)
                 sg.attrs["query_axis"] = s.query_axis
                 sg.attrs["key_axis"] = s.key_axis
                 sg.attrs["n_layers"] = s.n_layers
@@ -278,8 +267,7 @@ class StoreWriter:
                 _resizable(sg, "data", np.dtype(spec.dtype), comp)
                 _make_offsets(sg)
         if spec.has_gold:
-            gold = f.create_group("gold")
-            _stamp(gold, S.ENC_GOLD)
+            gold = E.create_group(f, "gold", E.GOLD)
             gold.attrs["query_axis"] = "nodes"
             gold.attrs["key_axis"] = "tokens"
             _resizable(gold, "data", np.uint8, comp, chunk=S.BYTES_CHUNK)

@@ -105,10 +105,12 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     sample order. Refuses overlapping or incompatible shards."""
     import contextlib
     import sys
+    from pathlib import Path
 
     from attncmp.store.errors import StoreError
     from attncmp.store.merge import merge_stores
 
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # before any work (issue 11)
     with contextlib.ExitStack() as stack:
         bars: list = []
 
@@ -676,14 +678,74 @@ def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out
     """Draw one sample's node x token attention: both models, shared scale, difference."""
     try:
         from attncmp.analyze.heatmap import heatmap_data, plot_heatmap
+        from attncmp.analyze.textview import ensure_parent
         from attncmp.store import open_store
 
         out = out or f"heatmap_{sample_id}.png"
+        ensure_parent(out)  # before any work: a missing directory is created, not an error
         with open_store(store) as st:
             data = heatmap_data(
                 st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
             )
         paths = plot_heatmap(data, out)
+    except (*_analysis_errors(), OSError) as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    click.echo(str(paths[0]))
+
+
+@plot_group.command("text")
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--id", "sample_id", required=True, help="Sample id.")
+@click.option("--site", default=None, help="Attention site.  [default: first nodes -> tokens]")
+@click.option(
+    "--layer", type=int, default=None, help="Layer (negative from the end).  [default: last]"
+)
+@click.option("--head", default="mean", show_default=True, help="Head index, or 'mean'.")
+@click.option("--baseline", default=None, help="First model.  [default: the store's baseline]")
+@click.option("--variant", default=None, help="Second model.  [default: the first other model]")
+@click.option(
+    "--node",
+    "nodes",
+    type=click.IntRange(min=0),
+    multiple=True,
+    metavar="INDEX",
+    help="Also show the attention of this node (0-based index); repeatable.",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="LABEL",
+    help="Also show the mean attention of the nodes with this label (e.g. O); repeatable.",
+)
+@click.option(
+    "--all-groups",
+    is_flag=True,
+    help="Also show every node group, smallest first, as far as one A4 page allows.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (.png, .pdf, .svg).  [default: text_<id>.png]",
+)
+def plot_text_cmd(
+    store, sample_id, site, layer, head, baseline, variant, nodes, groups, all_groups, out
+) -> None:
+    """Draw one sample's text as a wrapped paragraph, each token's background its attention
+    (both models on one scale, and the difference): mean over nodes, and chosen nodes/groups."""
+    try:
+        from attncmp.analyze.heatmap import heatmap_data
+        from attncmp.analyze.textview import ensure_parent, plot_text
+        from attncmp.store import open_store
+
+        out = out or f"text_{sample_id}.png"
+        ensure_parent(out)  # before any work
+        with open_store(store) as st:
+            data = heatmap_data(
+                st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
+            )
+        paths = plot_text(data, out, nodes=nodes, groups=groups, auto_groups=all_groups)
     except (*_analysis_errors(), OSError) as exc:
         raise click.ClickException(_one_line(exc)) from None
     click.echo(str(paths[0]))

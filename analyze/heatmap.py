@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.collections import PatchCollection
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import blended_transform_factory, offset_copy
 
-from .plotstyle import new_figure, safe_text, save_figure, style
+from .plotstyle import new_figure, safe_text, style
 
 __all__ = [
     "HeatmapData",
@@ -43,6 +45,7 @@ __all__ = [
     "metrics_note",
     "quick_metrics",
     "resolve_layer_head",
+    "token_windows",
 ]
 
 ATTN_CMAP = "viridis"
@@ -79,6 +82,16 @@ class HeatmapData:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     jsd: float | None = None
     note: str = ""
+    node_labels: list[str] | None = None  # the raw node labels (row labels add the index)
+
+    def node_labels_or_rows(self) -> list[str]:
+        """The node labels (element symbols...): stored ones, else the row labels without their
+        trailing index (caches written before node labels were kept)."""
+        if self.node_labels is not None and len(self.node_labels) == self.matrices[0].shape[0]:
+            return list(self.node_labels)
+        import re
+
+        return [re.sub(r"\d+$", "", r) or r for r in self.row_labels]
 
     # -- caching (npz: arrays + one JSON header) -------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -97,6 +110,7 @@ class HeatmapData:
             "metrics": self.metrics,
             "jsd": self.jsd,
             "note": self.note,
+            "node_labels": self.node_labels,
         }
         arrays = {
             "baseline": np.asarray(self.matrices[0], np.float32),
@@ -132,6 +146,7 @@ class HeatmapData:
                 metrics=head.get("metrics") or {},
                 jsd=head.get("jsd"),
                 note=head.get("note", ""),
+                node_labels=head.get("node_labels"),
             )
 
 
@@ -246,6 +261,7 @@ def heatmap_data(
         col_labels=_axis_labels(info.key_axis, smp.node_labels, smp.tokens),
         col_special=np.asarray(key_special, bool),
         gold=gold,
+        node_labels=list(smp.node_labels) if info.query_axis == "nodes" else None,
     )
     data.metrics, data.jsd = quick_metrics(
         data, threshold=threshold, exclude_special=exclude_special
@@ -308,21 +324,6 @@ def quick_metrics(
     return out, jsd
 
 
-# ---------------------------------------------------------------------------------------------
-# drawing
-# ---------------------------------------------------------------------------------------------
-def _keep_top(weights: np.ndarray, cap: int, must: np.ndarray | None = None) -> np.ndarray:
-    """Indices (ascending) of at most ``cap`` positions with the largest ``weights`` (``must``
-    positions, e.g. gold columns, first)."""
-    n = len(weights)
-    if n <= cap:
-        return np.arange(n)
-    score = weights.astype(np.float64).copy()
-    if must is not None:
-        score = score + np.where(must, 10.0, 0.0)
-    return np.sort(np.argsort(-score, kind="stable")[:cap])
-
-
 def _layer_head_text(d: HeatmapData) -> str:
     last = " (last)" if d.layer == d.n_layers - 1 else ""
     lay = f"layer {d.layer}{last} of {d.n_layers}"
@@ -346,6 +347,245 @@ def _metrics_lines(d: HeatmapData) -> list[str]:
     return parts
 
 
+# ---------------------------------------------------------------------------------------------
+# drawing
+# ---------------------------------------------------------------------------------------------
+PAGE_IN = (8.27, 11.69)  # A4 portrait (inches); a figure fits it upright or turned (landscape)
+MAX_FONT = 7.0  # tick label size (points) when cells are large
+MIN_FONT = 5.5  # smallest tick label: legible on a printed page at 100 %
+PITCH = 1.3  # cell edge / tick-label size: rotated labels need a line height each
+CELL_MAX = 0.21  # largest cell edge (inches)
+HEADER_FONT = 7.5
+NOTE_FONT = 6.5
+_CB_W = 0.8  # colour bar + its tick labels and title (inches)
+_LM, _RM, _TM, _BM = 0.12, 0.08, 0.1, 0.08
+_YLAB = 0.2  # axis label beside the row labels
+_TITLE = 0.24  # panel title
+_XLAB = 0.2  # axis label under the column labels
+_GAP = 0.14  # between stacked panels / side-by-side panels
+
+
+def token_windows(
+    score: np.ndarray, must: np.ndarray | None, cap: int, radius: int = 3
+) -> np.ndarray:
+    """Ascending indices of at most ``cap`` tokens, as contiguous windows.
+
+    Every ``must`` position (gold tokens) is kept (the first ``cap`` of them if there are more),
+    with the widest context window (up to ``radius`` tokens each side, the same for all) that
+    fits; the remaining room goes to windows around the highest-``score`` tokens, nearest tokens
+    first. Windows that touch merge, so the figure shows readable stretches of text instead of
+    isolated columns.
+    """
+    n = len(score)
+    if n <= cap:
+        return np.arange(n)
+    keep = np.zeros(n, bool)
+    must_idx = np.flatnonzero(must) if must is not None else np.zeros(0, np.int64)
+    must_idx = must_idx[:cap]
+
+    def span(idx: np.ndarray, r: int) -> np.ndarray:
+        m = np.zeros(n, bool)
+        for c in idx:
+            m[max(0, c - r) : min(n, c + r + 1)] = True
+        return m
+
+    for r in range(radius, -1, -1):
+        m = span(must_idx, r)
+        if m.sum() <= cap:
+            keep |= m
+            break
+    order = [
+        int(i) for i in np.argsort(-np.asarray(score, np.float64), kind="stable") if not keep[i]
+    ]
+    for c in order:
+        room = cap - int(keep.sum())
+        if room <= 0:
+            break
+        lo, hi = max(0, c - radius), min(n, c + radius + 1)
+        new = [j for j in range(lo, hi) if not keep[j]]
+        new.sort(key=lambda j: (abs(j - c), j))
+        keep[new[:room]] = True
+    return np.flatnonzero(keep)
+
+
+def _width10(s: str) -> float:
+    """Width of ``s`` in inches at 10 pt (scale linearly for other sizes)."""
+    from .textview import text_width
+
+    return text_width(s, 10.0) * 1.03 + 0.01
+
+
+@dataclass
+class _Plan:
+    """What is drawn: rows (nodes or node groups), columns (tokens), labels, notes."""
+
+    base: np.ndarray
+    var: np.ndarray
+    gold: np.ndarray | None
+    row_labels: list[str]
+    col_labels: list[str]
+    special: np.ndarray
+    cols: np.ndarray
+    grouped: bool
+    notes: list[str]
+
+
+@dataclass
+class _Box:
+    side: bool
+    cell: float
+    font: float
+    width: float
+    height: float
+    wy: float  # row label width (inches)
+    hx: float  # column label height (inches)
+
+
+def _box(k, q, w10_rows, w10_cols, header_h, notes_h, side: bool) -> _Box | None:
+    """Cell size and figure size for ``k`` columns x ``q`` rows in one layout (None: does not
+    fit with labels of at least MIN_FONT)."""
+    page_w, page_h = (PAGE_IN[1], PAGE_IN[0]) if side else PAGE_IN
+    font = MAX_FONT
+    cell = 0.0
+    for _ in range(4):
+        wy = w10_rows * font / 10 + 0.06
+        hx = w10_cols * font / 10 + 0.06
+        if side:
+            fixed_w = _LM + _YLAB + wy + _GAP + 2 * _CB_W + _RM
+            fixed_h = _TM + header_h + _TITLE + hx + _XLAB + notes_h + _BM
+            cell = min(CELL_MAX, (page_w - fixed_w) / (3 * k), (page_h - fixed_h) / q)
+        else:
+            fixed_w = _LM + _YLAB + wy + _CB_W + _RM
+            fixed_h = _TM + header_h + 3 * (_TITLE + _GAP) + hx + _XLAB + notes_h + _BM
+            cell = min(CELL_MAX, (page_w - fixed_w) / k, (page_h - fixed_h) / (3 * q))
+        new_font = min(MAX_FONT, cell * 72 / PITCH)
+        if abs(new_font - font) < 1e-3:
+            break
+        font = max(new_font, MIN_FONT - 1e-6) if new_font < font else new_font
+    if cell * 72 / PITCH < MIN_FONT - 1e-6:
+        return None
+    font = min(MAX_FONT, cell * 72 / PITCH)
+    wy = w10_rows * font / 10 + 0.06
+    hx = w10_cols * font / 10 + 0.06
+    if side:
+        width = _LM + _YLAB + wy + 3 * k * cell + _GAP + 2 * _CB_W + _RM
+        height = _TM + header_h + _TITLE + q * cell + hx + _XLAB + notes_h + _BM
+    else:
+        width = _LM + _YLAB + wy + k * cell + _CB_W + _RM
+        height = _TM + header_h + 3 * (_TITLE + q * cell + _GAP) + hx + _XLAB + notes_h + _BM
+    return _Box(side, cell, font, width, height, wy, hx)
+
+
+def _col_label(tok: str, pos: int, with_pos: bool) -> str:
+    t = safe_text(tok, 12)
+    return f"{t}@{pos}" if with_pos else t
+
+
+def _plan(d: HeatmapData, max_tokens: int, max_nodes: int, header_h: float) -> tuple[_Plan, _Box]:
+    from .groups import group_rows, node_groups
+
+    base, var = (np.asarray(m, np.float64) for m in d.matrices)
+    nq, nk = base.shape
+    gold = d.gold if d.gold is not None and d.gold.shape == base.shape and d.gold.any() else None
+    special_all = (
+        np.asarray(d.col_special, bool) if len(d.col_special) == nk else np.zeros(nk, bool)
+    )
+    notes_h = 2 * NOTE_FONT * 1.45 / 72 + 0.05
+    # capacities at the smallest legible label size, portrait, stacked panels
+    all_col = [_col_label(t, i, True) for i, t in enumerate(d.col_labels)]
+    w10_cols_max = max((_width10(s) for s in all_col), default=0.3)
+    grouped = False
+    if d.query_axis == "nodes":
+        groups = node_groups(d.node_labels_or_rows())
+    else:
+        groups = []
+    row_sets: list[tuple[bool, list[str]]] = [(False, [safe_text(r, 12) for r in d.row_labels])]
+    if groups and len(groups) < nq:
+        row_sets.append((True, [safe_text(g.display, 16) for g in groups]))
+    cmin = MIN_FONT * PITCH / 72
+    notes: list[str] = []
+    for is_group, rl in row_sets:
+        q = len(rl)
+        if q > max_nodes and not is_group and len(row_sets) > 1:
+            continue
+        w10_rows = max((_width10(s) for s in rl), default=0.3)
+        wy = w10_rows * MIN_FONT / 10 + 0.06
+        hx = w10_cols_max * MIN_FONT / 10 + 0.06
+        col_cap = int((PAGE_IN[0] - _LM - _YLAB - wy - _CB_W - _RM) // cmin)
+        fixed_h = _TM + header_h + 3 * (_TITLE + _GAP) + hx + _XLAB + notes_h + _BM
+        row_cap = int(((PAGE_IN[1] - fixed_h) / 3) // cmin)
+        if q <= row_cap or is_group:
+            grouped = is_group
+            row_labels = rl
+            break
+    if grouped:
+        base_r, var_r = group_rows(base, groups), group_rows(var, groups)
+        gold_r = None
+        if gold is not None:
+            gold_r = np.stack([gold[list(g.members)].any(axis=0) for g in groups])
+        notes.append(
+            f"{nq} {d.query_axis} shown as {len(groups)} node group"
+            f"{'s' if len(groups) != 1 else ''} by label (mean row of each group; n = group size)"
+        )
+    else:
+        base_r, var_r, gold_r = base, var, gold
+    q_all = base_r.shape[0]
+    if q_all > row_cap:  # more groups than fit: keep the first ones, say so
+        notes.append(f"first {row_cap} of {q_all} rows shown (page size)")
+        base_r, var_r = base_r[:row_cap], var_r[:row_cap]
+        gold_r = None if gold_r is None else gold_r[:row_cap]
+        row_labels = row_labels[:row_cap]
+    q = base_r.shape[0]
+    cap = max(1, min(max_tokens, col_cap, nk))
+    must = None if gold_r is None else gold_r.any(axis=0)
+    score = np.maximum(base_r, var_r).max(axis=0)
+    while True:
+        cols = token_windows(score, must, cap)
+        trimmed = len(cols) < nk
+        col_labels = [_col_label(d.col_labels[c], int(c), trimmed) for c in cols]
+        w10_cols = max((_width10(s) for s in col_labels), default=0.3)
+        w10_rows = max((_width10(s) for s in row_labels), default=0.3)
+        nn = 0
+        if trimmed:
+            nn = 1 + len(notes)
+        box = None
+        k = len(cols)
+        if k <= MAX_SIDE_BY_SIDE_COLS:
+            box = _box(k, q, w10_rows, w10_cols, header_h, notes_h + 0.1 * nn, True)
+        if box is None:
+            box = _box(k, q, w10_rows, w10_cols, header_h, notes_h + 0.1 * nn, False)
+        if box is not None or cap <= 1:
+            break
+        cap = max(1, int(cap * 0.9))
+    if box is None:  # pragma: no cover - only for absurd label lengths
+        box = _Box(False, cmin, MIN_FONT, PAGE_IN[0], PAGE_IN[1], 1.0, 1.0)
+    if trimmed:
+        n_gold = int(must.sum()) if must is not None else 0
+        kept_gold = int(must[cols].sum()) if must is not None else 0
+        gold_txt = f", all {n_gold} gold tokens kept" if n_gold and kept_gold == n_gold else ""
+        if n_gold and kept_gold < n_gold:
+            gold_txt = f", {kept_gold} of {n_gold} gold tokens kept (page size)"
+        n_win = 1 + int((np.diff(cols) > 1).sum())
+        notes.insert(
+            0,
+            f"{len(cols)} of {nk} {d.key_axis} shown in {n_win} contiguous windows around gold "
+            f"and highly attended tokens{gold_txt}; labels give the position (token@index); "
+            "white lines separate windows",
+        )
+    plan = _Plan(
+        base=base_r[:, cols],
+        var=var_r[:, cols],
+        gold=None if gold_r is None else gold_r[:, cols],
+        row_labels=row_labels,
+        col_labels=col_labels,
+        special=special_all[cols],
+        cols=cols,
+        grouped=grouped,
+        notes=notes,
+    )
+    return plan, box
+
+
 def plot_heatmap(
     data: HeatmapData,
     path: str | Path | None = None,
@@ -356,63 +596,84 @@ def plot_heatmap(
     title: str | None = None,
 ):
     """Draw ``data``; with ``path`` write it (format from the suffix, or ``formats`` for a stem)
-    and return the written paths, else return the :class:`~matplotlib.figure.Figure`."""
+    and return the written paths, else return the :class:`~matplotlib.figure.Figure`.
+
+    The figure never exceeds an A4 page (upright, or turned for short texts drawn side by side):
+    beyond what fits with tick labels of at least :data:`MIN_FONT` points, tokens are trimmed to
+    contiguous windows (:func:`token_windows`; gold tokens always first) and nodes are shown as
+    node groups (:mod:`analyze.groups`; every label keeps its row, however small its group).
+    The layout is fixed (computed here, no layout engine), so saving needs one draw.
+    """
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     with style():
         fig = _draw(data, max_tokens=max_tokens, max_nodes=max_nodes, title=title)
         if path is None:
             return fig
         path = Path(path)
         if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+            fig.savefig(path)
             return [path]
-        return save_figure(fig, path, formats or ("png",))
+        out = []
+        for fmt in formats or ("png",):
+            p = path.with_name(path.name + "." + fmt)
+            fig.savefig(p, format=fmt)
+            out.append(p)
+        return out
+
+
+def _wrap(lines: list[str], width_in: float, font: float) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        words = line.split(" ")
+        cur = ""
+        for w in words:
+            trial = f"{cur} {w}" if cur else w
+            if cur and _width10(trial) * font / 10 > width_in:
+                out.append(cur)
+                cur = w
+            else:
+                cur = trial
+        out.append(cur)
+    return out
 
 
 def _draw(d: HeatmapData, *, max_tokens: int, max_nodes: int, title: str | None):
-    base, var = (np.asarray(m, np.float64) for m in d.matrices)
-    nq, nk = base.shape
-    both = np.maximum(base, var)
-    gold = d.gold if d.gold is not None and d.gold.shape == base.shape and d.gold.any() else None
-    cols = _keep_top(both.max(axis=0), max_tokens, None if gold is None else gold.any(axis=0))
-    rows = _keep_top(both.max(axis=1), max_nodes, None if gold is None else gold.any(axis=1))
-    omitted = []
-    if len(cols) < nk:
-        omitted.append(f"{len(cols)} of {nk} {d.key_axis} shown (highest attention)")
-    if len(rows) < nq:
-        omitted.append(f"{len(rows)} of {nq} {d.query_axis} shown (highest attention)")
-    if omitted:
-        omitted.append("dashed lines mark omitted ranges")
-    base, var = base[np.ix_(rows, cols)], var[np.ix_(rows, cols)]
-    diff = var - base
-    g = None if gold is None else gold[np.ix_(rows, cols)]
-    col_labels = [safe_text(d.col_labels[c], 14) for c in cols]
-    row_labels = [safe_text(d.row_labels[r], 12) for r in rows]
-    special = (
-        np.asarray(d.col_special, bool)[cols]
-        if len(d.col_special) == nk
-        else np.zeros(len(cols), bool)
+    head = title or (
+        f"Sample {safe_text(d.sample_id)}  -  site {safe_text(d.site)} "
+        f"({d.query_axis} -> {d.key_axis}), {_layer_head_text(d)}"
     )
-    q, k = base.shape
+    head_lines = _wrap([head, *_metrics_lines(d)], PAGE_IN[0] - 0.3, HEADER_FONT)
+    header_h = len(head_lines) * HEADER_FONT * 1.4 / 72 + 0.08
+    p, box = _plan(d, max_tokens, max_nodes, header_h)
+    q, k = p.base.shape
+    diff = p.var - p.base
+    vmax = float(max(p.base.max(initial=0.0), p.var.max(initial=0.0), 1e-6))
+    dmax = float(max(np.abs(diff).max(initial=0.0), 1e-6))
 
-    vmax = float(max(base.max(), var.max(), 1e-6))
-    dmax = float(max(np.abs(diff).max(), 1e-6))
-    side = k <= MAX_SIDE_BY_SIDE_COLS
-    label_w = 0.12 + 0.065 * max((len(s) for s in row_labels), default=3)
-    label_h = 0.12 + 0.06 * max((len(s) for s in col_labels), default=3)
-    pw, ph = max(k * CELL_IN, 1.6), max(q * CELL_IN, 0.9)
-    header = 1.0
-    if side:
-        width = 3 * pw + 3 * label_w + 2.2
-        height = ph + label_h + header + 0.45
-        fig = new_figure(max(width, 9.0), height)
-        axes = fig.subplots(1, 3, sharey=True)
-    else:
-        width = pw + label_w + 1.4
-        height = 3 * (ph + label_h + 0.45) + header
-        fig = new_figure(max(width, 9.0), height)
-        axes = fig.subplots(3, 1)
+    notes = list(p.notes)
+    if p.gold is not None and p.gold.any():
+        notes.append("outlined cells: gold alignment")
+    if p.special.any():
+        notes.append("grey italic labels: special tokens")
+    if d.note:
+        notes.append(d.note)
+    page_w = PAGE_IN[1] if box.side else PAGE_IN[0]
+    header_w = max(_width10(s) for s in head_lines) * HEADER_FONT / 10 + 0.3
+    width = min(page_w, max(box.width, header_w, 4.0))
+    note_lines = _wrap(["; ".join(notes)], width - 0.25, NOTE_FONT) if notes else []
+    notes_h = len(note_lines) * NOTE_FONT * 1.45 / 72 + 0.05
+    page_h = PAGE_IN[0] if box.side else PAGE_IN[1]
+    # box.height assumed two note lines (+0.1 in per extra note); use the real count
+    height = box.height - (2 * NOTE_FONT * 1.45 / 72 + 0.05) + notes_h
+    height = min(page_h, height - 0.1 * (1 + len(p.notes)) * (k < len(d.col_labels)))
+    height = max(height, 1.5)
+    fig = new_figure(width, height, layout=None)
+    c = box.cell
 
-    fig.get_layout_engine().set(h_pad=0.08, w_pad=0.06)  # room between titles, labels, notes
+    def rect(x, y_top, w, h):
+        return (x / width, 1 - (y_top + h) / height, w / width, h / height)
+
     norm = Normalize(0.0, vmax)
     dnorm = Normalize(-dmax, dmax)
     names = [
@@ -420,67 +681,136 @@ def _draw(d: HeatmapData, *, max_tokens: int, max_nodes: int, title: str | None)
         safe_text(d.models[1]),
         f"difference: {safe_text(d.models[1])} - {safe_text(d.models[0])}",
     ]
-    ims = []
-    for ax, mat, name, is_diff in zip(
-        axes, (base, var, diff), names, (False, False, True), strict=False
-    ):
-        im = ax.imshow(
-            mat,
+    x_left = _LM + _YLAB + box.wy
+    y = _TM + header_h
+    axes = []
+    positions = []
+    if box.side:
+        for j in range(3):
+            x = x_left + j * k * c + (_GAP if j >= 1 else 0.0) + (_CB_W if j >= 2 else 0.0)
+            positions.append((x, y + _TITLE))
+    else:
+        for j in range(3):
+            positions.append((x_left, y + _TITLE + j * (_TITLE + q * c + _GAP)))
+    ylabel = "node groups" if p.grouped else d.query_axis
+    fs = box.font
+    for j, (x, yt) in enumerate(positions):
+        ax = fig.add_axes(rect(x, yt, k * c, q * c))
+        axes.append(ax)
+        is_diff = j == 2
+        ax.imshow(
+            diff if is_diff else (p.base, p.var)[j],
             cmap=DIFF_CMAP if is_diff else ATTN_CMAP,
             norm=dnorm if is_diff else norm,
-            aspect="equal",
+            aspect="auto",
             interpolation="nearest",
         )
-        ims.append(im)
-        ax.set_title(name, fontsize=9.5, loc="left")
-        ax.set_xticks(np.arange(k))
-        ax.set_xticklabels(col_labels, rotation=90, fontsize=7)
-        for lab, sp in zip(ax.get_xticklabels(), special, strict=False):
-            if sp:
-                lab.set_color(SPECIAL_LABEL_COLOUR)
-                lab.set_fontstyle("italic")
-        ax.set_yticks(np.arange(q))
-        if ax is axes[0] or not side:
-            ax.set_yticklabels(row_labels, fontsize=7)
-        ax.tick_params(length=2, pad=1.5)
-        ax.set_xlabel(d.key_axis, fontsize=8)
-        if ax is axes[0] or not side:
-            ax.set_ylabel(d.query_axis, fontsize=8)
+        ax.set_title(names[j], fontsize=8, loc="left", pad=3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        # labels are plain texts at fixed offsets (no tick machinery: a few hundred labels cost
+        # little); column labels under every side-by-side panel, under the last stacked one
+        if box.side or j == 2:
+            tr = offset_copy(
+                blended_transform_factory(ax.transData, ax.transAxes), fig=fig, y=-2, units="points"
+            )
+            for i, (lab, sp) in enumerate(zip(p.col_labels, p.special, strict=True)):
+                ax.text(
+                    i,
+                    0,
+                    lab,
+                    transform=tr,
+                    rotation=90,
+                    ha="center",
+                    va="top",
+                    fontsize=fs,
+                    color=SPECIAL_LABEL_COLOUR if sp else "black",
+                    style="italic" if sp else "normal",
+                    gid="col_label",
+                )
+            fig.text(
+                (x + k * c / 2) / width,
+                1 - (yt + q * c + box.hx + 0.04) / height,
+                d.key_axis,
+                ha="center",
+                va="top",
+                fontsize=7,
+            )
+        if j == 0 or not box.side:
+            tr = offset_copy(
+                blended_transform_factory(ax.transAxes, ax.transData), fig=fig, x=-2, units="points"
+            )
+            for i, lab in enumerate(p.row_labels):
+                ax.text(
+                    0, i, lab, transform=tr, ha="right", va="center", fontsize=fs, gid="row_label"
+                )
+            fig.text(
+                (x - box.wy - 0.04) / width,
+                1 - (yt + q * c / 2) / height,
+                ylabel,
+                rotation=90,
+                ha="right",
+                va="center",
+                fontsize=7,
+            )
         for s in ax.spines.values():
             s.set_visible(True)
             s.set_linewidth(0.6)
-        gap = "#777777" if is_diff else "white"
-        for i in np.nonzero(np.diff(cols) > 1)[0]:  # omitted columns between i and i + 1
-            ax.axvline(i + 0.5, color=gap, linewidth=1.2, linestyle=(0, (2, 1)))
-        for i in np.nonzero(np.diff(rows) > 1)[0]:
-            ax.axhline(i + 0.5, color=gap, linewidth=1.2, linestyle=(0, (2, 1)))
-        if g is not None:
-            for r, c in zip(*np.nonzero(g), strict=False):
-                ax.add_patch(
-                    Rectangle(
-                        (c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=GOLD_COLOUR, linewidth=1.3
-                    )
+        gaps = np.nonzero(np.diff(p.cols) > 1)[0]
+        if len(gaps):  # one line per gap between windows (never one per column)
+            ax.vlines(
+                gaps + 0.5, -0.5, q - 0.5, colors="#777777" if is_diff else "white", linewidth=1.6
+            )
+        if p.gold is not None and p.gold.any():
+            rr, cc = np.nonzero(p.gold)
+            ax.add_collection(
+                PatchCollection(
+                    [Rectangle((cj - 0.5, ri - 0.5), 1, 1) for ri, cj in zip(rr, cc, strict=True)],
+                    facecolor="none",
+                    edgecolor=GOLD_COLOUR,
+                    linewidth=1.0 if c < 0.15 else 1.3,
+                    gid="gold",
                 )
-    shrink = 0.9 if side else 0.85
-    cb = fig.colorbar(ims[0], ax=list(axes[:2]), shrink=shrink, pad=0.02, fraction=0.04)
-    cb.set_label("weight (shared scale)", fontsize=8)
-    cbd = fig.colorbar(ims[2], ax=axes[2], shrink=shrink, pad=0.02, fraction=0.04)
-    cbd.set_label("weight difference", fontsize=8)
+            )
 
-    head = title or (
-        f"Sample {safe_text(d.sample_id)}  -  site {safe_text(d.site)} "
-        f"({d.query_axis} -> {d.key_axis}), {_layer_head_text(d)}"
+    # colour bars: the shared scale beside the second panel (side by side) / both model panels
+    def colorbar(ax_for, mappable, label):
+        pos = ax_for.get_position()
+        cax = fig.add_axes((pos.x1 + 0.08 / width, pos.y0, 0.1 / width, pos.height))
+        cb = fig.colorbar(mappable, cax=cax)
+        cb.ax.tick_params(labelsize=6, length=1.5, pad=1)
+        cb.set_label(label, fontsize=6.5, labelpad=2)
+        cb.outline.set_linewidth(0.4)
+        return cb
+
+    if box.side:
+        colorbar(axes[1], axes[1].images[0], "weight (shared scale)")
+    else:  # one bar beside both model panels: one scale, said once
+        top, bot = axes[0].get_position(), axes[1].get_position()
+        cax = fig.add_axes((top.x1 + 0.08 / width, bot.y0, 0.1 / width, top.y1 - bot.y0))
+        cb = fig.colorbar(axes[0].images[0], cax=cax)
+        cb.ax.tick_params(labelsize=6, length=1.5, pad=1)
+        cb.set_label("weight (shared scale)", fontsize=6.5, labelpad=2)
+        cb.outline.set_linewidth(0.4)
+    colorbar(axes[2], axes[2].images[0], "weight difference")
+    fig.suptitle(
+        "\n".join(head_lines),
+        fontsize=HEADER_FONT,
+        x=_LM / width,
+        y=1 - _TM / height,
+        ha="left",
+        va="top",
+        linespacing=1.4,
     )
-    lines = [head]
-    lines += _metrics_lines(d)
-    fig.suptitle("\n".join(lines), fontsize=9, x=0.01, ha="left", linespacing=1.35)
-    notes = list(omitted)
-    if g is not None:
-        notes.append("outlined cells: gold alignment")
-    if special.any():
-        notes.append("grey italic labels: special tokens")
-    if d.note:
-        notes.append(d.note)
-    if notes:
-        fig.supxlabel("; ".join(notes), fontsize=8, x=0.01, ha="left", color="#444444")
+    if note_lines:
+        fig.supxlabel(
+            "\n".join(note_lines),
+            fontsize=NOTE_FONT,
+            x=_LM / width,
+            y=_BM / height,
+            ha="left",
+            va="bottom",
+            color="#444444",
+            linespacing=1.45,
+        )
     return fig

@@ -40,6 +40,7 @@ from attncmp.store import StoreError, open_store
 from . import figures as F
 from .heatmap import HeatmapData, default_site, heatmap_data, plot_heatmap
 from .plotstyle import parse_formats
+from .textview import plot_text
 
 __all__ = [
     "OUTPUT_FILES",
@@ -76,6 +77,10 @@ OUTPUT_FILES: dict[str, str] = {
     "sizes, verdict (headline selection)",
     "attention_heatmap_example_{k}.png": "node x token attention of the baseline and a variant "
     "with one shared colour scale, and their difference, for example sample k",
+    "attention_text_example_{k}.png": "the text view of example sample k: its text as a "
+    "wrapped paragraph, each token's background its attention (both models on one scale, and "
+    "the difference), for the mean over nodes and for node groups (smallest first) as far as "
+    "a page allows; subword pieces joined as they read, gold tokens underlined",
     "per_sample_metrics.parquet": "every metric per sample x model x site x layer x head "
     "(head -1 = head-mean); the cache all figures are drawn from",
     "per_sample_metrics.csv": "the same table as CSV",
@@ -921,8 +926,8 @@ def render(
         )
 
     # heatmap examples: exactly one file per example, stale higher-numbered ones removed
-    for old in d.glob("attention_heatmap_example_*.*"):
-        m = re.fullmatch(r"attention_heatmap_example_(\d+)\.(png|pdf|svg)", old.name)
+    for old in [*d.glob("attention_heatmap_example_*.*"), *d.glob("attention_text_example_*.*")]:
+        m = re.fullmatch(r"attention_(?:heatmap|text)_example_(\d+)\.(png|pdf|svg)", old.name)
         if m and (int(m.group(1)) > len(examples) or m.group(2) not in fm):
             old.unlink()
     heatmaps = []
@@ -940,6 +945,20 @@ def render(
         if paths:
             heatmaps.append(paths[0])
             files.extend(paths)
+        if ex.key_axis == "tokens":  # the same example as readable text (issue 11)
+            tpaths, err = _safe_call(
+                log,
+                f"text view example {k}",
+                plot_text,
+                ex,
+                d / f"attention_text_example_{k}",
+                formats=fm,
+                auto_groups=True,
+            )
+            if err:
+                notes.append(err)
+            if tpaths:
+                files.extend(tpaths)
 
     # -- summary + report -------------------------------------------------------------------------
     summary = build_summary(

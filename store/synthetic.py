@@ -25,6 +25,26 @@ __all__ = ["synthetic_spec", "synthetic_batch", "write_synthetic_store", "softma
 
 _ELEMENTS = ("C", "N", "O", "S", "F", "Cl", "Br", "H")
 _WORDS = ("meth", "yl", "chloro", "benz", "ene", "ol", "amine", "prop", "an", "one", "fluoro")
+KINDS = ("molecule", "crystal")
+# crystal texts (robocrystallographer-like, WordPiece pieces): species -> (element, charge piece)
+_SPECIES = {"Mg": "##²⁺", "O": "##²⁻", "Mn": "##³⁺", "Si": "##⁴⁺", "K": "##¹⁺", "Fe": "##²⁺"}
+_FILLER = (
+    "is bonded to",
+    "equivalent",
+    "atoms to form",
+    "octahedra that share corners with",
+    "tetrahedra",
+    "and",
+    "edges with",
+    "the corner - sharing octahedral tilt angles are",
+    "a",
+    "distorted",
+    "bent",
+    "geometry",
+    "There are",
+    "inequivalent sites",
+    "In the first site",
+)
 
 
 def synthetic_spec(
@@ -70,7 +90,46 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def _sample(spec: StoreSpec, pos: int, seed: int, nodes: tuple[int, int], tokens: tuple[int, int]):
+def _crystal(rng: np.random.Generator, n: int, t: int):
+    """A crystal-like sample: element labels with many repeats and singletons (e.g. 60 % O, one
+    Si, one Mn), a robocrystallographer-like text of ``t`` WordPiece tokens (``Mg`` + ``##²⁺``,
+    numbers like ``2`` + ``##.`` + ``##09``), [CLS]/[SEP], and gold cells linking each atom to the
+    element pieces of its species' mentions."""
+    order = ["Mg", "O", "Mn", "Si"]
+    n_o = max(1, (3 * n) // 5)
+    n_si = 1 if n >= 3 else 0
+    n_mn = 1 if n >= 4 else 0
+    labels = ["O"] * n_o + ["Si"] * n_si + ["Mn"] * n_mn
+    labels = ["Mg"] * (n - len(labels)) + labels
+    labels = labels[:n]
+    toks = ["[CLS]"]
+    while len(toks) < t - 1:
+        r = rng.random()
+        if r < 0.12:
+            el = order[int(rng.integers(0, len(order)))]
+            toks += [el, _SPECIES[el]]
+        elif r < 0.2:
+            toks += [str(int(rng.integers(1, 4))), "##.", f"##{int(rng.integers(0, 99)):02d}"]
+        else:
+            toks += _FILLER[int(rng.integers(0, len(_FILLER)))].split()
+    toks = toks[: t - 1] + ["[SEP]"] if t > 1 else ["[CLS]"]
+    special = np.array([x in ("[CLS]", "[SEP]") for x in toks])
+    lab = np.array(labels, dtype=object)
+    tk = np.array(toks, dtype=object)
+    gold = (lab[:, None] == tk[None, :]) & ~special[None, :]
+    return labels, toks, special, gold
+
+
+def _sample(
+    spec: StoreSpec,
+    pos: int,
+    seed: int,
+    nodes: tuple[int, int],
+    tokens: tuple[int, int],
+    kind: str = "molecule",
+):
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
     rng = np.random.default_rng([seed, pos])
     n = int(rng.integers(nodes[0], nodes[1] + 1))
     t = int(rng.integers(tokens[0], tokens[1] + 1))
@@ -89,11 +148,16 @@ def _sample(spec: StoreSpec, pos: int, seed: int, nodes: tuple[int, int], tokens
     special[0] = True
     if t > 1:
         special[-1] = True
+    labels = [_ELEMENTS[j] for j in rng.integers(0, len(_ELEMENTS), n)]
+    tokens = ["[CLS]" if j == 0 else _WORDS[(pos + j) % len(_WORDS)] for j in range(t)]
+    if kind == "crystal":
+        labels, tokens, special, cgold = _crystal(rng, n, t)
+        gold = cgold if spec.has_gold else None
     return {
         "n": n,
         "t": t,
-        "labels": [_ELEMENTS[j] for j in rng.integers(0, len(_ELEMENTS), n)],
-        "tokens": ["[CLS]" if j == 0 else _WORDS[(pos + j) % len(_WORDS)] for j in range(t)],
+        "labels": labels,
+        "tokens": tokens,
         "special": special,
         "target": rng.standard_normal(len(spec.targets)),
         "pred": {m.name: rng.standard_normal(len(spec.targets)) for m in spec.models},
@@ -110,13 +174,16 @@ def synthetic_batch(
     seed: int = 0,
     nodes: tuple[int, int] = (1, 6),
     tokens: tuple[int, int] = (1, 9),
+    kind: str = "molecule",
 ) -> FlatBatch:
     """The samples ``ids`` (which must be in ``spec.selection_ids``) as one :class:`FlatBatch`.
 
     Node and token counts are drawn uniformly from the inclusive ranges ``nodes`` / ``tokens``.
+    ``kind="crystal"`` gives crystal-like samples (element labels with repeats and singletons,
+    robocrystallographer-like WordPiece texts, gold cells for every sample when the spec has gold).
     """
     pos = {sid: k for k, sid in enumerate(spec.selection_ids)}
-    smps = [_sample(spec, pos[i], seed, nodes, tokens) for i in ids]
+    smps = [_sample(spec, pos[i], seed, nodes, tokens, kind) for i in ids]
     meta_names = [name for name, _kind in spec.meta_columns]
     golds = [s["gold"].reshape(-1) for s in smps if s["gold"] is not None]
     return FlatBatch(

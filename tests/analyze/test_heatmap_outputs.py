@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from attncmp.analyze.heatmap import HeatmapData, heatmap_data, plot_heatmap, quick_metrics
+from attncmp.analyze.heatmap import (
+    MIN_FONT,
+    HeatmapData,
+    heatmap_data,
+    plot_heatmap,
+    quick_metrics,
+    token_windows,
+)
 from attncmp.store import open_store
-from matplotlib.patches import Rectangle
+from matplotlib.collections import LineCollection, PatchCollection
+from PIL import Image
 
+from tests.analyze._figure_checks import fits_page, inside_figure, overlapping_pairs, text_boxes
+from tests.analyze._longtext import long_text_store
 from tests.analyze.synth_outputs import make_store
 
 
@@ -75,10 +85,14 @@ def test_shared_scale_symmetric_difference_and_gold_outlines(store_path):
     n_gold = int(d.gold.sum())
     assert n_gold > 0
     for ax in panels:
-        assert sum(isinstance(p, Rectangle) for p in ax.patches) == n_gold
-    labels = [t.get_text() for t in panels[0].get_xticklabels()]
+        (gold,) = [c for c in ax.collections if c.get_gid() == "gold"]
+        assert isinstance(gold, PatchCollection) and len(gold.get_paths()) == n_gold
+    labels = [t.get_text() for t in panels[0].texts if t.get_gid() == "col_label"]
     assert labels == d.col_labels
     assert sid in fig._suptitle.get_text() and "head-mean" in fig._suptitle.get_text()
+    boxes = text_boxes(fig)
+    assert overlapping_pairs(boxes) == [] and inside_figure(fig, boxes) == []
+    assert fits_page(fig)
     assert "entropy" in fig._suptitle.get_text()  # the sample's metrics in the title
 
 
@@ -111,13 +125,78 @@ def test_long_text_is_capped_not_soup(tmp_path):
     d = _synthetic(80, len(toks), toks)
     fig = plot_heatmap(d, max_tokens=60, max_nodes=40)
     panels = [ax for ax in fig.axes if ax.images]
-    assert all(ax.images[0].get_array().shape == (40, 60) for ax in panels)
-    w, h = fig.get_size_inches()
-    assert w <= 20 and h <= 45  # capped, stacked panels
-    text = fig._supxlabel.get_text()
-    assert "60 of 202 tokens shown" in text and "40 of 80 nodes shown" in text
+    # 80 rows all labelled C: one node group; 60 of 202 tokens in windows
+    assert all(ax.images[0].get_array().shape == (1, 60) for ax in panels)
+    assert fits_page(fig)
+    text = " ".join(fig._supxlabel.get_text().split())
+    assert "60 of 202 tokens shown" in text and "80 nodes shown as 1 node group by label" in text
     out = plot_heatmap(d, tmp_path / "long.png")  # "$", empty and blank tokens do not break it
     assert out[0].stat().st_size > 10_000
+
+
+def test_token_windows_keep_must_positions_and_stay_contiguous():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(5, 600))
+        cap = int(rng.integers(1, 80))
+        score = rng.random(n)
+        must = rng.random(n) < rng.uniform(0, 0.1)
+        cols = token_windows(score, must, cap)
+        assert len(cols) == min(n, cap) and np.all(np.diff(cols) > 0)
+        m = np.flatnonzero(must)
+        if len(m) <= cap:
+            assert set(m) <= set(cols)  # every gold token kept
+        else:
+            assert set(m[:cap]) == set(cols)
+    # windows, not scattered columns: one peak gives one window around it
+    score = np.zeros(500)
+    score[250] = 1
+    cols = token_windows(score, None, 7)
+    assert list(cols) == list(range(247, 254))
+
+
+@pytest.fixture(scope="module")
+def long_data(tmp_path_factory):
+    p = long_text_store(tmp_path_factory.mktemp("long") / "long.h5")
+    with open_store(p) as st:
+        return heatmap_data(st, st.ids[0])
+
+
+def test_long_text_heatmap_page_labels_groups_gold(long_data, tmp_path):
+    d = long_data
+    assert d.matrices[0].shape == (96, 512)
+    fig = plot_heatmap(d)
+    assert fits_page(fig)  # no figure exceeds an A4 page at 300 dpi
+    boxes = text_boxes(fig)
+    assert overlapping_pairs(boxes) == []  # no two labels (or any texts) overlap
+    assert inside_figure(fig, boxes) == []
+    panels = [ax for ax in fig.axes if ax.images]
+    rows = [t.get_text() for t in panels[0].texts if t.get_gid() == "row_label"]
+    # rows are node groups by element with their sizes; the singletons survive
+    labels = d.node_labels
+    for el in dict.fromkeys(labels):
+        assert f"{el} (n={labels.count(el)})" in rows
+    assert "Si (n=1)" in rows and "Mn (n=1)" in rows
+    # every gold token kept; columns labelled token@position, in order
+    cols = [t.get_text() for t in panels[2].texts if t.get_gid() == "col_label"]
+    pos = [int(c.rsplit("@", 1)[1]) for c in cols]
+    assert pos == sorted(pos) and len(pos) < 512
+    assert set(np.flatnonzero(d.gold.any(axis=0))) <= set(pos)
+    for c, p in zip(cols, pos, strict=True):
+        assert c.rsplit("@", 1)[0] == d.col_labels[p]
+    # legible: every label at least MIN_FONT points
+    sizes = [t.get_fontsize() for ax in panels for t in ax.texts]
+    assert min(sizes) >= MIN_FONT - 1e-6
+    # window separators: one line per gap between windows, never one per column
+    gaps = int((np.diff(pos) > 1).sum())
+    for ax in panels:
+        (sep,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+        assert len(sep.get_segments()) == gaps
+    assert gaps < len(pos) / 2
+    # the written file: within A4 at 300 dpi, and parent directories created
+    out = plot_heatmap(d, tmp_path / "new" / "dir" / "hm.png")
+    w, h = Image.open(out[0]).size
+    assert w <= 2480 and h <= 3508
 
 
 def test_short_text_side_by_side_and_formats(tmp_path):

@@ -636,8 +636,14 @@ def plot_group() -> None:
     default=None,
     help="Report language.  [default: as analysed]",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes drawing figures (1: draw in this process).  [default: the available cores]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
+def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
     """Re-render every figure, table and report.md of an analysis from its cache (seconds)."""
     import sys
 
@@ -652,6 +658,7 @@ def plot_stats_cmd(save_dir, fmt, lang, quiet) -> None:
             lang=lang,
             quiet=quiet,
             log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+            workers=jobs,
         )
     except _analysis_errors() as exc:
         raise click.ClickException(_one_line(exc)) from None

@@ -40,6 +40,7 @@ from attncmp.store import StoreError, open_store
 from . import figures as F
 from .heatmap import HeatmapData, default_site, heatmap_data, plot_heatmap
 from .plotstyle import parse_formats
+from .render import FigureJob, FigureRenderer
 from .textview import plot_text
 
 __all__ = [
@@ -532,9 +533,11 @@ def replot(
     lang: str | None = None,
     quiet: bool = True,
     log: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> AnalysisResult:
     """Re-render every figure, table and the report of an earlier analysis from its cache
-    (``per_sample_metrics.parquet`` & co. and ``analysis_cache/``); never opens the store."""
+    (``per_sample_metrics.parquet`` & co. and ``analysis_cache/``); never opens the store.
+    ``workers``: figure-drawing processes (default: the available cores; 1 draws here)."""
     from .table import MetricTables
 
     d = Path(save_dir)
@@ -571,7 +574,9 @@ def replot(
             (d / CACHE_DIR).glob("example_*.npz"), key=lambda p: int(re.sub(r"\D", "", p.stem))
         )
     ]
-    return render(d, tables=tables, state=state, options=options, examples=examples)
+    return render(
+        d, tables=tables, state=state, options=options, examples=examples, workers=workers
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,8 +732,25 @@ def render(
     state: dict[str, Any],
     options: AnalysisOptions,
     examples: list[HeatmapData],
+    workers: int | None = None,
 ) -> AnalysisResult:
-    """Statistics, CSVs, figures, summary.json and report.md from cached tables."""
+    """Statistics, CSVs, figures, summary.json and report.md from cached tables. Figures are
+    drawn in ``workers`` processes (default: the analysis' ``jobs``, else the available cores)
+    while the statistics run (:mod:`analyze.render`)."""
+    if workers is None:
+        workers = getattr(options, "jobs", None)
+    with FigureRenderer(formats=tuple(options.formats), workers=workers) as renderer:
+        return _render(Path(save_dir), tables, state, options, examples, renderer)
+
+
+def _render(
+    d: Path,
+    tables,
+    state: dict[str, Any],
+    options: AnalysisOptions,
+    examples: list[HeatmapData],
+    renderer: FigureRenderer,
+) -> AnalysisResult:
     from . import report as R
     from .compare import compare
     from .noise import noise_floor
@@ -736,12 +758,28 @@ def render(
     from .strata import compare_strata
 
     log = _logger(options)
-    d = Path(save_dir)
     fm = tuple(options.formats)
     baseline, variants, site = state["baseline"], list(state["variants"]), state["site"]
     models = [baseline, *variants]
     files: list[Path] = []
     notes: list[str] = []
+    # heatmap examples (they need no statistics): exactly one file per example, stale
+    # higher-numbered ones removed
+    for old in [*d.glob("attention_heatmap_example_*.*"), *d.glob("attention_text_example_*.*")]:
+        m = re.fullmatch(r"attention_(?:heatmap|text)_example_(\d+)\.(png|pdf|svg)", old.name)
+        if m and (int(m.group(1)) > len(examples) or m.group(2) not in fm):
+            old.unlink()
+    renderer.start()
+    for k, ex in enumerate(examples, 1):
+        stem = d / f"attention_heatmap_example_{k}"
+        renderer.submit(
+            FigureJob(f"heatmap example {k}", plot_heatmap, stem, (ex,), stem_arg="path")
+        )
+        if ex.key_axis == "tokens":  # the same example as readable text (issue 11)
+            stem = d / f"attention_text_example_{k}"
+            kw = {"auto_groups": True}
+            job = FigureJob(f"text view example {k}", plot_text, stem, (ex,), kw, "path")
+            renderer.submit(job)
 
     log("statistics: paired tests, prediction error, correlations, strata")
     comparison = compare(
@@ -848,12 +886,7 @@ def render(
     figs: dict[str, list[Path]] = {}
 
     def fig(name: str, fn, *a, **kw):
-        paths, err = _safe_call(log, f"figure {name}", fn, *a, stem=d / name, formats=fm, **kw)
-        if err:
-            notes.append(err)
-        if paths:
-            figs[name] = list(paths)
-            files.extend(paths)
+        renderer.submit(FigureJob(f"figure {name}", fn, d / name, a, kw))
 
     fig(
         "attention_statistics_comparison",
@@ -925,40 +958,19 @@ def render(
             target=target,
         )
 
-    # heatmap examples: exactly one file per example, stale higher-numbered ones removed
-    for old in [*d.glob("attention_heatmap_example_*.*"), *d.glob("attention_text_example_*.*")]:
-        m = re.fullmatch(r"attention_(?:heatmap|text)_example_(\d+)\.(png|pdf|svg)", old.name)
-        if m and (int(m.group(1)) > len(examples) or m.group(2) not in fm):
-            old.unlink()
     heatmaps = []
-    for k, ex in enumerate(examples, 1):
-        paths, err = _safe_call(
-            log,
-            f"heatmap example {k}",
-            plot_heatmap,
-            ex,
-            d / f"attention_heatmap_example_{k}",
-            formats=fm,
-        )
-        if err:
-            notes.append(err)
-        if paths:
-            heatmaps.append(paths[0])
-            files.extend(paths)
-        if ex.key_axis == "tokens":  # the same example as readable text (issue 11)
-            tpaths, err = _safe_call(
-                log,
-                f"text view example {k}",
-                plot_text,
-                ex,
-                d / f"attention_text_example_{k}",
-                formats=fm,
-                auto_groups=True,
-            )
-            if err:
-                notes.append(err)
-            if tpaths:
-                files.extend(tpaths)
+    for res in renderer.results():  # in submission order: the heatmaps, then the figures
+        if res.error:
+            msg = f"{res.name} skipped: {res.error[:200]}"
+            log(f"warning: {msg}")
+            notes.append(msg)
+        if not res.paths:
+            continue
+        files.extend(res.paths)
+        if res.name.startswith("heatmap example"):
+            heatmaps.append(res.paths[0])
+        elif not res.name.startswith("text view example"):
+            figs[res.name.removeprefix("figure ")] = list(res.paths)
 
     # -- summary + report -------------------------------------------------------------------------
     summary = build_summary(

@@ -1,0 +1,149 @@
+"""Render independent figures in worker processes.
+
+A figure job is a module-level plotting function (from :mod:`analyze.figures` or
+:mod:`analyze.heatmap`) with its arguments; every such function takes ``stem=`` and ``formats=``,
+writes ``stem.<fmt>`` and returns the written paths. The figures of an analysis do not depend on
+each other, so :class:`FigureRenderer` draws them in ``workers`` processes while the caller goes on
+(e.g. computing the statistics the next figures need), and collects the results in submission
+order. Each file is drawn by exactly the same code whichever process draws it, so the output does
+not depend on ``workers`` (tested byte for byte).
+
+Workers are started from a ``forkserver`` (``spawn`` where there is none) that imports the plotting
+modules once; they never fork the caller, whose polars thread pool and open HDF5 files would not
+survive a fork. ``workers=1`` draws every figure in the calling process, in order, when it is
+collected (no processes at all).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FigureJob", "FigureRenderer", "RenderResult", "available_cores"]
+
+# what a worker imports before its first job (in the forkserver: once for all workers)
+_PRELOAD = ["attncmp.analyze.figures", "attncmp.analyze.heatmap", "attncmp.analyze.textview"]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class FigureJob:
+    """One figure: ``fn(*args, stem=stem, formats=formats, **kwargs)`` -> written paths (or None
+    when the function decides there is nothing to draw); ``stem_arg`` names the stem's keyword
+    (``path`` for :func:`analyze.heatmap.plot_heatmap`)."""
+
+    name: str
+    fn: Callable[..., Any]
+    stem: Path
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    stem_arg: str = "stem"
+
+
+@dataclass
+class RenderResult:
+    """What one job produced: the written paths, or the one-line reason it failed."""
+
+    name: str
+    paths: list[Path] | None
+    error: str | None = None
+
+
+def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
+    """Draw one job; an exception becomes ``RenderResult.error`` (a figure that fails must not
+    stop the others, nor the report)."""
+    try:
+        kw = {**job.kwargs, job.stem_arg: job.stem, "formats": formats}
+        paths = job.fn(*job.args, **kw)
+    except Exception as e:  # noqa: BLE001 - reported as "figure X skipped: ..." by the caller
+        return RenderResult(job.name, None, f"{type(e).__name__}: {' '.join(str(e).split())}")
+    return RenderResult(job.name, [Path(p) for p in paths] if paths else None)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _warm() -> None:
+    import importlib
+
+    for m in _PRELOAD:
+        importlib.import_module(m)
+
+
+class FigureRenderer:
+    """Submit figure jobs as their inputs become ready; :meth:`results` waits for all of them.
+
+    Use as a context manager (the worker processes end with it)::
+
+        with FigureRenderer(formats=("png",), workers=2) as r:
+            r.submit(FigureJob("strata", plot_strata, d / "strata", (frame,)))
+            ...
+            for res in r.results(): ...
+    """
+
+    def __init__(self, *, formats: Sequence[str], workers: int | None = None) -> None:
+        self.formats = tuple(formats)
+        self.workers = max(1, int(workers if workers is not None else available_cores()))
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: list[tuple[FigureJob, Future | None]] = []
+
+    def __enter__(self) -> FigureRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=_context(), initializer=_warm
+            )
+        return self._pool
+
+    def start(self) -> None:
+        """Start the worker processes now (they import matplotlib while the caller works)."""
+        if self.workers > 1:
+            pool = self._executor()
+            for _ in range(self.workers):  # one no-op each, so every worker comes up now
+                pool.submit(_warm)
+
+    def submit(self, job: FigureJob) -> None:
+        fut = self._executor().submit(_run_job, job, self.formats) if self.workers > 1 else None
+        self._pending.append((job, fut))
+
+    def results(self) -> list[RenderResult]:
+        """Every submitted job's result, in submission order (drawn here when ``workers=1``)."""
+        out = []
+        for job, fut in self._pending:
+            if fut is None:
+                out.append(_run_job(job, self.formats))
+                continue
+            try:
+                out.append(fut.result())
+            except Exception as e:  # noqa: BLE001 - a worker died (e.g. out of memory)
+                out.append(RenderResult(job.name, None, f"{type(e).__name__}: {e}"))
+        self._pending = []
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -33,7 +33,15 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import TwoSlopeNorm
 
 from .metrics import metric_range
-from .plotstyle import MODEL_COLOURS, new_figure, safe_text, save_figure, style
+from .plotstyle import (
+    MODEL_COLOURS,
+    fit_layout,
+    legend_above,
+    new_figure,
+    safe_text,
+    save_figure,
+    style,
+)
 
 __all__ = [
     "METRIC_LABELS",
@@ -291,9 +299,12 @@ def plot_paired_metrics(
     metrics = list(metrics)
     ncols = min(ncols, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    with style():
-        fig = new_figure(4.6 * ncols + 0.4 * max(0, len(models) - 2) * ncols, 3.9 * nrows + 0.6)
-        axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    with style(fixed=True):
+        fig = new_figure(
+            4.6 * ncols + 0.4 * max(0, len(models) - 2) * ncols, 3.9 * nrows + 0.6, layout=None
+        )
+        grid = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+        axes = grid.ravel()
         for ax, metric in zip(axes, metrics, strict=False):
             vals = _wide(frame, metric, models)
             mean_ci, rows = _mean_ci_from_tests(tests, metric, baseline, variants, selection)
@@ -320,6 +331,7 @@ def plot_paired_metrics(
             "grey lines join one sample's values; dots: samples; black diamond: mean with 95% CI "
             "(t interval, clipped to the metric's range); change = (variant - baseline) / baseline",
         )
+        fit_layout(fig, grid)
         return _finish(fig, stem, formats)
 
 
@@ -378,9 +390,12 @@ def plot_per_layer_head(
     col_labels = [f"h{h}" for h in heads] + ["mean"]
     nv, nm = len(variants), len(metrics)
     cw = max(0.55, 0.42 * len(cols))
-    with style():
-        fig = new_figure(max(7.0, nm * (cw + 1.3)), nv * (0.45 * len(layers) + 1.6) + 0.9)
+    with style(fixed=True):
+        fig = new_figure(
+            max(7.0, nm * (cw + 1.3)), nv * (0.45 * len(layers) + 1.6) + 0.9, layout=None
+        )
         axes = np.atleast_2d(fig.subplots(nv, nm, squeeze=False))
+        cbars = {}
         for i, v in enumerate(variants):
             for j, metric in enumerate(metrics):
                 ax = axes[i, j]
@@ -425,7 +440,8 @@ def plot_per_layer_head(
                 if nv > 1:
                     title += f"\n{safe_text(v, 16)} vs {safe_text(baseline, 16)}"
                 ax.set_title(title, fontsize=8.5)
-                cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
+                cbars[ax] = fig.add_axes((0, 0, 0.01, 0.01))
+                cb = fig.colorbar(im, cax=cbars[ax])
                 cb.set_label("% change", fontsize=7)
                 cb.ax.tick_params(labelsize=6.5)
         match = {
@@ -442,6 +458,7 @@ def plot_per_layer_head(
             f"* corrected p ({correction}) < {alpha:g}; 'mean' column: metric of the "
             f"head-averaged distribution{match}",
         )
+        fit_layout(fig, axes, colorbars=cbars, wgap=0.35)
         return _finish(fig, stem, formats)
 
 
@@ -468,9 +485,10 @@ def plot_attention_error(
     panels = list(metrics) + ["delta"]
     ncols = 3
     nrows = math.ceil(len(panels) / ncols)
-    with style():
-        fig = new_figure(4.4 * ncols, 3.7 * nrows + 0.6)
-        axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    with style(fixed=True):
+        fig = new_figure(4.4 * ncols, 3.7 * nrows + 0.6, layout=None)
+        grid = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+        axes = grid.ravel()
         for ax, metric in zip(axes, panels, strict=False):
             if metric == "delta":
                 _delta_panel(ax, frame, errors, models, "entropy", correlations)
@@ -502,13 +520,12 @@ def plot_attention_error(
             ax.set_xlabel(metric_label(metric, threshold))
             ax.set_ylabel("|error|")
             ax.grid(alpha=0.3, linewidth=0.5)
-            ax.legend(
+            legend_above(
+                ax,
                 [
                     safe_text(m, 14) + (f": {t}" if t else "")
                     for m, t in zip(models, texts, strict=False)
                 ],
-                loc="lower left",
-                bbox_to_anchor=(0.0, 1.0),
                 fontsize=7,
                 frameon=False,
                 borderaxespad=0.2,
@@ -522,6 +539,7 @@ def plot_attention_error(
             "rho: Spearman correlation per model with 95% bootstrap CI; partial: controlling for "
             "the number of valid tokens",
         )
+        fit_layout(fig, grid, wgap=0.3)
         return _finish(fig, stem, formats)
 
 
@@ -587,9 +605,8 @@ def _delta_panel(
     ax.set_xlabel(f"delta {metric_label(metric).lower()} (variant - baseline)")
     ax.set_ylabel("delta |error| (variant - baseline)")
     ax.grid(alpha=0.3, linewidth=0.5)
-    ax.legend(
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.0),
+    legend_above(
+        ax,
         fontsize=7,
         frameon=False,
         borderaxespad=0.2,
@@ -618,8 +635,8 @@ def plot_strata(
     if not strat or not metrics:
         return None
     nr, nc = len(metrics), len(strat)
-    with style():
-        fig = new_figure(max(6.5, 3.0 * nc + 0.8), 2.4 * nr + 1.0)
+    with style(fixed=True):
+        fig = new_figure(max(6.5, 3.0 * nc + 0.8), 2.4 * nr + 1.0, layout=None)
         axes = np.atleast_2d(fig.subplots(nr, nc, squeeze=False))
         width = 0.7 / max(1, len(variants))
         for i, metric in enumerate(metrics):
@@ -679,6 +696,7 @@ def plot_strata(
             f"Paired difference (variant - {safe_text(baseline)}) within quantile bins",
             f"points: mean difference with 95% bootstrap CI; * corrected p < {alpha:g}",
         )
+        fit_layout(fig, axes)
         return _finish(fig, stem, formats)
 
 
@@ -695,9 +713,9 @@ def plot_node_specificity(
     """Node specificity (how different a sample's node rows are; ~0 = every node attends
     identically) per sample and model, and the share of samples with identical rows."""
     frame = _select(per_sample, selection)
-    with style():
-        fig = new_figure(10.0, 4.2)
-        ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    with style(fixed=True):
+        fig = new_figure(10.0, 4.2, layout=None)
+        ax1, ax2 = fig.subplots(1, 2)
         vals = _wide(frame, "node_specificity", models)
         mean_ci, rows = _mean_ci_from_tests(
             tests, "node_specificity", models[0], models[1:], selection
@@ -751,6 +769,7 @@ def plot_node_specificity(
             )
         ax2.set_title("Samples where every node attends identically", fontsize=9, loc="left")
         _title_and_note(fig, f"Node specificity ({_sel_text(selection)})")
+        fit_layout(fig, [[ax1, ax2]], width_ratios=[1.6, 1], wgap=0.3)
         return _finish(fig, stem, formats)
 
 
@@ -797,9 +816,9 @@ def plot_mae_comparison(
     """MAE and RMSE per model, per-sample paired |error|, and the MAE difference with its paired
     bootstrap CI. ``per_model``: ``model, n, mae, rmse``; ``differences``: ``variant, mae_diff,
     ci_low, ci_high`` (variant - baseline); ``errors``: ``sample_id, model, abs_error``."""
-    with style():
-        fig = new_figure(13.0, 4.2)
-        ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.1, 1.2, 1])
+    with style(fixed=True):
+        fig = new_figure(13.0, 4.2, layout=None)
+        ax1, ax2, ax3 = fig.subplots(1, 3)
         pm = {r["model"]: r for r in per_model.iter_rows(named=True)}
         xs = np.arange(len(models))
         w = 0.38
@@ -891,4 +910,5 @@ def plot_mae_comparison(
         ax3.set_title("MAE difference, 95% paired bootstrap CI", fontsize=9, loc="left")
         n = int(per_model["n"].max()) if per_model.height and "n" in per_model.columns else 0
         _title_and_note(fig, f"Prediction error ({safe_text(target)}, n = {n} samples)")
+        fit_layout(fig, [[ax1, ax2, ax3]], width_ratios=[1.1, 1.2, 1], wgap=0.3)
         return _finish(fig, stem, formats)

@@ -5,6 +5,12 @@ library does not switch the user's backend or keep global figure state; saving u
 Every figure is drawn inside :func:`style` so labels use DejaVu Sans (ships with matplotlib, so no
 missing-glyph boxes on any install). Text that comes from data (token strings, node labels, model
 names) goes through :func:`safe_text` so a ``$`` can never start mathtext.
+
+Fixed layouts (cheap to save): a layout engine or ``bbox_inches="tight"`` measures every text of
+the figure once more per pass (several passes per save), which for figures with many panels costs
+more than drawing them. Figures made with ``new_figure(..., layout=None)`` place their axes with
+:func:`fit_layout` (room for titles, tick labels and axis labels estimated from DejaVu Sans'
+advance widths, without drawing) and are saved by :func:`save_figure` in one draw.
 """
 
 from __future__ import annotations
@@ -14,12 +20,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 __all__ = [
     "FORMATS",
     "MODEL_COLOURS",
+    "fit_layout",
+    "legend_above",
+    "line_height",
     "new_figure",
+    "text_width",
     "parse_formats",
     "safe_text",
     "save_figure",
@@ -45,12 +57,20 @@ _RC = {
     "svg.fonttype": "none",
     "pdf.fonttype": 42,
 }
+# fixed-layout figures: titles at a fixed height (no search for top tick labels; none are drawn)
+_FIXED_RC = {"axes.titley": 1.0}
+# DejaVu Sans advance widths in em (units / 2048) of the characters tick labels are made of
+_ADVANCE = {c: 0.636 for c in "0123456789"}
+_ADVANCE.update({".": 0.318, ",": 0.318, " ": 0.318, "\u2212": 0.838, "-": 0.361, "+": 0.838})
+_ADVANCE.update({"e": 0.615, "%": 0.950, "*": 0.500, "[": 0.390, "]": 0.390, "=": 0.838})
+_WIDE = 0.72  # other characters: a little wider than DejaVu Sans' average letter
 
 
 @contextlib.contextmanager
-def style() -> Iterator[None]:
-    """The house rcParams (DejaVu Sans, sizes, dpi) for the duration of a figure's life."""
-    with matplotlib.rc_context(_RC):
+def style(fixed: bool = False) -> Iterator[None]:
+    """The house rcParams (DejaVu Sans, sizes, dpi) for the duration of a figure's life;
+    ``fixed``: also those of fixed-layout figures (titles at a fixed height)."""
+    with matplotlib.rc_context({**_RC, **_FIXED_RC} if fixed else _RC):
         yield
 
 
@@ -58,6 +78,191 @@ def new_figure(width: float, height: float, **kw) -> Figure:
     """A figure not registered with pyplot (call inside :func:`style`)."""
     kw.setdefault("layout", "constrained")
     return Figure(figsize=(width, height), **kw)
+
+
+def text_width(text: str, size: float) -> float:
+    """Width in inches of one line of ``text`` at ``size`` points in DejaVu Sans (an estimate:
+    exact for digits, signs and points; other characters are counted a little wide)."""
+    return sum(_ADVANCE.get(c, _WIDE) for c in text) * size / 72.0
+
+
+def line_height(size: float, lines: int = 1) -> float:
+    """Height in inches of ``lines`` lines of text at ``size`` points (matplotlib's 1.2 spacing)."""
+    return lines * 1.2 * size / 72.0 if lines > 0 else 0.0
+
+
+def _tick_extent(axis) -> float:
+    """Estimated extent in inches, away from the axes, of ``axis``'s visible tick labels (their
+    width for a y axis, their height for an x axis) including tick length and pad."""
+    major = axis.get_major_ticks()
+    if not major or not axis.get_visible():
+        return 0.0
+    tick = (major[0].get_tick_padding() + major[0].get_pad()) / 72.0
+    drawn = axis._update_ticks()  # the ticks inside the view limits: those that get drawn
+    labels = [k.label1 for k in drawn if k.label1.get_visible() and k.label1.get_text()]
+    if not labels:
+        return tick
+    if axis.axis_name == "y":
+        return tick + max(
+            text_width(line, t.get_fontsize()) for t in labels for line in t.get_text().split("\n")
+        )
+    return tick + max(line_height(t.get_fontsize(), t.get_text().count("\n") + 1) for t in labels)
+
+
+def _x_overhang(ax, width: float) -> tuple[float, float]:
+    """How far (inches) the x tick labels of ``ax`` reach beyond its left and right edges when it
+    is ``width`` inches wide (labels are centred on their ticks)."""
+    if not ax.xaxis.get_visible():
+        return 0.0, 0.0
+    to_axes = ax.transScale + ax.transLimits
+    left = right = 0.0
+    for tick in ax.xaxis._update_ticks():
+        lab = tick.label1
+        if not (lab.get_visible() and lab.get_text()) or lab.get_ha() != "center":
+            continue
+        w = max(text_width(line, lab.get_fontsize()) for line in lab.get_text().split("\n"))
+        f = to_axes.transform((tick.get_loc(), 0.0))[0]
+        left = max(left, w / 2 - f * width)
+        right = max(right, w / 2 - (1 - f) * width)
+    return left, right
+
+
+def _label_extent(label) -> float:
+    text = label.get_text()
+    return line_height(label.get_fontsize(), text.count("\n") + 1) if text else 0.0
+
+
+def _title_extent(ax) -> float:
+    """Height above the axes of its titles and of a legend anchored above it."""
+    h = 0.0
+    for loc in ("left", "center", "right"):
+        t = ax.get_title(loc=loc)
+        if t:
+            size = ax.title.get_fontsize() if loc == "center" else ax._left_title.get_fontsize()
+            h = max(
+                h, line_height(size, t.count("\n") + 1) + matplotlib.rcParams["axes.titlepad"] / 72
+            )
+    leg = ax.get_legend()
+    if leg is not None and leg.get_visible() and getattr(leg, "_attncmp_above", False):
+        size = leg.prop.get_size_in_points()
+        n = len(leg.texts) + (1 if leg.get_title().get_text() else 0)
+        h = max(h, n * 1.45 * size / 72 + 0.12)
+    return h
+
+
+def fit_layout(
+    fig: Figure,
+    axes,
+    *,
+    width_ratios: Sequence[float] | None = None,
+    wgap: float = 0.25,
+    hgap: float = 0.12,
+    pad: float = 0.1,
+    colorbars: dict | None = None,
+) -> None:
+    """Place a grid of axes (2-D array, rows x columns) in a figure without a layout engine.
+
+    Each column gets room on its left for its widest y tick labels and y label, each row room
+    above for its titles (and a legend placed above the axes by :func:`legend_above`) and below
+    for its x tick labels and x label, all estimated from the texts (no drawing); the figure's
+    suptitle and supxlabel (a note) get their line heights. ``colorbars`` maps an axes to the
+    axes of its colour bar, drawn right of it with its ticks and label. Axis labels are pinned
+    just outside the estimated tick labels, so drawing measures no tick-label bounding boxes.
+    Margins and gaps are in inches; ``width_ratios`` as in a gridspec.
+    """
+    grid = np.atleast_2d(np.asarray(axes, dtype=object))
+    nrows, ncols = grid.shape
+    colorbars = colorbars or {}
+    W, H = fig.get_size_inches()
+    live = [[ax for ax in grid[:, j] if ax is not None and ax.get_visible()] for j in range(ncols)]
+    rows = [[ax for ax in grid[i, :] if ax is not None and ax.get_visible()] for i in range(nrows)]
+
+    def cb_right(ax) -> float:
+        cax = colorbars.get(ax)
+        if cax is None:
+            return 0.0
+        return 0.06 + 0.12 + _tick_extent(cax.yaxis) + _label_extent(cax.yaxis.label) + 0.04
+
+    left = [
+        max((_tick_extent(ax.yaxis) + _label_extent(ax.yaxis.label) + 0.06 for ax in c), default=0)
+        for c in live
+    ]
+    right = [max((cb_right(ax) for ax in c), default=0.0) for c in live]
+    above = [max((_title_extent(ax) for ax in r), default=0.0) for r in rows]
+    below = [
+        max((_tick_extent(ax.xaxis) + _label_extent(ax.xaxis.label) + 0.04 for ax in r), default=0)
+        for r in rows
+    ]
+    sup = fig._suptitle
+    top = pad + (_label_extent(sup) + 0.1 if sup is not None and sup.get_text() else 0.0)
+    note = fig._supxlabel
+    bottom = pad + (_label_extent(note) + 0.06 if note is not None and note.get_text() else 0.0)
+    ratios = np.asarray(width_ratios if width_ratios is not None else [1.0] * ncols, float)
+    left0, right0 = left, right
+    for _ in range(2):  # x tick labels overhanging an edge need the column widths: twice
+        avail_w = W - pad - sum(left) - sum(right) - wgap * (ncols - 1) - pad
+        widths = avail_w * ratios / ratios.sum()
+        over = [[_x_overhang(ax, widths[j]) for ax in c] for j, c in enumerate(live)]
+        left = [max([a, *(o[0] for o in oj)]) for a, oj in zip(left0, over, strict=True)]
+        right = [max([a, *(o[1] for o in oj)]) for a, oj in zip(right0, over, strict=True)]
+    avail_w = W - pad - sum(left) - sum(right) - wgap * (ncols - 1) - pad
+    avail_h = H - top - sum(above) - sum(below) - hgap * (nrows - 1) - bottom
+    if avail_w <= 0.5 or avail_h <= 0.5:
+        raise ValueError(f"figure {W:.1f} x {H:.1f} in is too small for its texts")
+    widths = avail_w * ratios / ratios.sum()
+    height = avail_h / nrows
+    x, xs = pad, []
+    for j in range(ncols):
+        x += left[j]
+        xs.append(x)
+        x += widths[j] + right[j] + wgap
+    y, ys = H - top, []
+    for i in range(nrows):
+        y -= above[i] + height
+        ys.append(y)
+        y -= below[i] + hgap
+    for i in range(nrows):
+        for j in range(ncols):
+            ax = grid[i, j]
+            if ax is None:
+                continue
+            ax.set_position([xs[j] / W, ys[i] / H, widths[j] / W, height / H])
+            cax = colorbars.get(ax)
+            if cax is not None:
+                cax.set_position([(xs[j] + widths[j] + 0.06) / W, ys[i] / H, 0.12 / W, height / H])
+    if sup is not None and sup.get_text():
+        sup.set_y(1 - pad / H)
+        sup.set_va("top")
+    if note is not None and note.get_text():
+        note.set_y(pad / H)
+        note.set_va("bottom")
+    for ax in [*grid.ravel(), *colorbars.values()]:
+        if ax is not None and ax.get_visible():
+            _pin_axis_labels(ax)
+
+
+def _pin_axis_labels(ax, pad: float = 0.04) -> None:
+    fig = ax.figure
+    if ax.yaxis.label.get_text():
+        side = ax.yaxis.get_label_position()
+        d = _tick_extent(ax.yaxis) + pad
+        off = ScaledTranslation(-d if side == "left" else d, 0, fig.dpi_scale_trans)
+        ax.yaxis.set_label_coords(0 if side == "left" else 1, 0.5, transform=ax.transAxes + off)
+        if side == "right":
+            ax.yaxis.label.set_va("top")
+    if ax.xaxis.label.get_text():
+        off = ScaledTranslation(0, -(_tick_extent(ax.xaxis) + pad), fig.dpi_scale_trans)
+        ax.xaxis.set_label_coords(0.5, 0, transform=ax.transAxes + off)
+
+
+def legend_above(ax, *args, **kw):
+    """``ax.legend`` anchored above the axes, left-aligned (room for it made by
+    :func:`fit_layout`)."""
+    kw.setdefault("loc", "lower left")
+    kw.setdefault("bbox_to_anchor", (0.0, 1.0))
+    leg = ax.legend(*args, **kw)
+    leg._attncmp_above = True
+    return leg
 
 
 def safe_text(text: object, max_len: int | None = None) -> str:
@@ -91,12 +296,16 @@ def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Write ``fig`` as ``stem.<fmt>`` for each format; returns the written paths."""
+    """Write ``fig`` as ``stem.<fmt>`` for each format; returns the written paths. A figure with a
+    layout engine is saved with a tight bounding box; one with a fixed layout (``layout=None``)
+    as it is, in one draw."""
     stem = Path(stem)
     paths = []
+    fixed = fig.get_layout_engine() is None
+    kw = {} if fixed else {"bbox_inches": "tight", "pad_inches": 0.15}
     with style():
         for fmt in formats:
             p = stem.with_name(stem.name + "." + fmt)
-            fig.savefig(p, format=fmt, bbox_inches="tight", pad_inches=0.15)
+            fig.savefig(p, format=fmt, **kw)
             paths.append(p)
     return paths

@@ -30,10 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from matplotlib.collections import PatchCollection
-from matplotlib.colors import Normalize
-from matplotlib.patches import Rectangle
-from matplotlib.transforms import blended_transform_factory, offset_copy
 
 from .plotstyle import new_figure, safe_text, style
 
@@ -639,6 +635,12 @@ def _wrap(lines: list[str], width_in: float, font: float) -> list[str]:
 
 
 def _draw(d: HeatmapData, *, max_tokens: int, max_nodes: int, title: str | None):
+    # matplotlib is imported when drawing, so reading heatmap data (analyze) does not load it
+    from matplotlib.collections import PatchCollection
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import blended_transform_factory, offset_copy
+
     head = title or (
         f"Sample {safe_text(d.sample_id)}  -  site {safe_text(d.site)} "
         f"({d.query_axis} -> {d.key_axis}), {_layer_head_text(d)}"

@@ -37,11 +37,16 @@ import numpy as np
 import polars as pl
 from attncmp.store import StoreError, open_store
 
-from . import figures as F
-from .heatmap import HeatmapData, default_site, heatmap_data, plot_heatmap
+from .heatmap import HeatmapData, default_site, heatmap_data
 from .plotstyle import parse_formats
 from .render import FigureJob, FigureRenderer
-from .textview import plot_text
+
+# matplotlib (figures, heatmap/text drawing) and scipy (statistics) are imported where used, so
+# `attncmp analyze` reaches its first chunk without them; figure functions are named here and
+# imported by the process that draws them (analyze.render)
+_FIG = "attncmp.analyze.figures:"
+_HEATMAP = "attncmp.analyze.heatmap:plot_heatmap"
+_TEXT = "attncmp.analyze.textview:plot_text"
 
 __all__ = [
     "OUTPUT_FILES",
@@ -632,6 +637,8 @@ def _per_layer_head_table(tables) -> pl.DataFrame:
 def _statistics_csv(comparison, models: Sequence[str], sel: dict[str, Any]) -> pl.DataFrame:
     """``attention_statistics.csv``: the original columns (metric, each model's value, change %)
     then n, CIs, p-values, effect sizes and verdict; one row per metric (x variant)."""
+    from .compare import MAIN_METRICS
+
     rows = []
     tests = [
         t
@@ -639,7 +646,7 @@ def _statistics_csv(comparison, models: Sequence[str], sel: dict[str, Any]) -> p
         if t.site == sel["site"] and t.layer == sel["layer"] and t.head == sel["head"]
     ]
     by = {(t.metric, t.variant): t for t in tests}
-    for metric in F.MAIN_METRICS:
+    for metric in MAIN_METRICS:
         for v in models[1:]:
             t = by.get((metric, v))
             if t is None:
@@ -772,13 +779,11 @@ def _render(
     renderer.start()
     for k, ex in enumerate(examples, 1):
         stem = d / f"attention_heatmap_example_{k}"
-        renderer.submit(
-            FigureJob(f"heatmap example {k}", plot_heatmap, stem, (ex,), stem_arg="path")
-        )
+        renderer.submit(FigureJob(f"heatmap example {k}", _HEATMAP, stem, (ex,), stem_arg="path"))
         if ex.key_axis == "tokens":  # the same example as readable text (issue 11)
             stem = d / f"attention_text_example_{k}"
             kw = {"auto_groups": True}
-            job = FigureJob(f"text view example {k}", plot_text, stem, (ex,), kw, "path")
+            job = FigureJob(f"text view example {k}", _TEXT, stem, (ex,), kw, "path")
             renderer.submit(job)
 
     log("statistics: paired tests, prediction error, correlations, strata")
@@ -890,7 +895,7 @@ def _render(
 
     fig(
         "attention_statistics_comparison",
-        F.plot_statistics_comparison,
+        _FIG + "plot_statistics_comparison",
         tables.per_sample,
         tests_frame,
         models=models,
@@ -902,7 +907,7 @@ def _render(
     for s in _grid_sites(tables, tests_frame):
         fig(
             f"per_layer_head_{_slug(s)}",
-            F.plot_per_layer_head,
+            _FIG + "plot_per_layer_head",
             tests_frame,
             site=s,
             baseline=baseline,
@@ -915,7 +920,7 @@ def _render(
     if errors.height:
         fig(
             "attention_vs_error",
-            F.plot_attention_error,
+            _FIG + "plot_attention_error",
             tables.per_sample,
             errors,
             corr_frame,
@@ -925,11 +930,15 @@ def _render(
         )
     if strata_frame is not None and strata_frame.height:
         fig(
-            "strata_comparison", F.plot_strata, strata_frame, baseline=baseline, alpha=options.alpha
+            "strata_comparison",
+            _FIG + "plot_strata",
+            strata_frame,
+            baseline=baseline,
+            alpha=options.alpha,
         )
     fig(
         "node_specificity",
-        F.plot_node_specificity,
+        _FIG + "plot_node_specificity",
         tables.per_sample,
         all_tests,
         models=models,
@@ -939,7 +948,7 @@ def _render(
     if _has_gold(tables, sel):
         fig(
             "gold_alignment",
-            F.plot_gold_alignment,
+            _FIG + "plot_gold_alignment",
             tables.per_sample,
             all_tests,
             models=models,
@@ -950,7 +959,7 @@ def _render(
         per_model, diffs = _prediction_parts(prediction)
         fig(
             "mae_comparison",
-            F.plot_mae_comparison,
+            _FIG + "plot_mae_comparison",
             per_model,
             diffs,
             errors,
@@ -1156,6 +1165,8 @@ def build_summary(
     secondary=None,
 ) -> dict[str, Any]:
     """The documented ``summary.json`` (see README, section analyze)."""
+    from .compare import MAIN_METRICS
+
     facts = state["store"]
     baseline, variants = state["baseline"], list(state["variants"])
     verdict = comparison.verdict
@@ -1167,16 +1178,14 @@ def build_summary(
             and t.head == selection["head"]
         )
 
-    main = [
-        _test_dict(t) for t in comparison.tests if at_selection(t) and t.metric in F.MAIN_METRICS
-    ]
+    main = [_test_dict(t) for t in comparison.tests if at_selection(t) and t.metric in MAIN_METRICS]
     secondary_rows = [
         _test_dict(t) for t in (secondary.tests if secondary is not None else []) if at_selection(t)
     ]
     cells = [
         t
         for t in comparison.tests
-        if t.site == selection["site"] and t.metric in F.MAIN_METRICS and not at_selection(t)
+        if t.site == selection["site"] and t.metric in MAIN_METRICS and not at_selection(t)
     ]
     grid = {
         "n_tests": len(cells),
@@ -1310,6 +1319,8 @@ def describe_file(name: str) -> str:
 def _noise_summary(noise, layer: int) -> Any:
     """The noise-floor rows (within- and between-group comparisons) of the headline layer, main
     metrics first."""
+    from .compare import MAIN_METRICS
+
     f = noise.frame
     if f is None or f.height == 0:
         return []
@@ -1332,7 +1343,7 @@ def _noise_summary(noise, layer: int) -> Any:
     f = f.select(keep)
     if "layer" in f.columns:
         f = f.filter(pl.col("layer") == layer)
-    order = {m: i for i, m in enumerate([*F.MAIN_METRICS, "jsd", "tv"])}
+    order = {m: i for i, m in enumerate([*MAIN_METRICS, "jsd", "tv"])}
     if "metric" in f.columns:
         f = (
             f.with_columns(

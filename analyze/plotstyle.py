@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.transforms import ScaledTranslation
+
+if TYPE_CHECKING:  # matplotlib itself is imported when a figure is made, not with this module
+    from matplotlib.figure import Figure
 
 __all__ = [
     "FORMATS",
@@ -70,6 +71,8 @@ _WIDE = 0.72  # other characters: a little wider than DejaVu Sans' average lette
 def style(fixed: bool = False) -> Iterator[None]:
     """The house rcParams (DejaVu Sans, sizes, dpi) for the duration of a figure's life;
     ``fixed``: also those of fixed-layout figures (titles at a fixed height)."""
+    import matplotlib
+
     with matplotlib.rc_context({**_RC, **_FIXED_RC} if fixed else _RC):
         yield
 
@@ -77,6 +80,8 @@ def style(fixed: bool = False) -> Iterator[None]:
 def new_figure(width: float, height: float, **kw) -> Figure:
     """A figure not registered with pyplot (call inside :func:`style`)."""
     kw.setdefault("layout", "constrained")
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(width, height), **kw)
 
 
@@ -140,7 +145,9 @@ def _title_extent(ax) -> float:
         if t:
             size = ax.title.get_fontsize() if loc == "center" else ax._left_title.get_fontsize()
             h = max(
-                h, line_height(size, t.count("\n") + 1) + matplotlib.rcParams["axes.titlepad"] / 72
+                h,
+                line_height(size, t.count("\n") + 1)
+                + ax.titleOffsetTrans.get_matrix()[1, 2] / ax.figure.dpi,
             )
     leg = ax.get_legend()
     if leg is not None and leg.get_visible() and getattr(leg, "_attncmp_above", False):
@@ -242,6 +249,8 @@ def fit_layout(
 
 
 def _pin_axis_labels(ax, pad: float = 0.04) -> None:
+    from matplotlib.transforms import ScaledTranslation
+
     fig = ax.figure
     if ax.yaxis.label.get_text():
         side = ax.yaxis.get_label_position()

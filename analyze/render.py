@@ -16,6 +16,7 @@ collected (no processes at all).
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -42,10 +43,11 @@ def available_cores() -> int:
 class FigureJob:
     """One figure: ``fn(*args, stem=stem, formats=formats, **kwargs)`` -> written paths (or None
     when the function decides there is nothing to draw); ``stem_arg`` names the stem's keyword
-    (``path`` for :func:`analyze.heatmap.plot_heatmap`)."""
+    (``path`` for :func:`analyze.heatmap.plot_heatmap`). ``fn`` may be named as
+    ``"module:function"``, so that only the process that draws imports it (and matplotlib)."""
 
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | str
     stem: Path
     args: tuple = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -65,8 +67,12 @@ def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
     """Draw one job; an exception becomes ``RenderResult.error`` (a figure that fails must not
     stop the others, nor the report)."""
     try:
+        fn = job.fn
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
         kw = {**job.kwargs, job.stem_arg: job.stem, "formats": formats}
-        paths = job.fn(*job.args, **kw)
+        paths = fn(*job.args, **kw)
     except Exception as e:  # noqa: BLE001 - reported as "figure X skipped: ..." by the caller
         return RenderResult(job.name, None, f"{type(e).__name__}: {' '.join(str(e).split())}")
     return RenderResult(job.name, [Path(p) for p in paths] if paths else None)
@@ -82,8 +88,6 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _warm() -> None:
-    import importlib
-
     for m in _PRELOAD:
         importlib.import_module(m)
 

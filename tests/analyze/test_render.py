@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 from attncmp.analyze.outputs import AnalysisOptions, replot, run_analysis
@@ -65,3 +67,14 @@ def test_a_failing_figure_is_reported_and_the_others_are_drawn(tmp_path, workers
     assert res[0].paths == [tmp_path / "a.png", tmp_path / "a.svg"] and res[0].error is None
     assert res[1].paths is None and res[1].error == "ValueError: no data for this figure"
     assert (tmp_path / "c.svg").read_text() == "y"
+
+
+def test_analysis_start_up_does_not_load_matplotlib():
+    """`attncmp analyze` reaches its first chunk without matplotlib (figures import it where they
+    are drawn, in the worker processes)."""
+    code = (
+        "import sys, attncmp.analyze.outputs, attncmp.analyze.table, attncmp.analyze.heatmap; "
+        "sys.exit(1 if 'matplotlib' in sys.modules else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr or "matplotlib was imported"

@@ -561,6 +561,16 @@ _analyze_options = [
         metavar="NAME=M1,M2",
         help="Replicates of one configuration (other seeds) for the noise floor.",
     ),
+    click.option(
+        "--strata",
+        "strata",
+        multiple=True,
+        metavar="NAME[,NAME...]",
+        help="Stratifiers of the per-stratum comparison: n_nodes, n_tokens, target, "
+        "baseline_error, split, a target's name or any per-sample metadata column (numeric: "
+        "quantile bins; text: one stratum per value, e.g. a sample type).  [default: n_nodes, "
+        "n_tokens, target, baseline_error (+ split when the store pools several)]",
+    ),
     click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
 ]
 
@@ -591,6 +601,7 @@ def _options_from(kw: dict, quiet: bool):
         n_boot=kw.pop("n_boot"),
         lang=kw.pop("lang"),
         groups=_parse_groups(kw.pop("groups")),
+        strata=_csv_list(kw.pop("strata", ())) or None,
         quiet=quiet,
     )
 

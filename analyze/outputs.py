@@ -140,6 +140,9 @@ class AnalysisOptions:
     head_matching: str = "hungarian"
     lang: str = "en"  # en | zh (report text)
     groups: dict[str, list[str]] = field(default_factory=dict)  # replicate groups (noise floor)
+    strata: Sequence[str] | None = None  # stratifiers; default: analyze.strata.BUILTIN (+ split)
+    strata_bins: int = 3  # quantile bins of numeric stratifiers
+    strata_min_size: int = 5  # smaller strata are merged
     chunk_samples: int = 256
     quiet: bool = False
     log: Callable[[str], None] | None = None  # default: print to stderr unless quiet
@@ -173,6 +176,7 @@ class AnalysisOptions:
         d["formats"] = list(self.formats)
         d["variants"] = None if self.variants is None else list(self.variants)
         d["example_ids"] = None if self.example_ids is None else list(self.example_ids)
+        d["strata"] = None if self.strata is None else list(self.strata)
         return d
 
 
@@ -327,6 +331,23 @@ def _check_request(store, options: AnalysisOptions) -> tuple[str, list[str], str
 # ---------------------------------------------------------------------------------------------
 # examples
 # ---------------------------------------------------------------------------------------------
+def _check_strata(store, options: AnalysisOptions) -> None:
+    """``--strata`` names must exist in the store (checked before the metric scan)."""
+    if not options.strata:
+        return
+    from .strata import BUILTIN
+
+    have = [*BUILTIN, "split", *store.targets, *store.meta_columns()]
+    bad = [n for n in options.strata if n not in have and n.removeprefix("meta_") not in have]
+    if bad:
+        raise AnalysisError(
+            f"--strata {bad[0]!r} is not a stratifier of this store; choose from "
+            f"{', '.join(dict.fromkeys(have))}"
+        )
+    if options.strata_bins < 1 or options.strata_min_size < 1:
+        raise AnalysisError("strata bins and minimum stratum size must be >= 1")
+
+
 def choose_examples(
     tables,
     *,
@@ -454,6 +475,7 @@ def run_analysis(
         raise AnalysisError("no store path given; pass the attention store (.h5) to analyse")
     with open_store(paths) as store:
         baseline, variants, site = _check_request(store, options)
+        _check_strata(store, options)
         facts = _store_facts(store)
         if store.is_partial:
             log(
@@ -843,6 +865,9 @@ def _render(
         "strata comparison",
         compare_strata,
         tables,
+        **({"by": list(options.strata)} if options.strata else {}),
+        bins=options.strata_bins,
+        min_size=options.strata_min_size,
         site=sel["site"],
         baseline=baseline,
         variants=variants,
@@ -1121,12 +1146,18 @@ def _norm_strata(s: pl.DataFrame | None, layer: int) -> pl.DataFrame | None:
     )
     s = s.join(order.select("stratum", "bin_label", "bin"), on=["stratum", "bin_label"])
     if "low" in s.columns and "high" in s.columns:
+
+        def label(r) -> str:
+            lo, hi = r["low"], r["high"]
+            if lo is None or hi is None or lo != lo or hi != hi:  # a category: keep its name
+                return r["bin_label"]
+            if lo == hi:  # a tied value holding its own bin (e.g. band gap = 0)
+                return f"q{r['bin'] + 1} = {_num(lo)}"
+            return f"q{r['bin'] + 1} [{_num(lo)}, {_num(hi)}]"
+
         s = s.with_columns(
-            pl.struct("bin", "low", "high")
-            .map_elements(
-                lambda r: f"q{r['bin'] + 1} [{_num(r['low'])}, {_num(r['high'])}]",
-                return_dtype=pl.String,
-            )
+            pl.struct("bin", "low", "high", "bin_label")
+            .map_elements(label, return_dtype=pl.String)
             .alias("bin_label")
         )
     return s.select(

@@ -64,3 +64,18 @@ def test_analyze_writes_a_text_view_for_every_heatmap_example(tmp_path):
     for k in (1, 2):
         assert (out / f"attention_heatmap_example_{k}.png").is_file()
         assert (out / f"attention_text_example_{k}.png").stat().st_size > 5_000
+
+
+def test_analyze_strata_by_a_metadata_column(tmp_path):
+    import polars as pl
+
+    store = make_store(tmp_path / "s.h5", n=12, n_heads=1, n_layers=1, max_nodes=8, max_tokens=16)
+    out = tmp_path / "out"
+    r = run("analyze", store, "--save-dir", out, "--n-boot", "100", "--examples", "0", "-q",
+            "--strata", "n_rings,split", "--strata", "target")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    f = pl.read_csv(out / "strata.csv")
+    assert list(dict.fromkeys(f["stratifier"])) == ["n_rings", "split", "target"]
+    r = run("analyze", store, "--save-dir", out, "--strata", "colour", "-q")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "--strata 'colour' is not a stratifier of this store; choose from" in r.output

@@ -176,7 +176,21 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     default=None,
     help="The adapter's data directory.  [default: none; the reference data is embedded]",
 )
-@click.option("--split", default="test", show_default=True, help="Which split's samples.")
+@click.option(
+    "--adapter-opt",
+    "adapter_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting handed to the adapter's constructor (e.g. cutoff=5.0); repeatable; recorded "
+    "in the store.",
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    help="Which split's samples; several pool into one store (valid,test), each sample keeping "
+    "its split.",
+)
 @_dual_option(
     "--num-samples",
     type=click.IntRange(min=1),
@@ -820,7 +834,19 @@ def plot_text_cmd(
     show_default=True,
     help="'reference', 'package.module:object' or 'file.py:object'.",
 )
-@click.option("--split", default="test", show_default=True, help="Which split's samples.")
+@click.option(
+    "--adapter-opt",
+    "adapter_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting handed to the adapter's constructor; repeatable; recorded in the store.",
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    help="Which split's samples (valid,test pools several).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:k.")
 @click.option(
     "--allow-training-samples",
@@ -842,6 +868,7 @@ def compare_cmd(
     num_samples,
     batch_size,
     adapter,
+    adapter_options,
     split,
     device,
     allow_training_samples,
@@ -907,6 +934,7 @@ def compare_cmd(
         cfg = ExtractConfig(
             models=[(n, str(Path(p))) for n, p in pairs],
             adapter=adapter,
+            adapter_options=list(adapter_options),
             out=store_path,
             root_dir=root_dir,
             split=split,

@@ -164,7 +164,7 @@ def compare_strata(
     ``by`` names built-in stratifiers (:data:`BUILTIN`), ``split`` (each sample's recorded
     split), a target by name or any per-sample metadata column (see
     :func:`available_stratifiers`); with the default ``by``, ``split`` is added when the store
-    pools several splits. ``stratifier`` is the name the stratum axis shows (``target`` is
+    pools several splits, and ``sample_type`` when the adapter records one. ``stratifier`` is the name the stratum axis shows (``target`` is
     reported under the target's own name). Strata smaller than ``min_size`` samples are merged
     (see :func:`stratify`).
 
@@ -188,9 +188,12 @@ def compare_strata(
     if min_size < 1:
         raise ValueError(f"`min_size` must be >= 1, got {min_size}")
     by = list(by)
-    if by == list(BUILTIN) and "split" in tables.samples.columns:
-        if tables.samples["split"].n_unique() > 1:
+    if by == list(BUILTIN):
+        cols = tables.samples.columns
+        if "split" in cols and tables.samples["split"].n_unique() > 1:
             by.append("split")
+        if "meta_sample_type" in cols:  # the adapter's declared sample types (FreeSolv's)
+            by.append("sample_type")
     raw = []
     for name in by:
         strata = stratify(_column(tables, name, baseline), bins, min_size)

@@ -33,12 +33,24 @@ inferred from the first selected sample's ``SampleInfo.meta``), ``target_names``
 ``("target",)`` or ``target_0..`` for vector targets).
 
 ``--adapter module:object`` names the object; ``--adapter path/to/file.py:object`` loads a file.
+``--adapter-opt KEY=VALUE`` (repeatable) settings are handed to the adapter class's constructor
+as keyword arguments (values parsed as JSON scalars where they are one: ``0.5``, ``true``, ``3``;
+else kept as strings); an adapter given as an instance receives them through its ``configure``
+method. The options, the adapter's source file and that file's sha256 are recorded in every
+model's provenance (:func:`adapter_source`).
+
+Splits: ``--split valid,test`` calls ``sample_ids`` once per split and pools the ids into one
+selection (an id in two splits is an error); each sample's split is what ``describe()`` says, or
+the split whose ``sample_ids`` listed it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import inspect
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +66,8 @@ __all__ = [
     "Adapter",
     "ForwardOutput",
     "SampleInfo",
+    "adapter_source",
+    "parse_adapter_options",
     "resolve_adapter",
 ]
 
@@ -136,7 +150,53 @@ def _load_file_module(path: Path) -> Any:
     return module
 
 
-def resolve_adapter(spec: str | Any) -> tuple[Any, str]:
+def parse_adapter_options(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["cutoff=5.0", "tokenizer=vocab.txt"]`` -> ``{"cutoff": 5.0, "tokenizer": "vocab.txt"}``.
+
+    Values that parse as a JSON number, ``true``/``false`` or ``null`` become that value; others
+    stay strings. Raises :class:`AdapterError` for an item without ``=`` or a repeated key.
+    """
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise AdapterError(
+                f"--adapter-opt {item!r}: expected KEY=VALUE with KEY a Python identifier, e.g. "
+                "cutoff=5.0"
+            )
+        if key in out:
+            raise AdapterError(f"--adapter-opt {key!r} given twice; give each key once")
+        try:
+            val = json.loads(raw)
+            if isinstance(val, (list, dict)):
+                val = raw
+        except ValueError:
+            val = raw
+        out[key] = val
+    return out
+
+
+def adapter_source(obj: Any) -> dict[str, Any]:
+    """``{"file": path, "sha256": hex}`` of the source file that defines the adapter (its
+    class's module), or ``{"file": None, "sha256": None}`` when there is none (e.g. a REPL)."""
+    t = obj if isinstance(obj, type) else type(obj)
+    mod = sys.modules.get(t.__module__)
+    try:
+        path = inspect.getsourcefile(mod) if mod is not None else None
+    except TypeError:
+        path = None
+    if not path or not Path(path).is_file():
+        return {"file": None, "sha256": None}
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"file": str(Path(path).resolve()), "sha256": digest}
+
+
+def resolve_adapter(spec: str | Any, options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """Turn ``--adapter`` into an adapter instance and the name recorded in provenance.
 
     ``spec`` is ``"reference"`` (the built-in adapter), ``"package.module:object"``,
@@ -182,12 +242,37 @@ def resolve_adapter(spec: str | Any) -> tuple[Any, str]:
                     f"{public[:20]}"
                 )
             obj = getattr(obj, part)
+    options = dict(options or {})
     if isinstance(obj, type):
         try:
-            obj = obj()
+            obj = obj(**options)
+        except TypeError as exc:
+            if options:
+                raise AdapterError(
+                    f"--adapter {label!r}: {obj.__name__} does not take the settings "
+                    f"{sorted(options)} ({exc}); check the --adapter-opt keys against its "
+                    "constructor"
+                ) from exc
+            raise AdapterError(
+                f"--adapter {label!r}: {obj.__name__}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
         except Exception as exc:
             raise AdapterError(
                 f"--adapter {label!r}: {obj.__name__}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    elif options:
+        configure = getattr(obj, "configure", None)
+        if not callable(configure):
+            raise AdapterError(
+                f"--adapter {label!r} is an instance without a configure() method, so it cannot "
+                f"take --adapter-opt {sorted(options)}; point --adapter at its class instead"
+            )
+        try:
+            configure(**options)
+        except Exception as exc:
+            raise AdapterError(
+                f"--adapter {label!r}: configure({', '.join(sorted(options))}) failed: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(obj, m, None))]
     if missing:

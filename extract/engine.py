@@ -45,7 +45,13 @@ from attncmp.store import (
     shard_ids,
 )
 
-from .adapter import ForwardOutput, SampleInfo, resolve_adapter
+from .adapter import (
+    ForwardOutput,
+    SampleInfo,
+    adapter_source,
+    parse_adapter_options,
+    resolve_adapter,
+)
 from .checkpoint import TRUST_HINT, is_weights_only_refusal, load_failure_reason, sha256_file
 from .errors import (
     AdapterError,
@@ -89,9 +95,10 @@ class ExtractConfig:
 
     models: Sequence[tuple[str, str]]  # (variant name, checkpoint path), >= 2, baseline first
     adapter: Any = "reference"  # "reference", "pkg.module:object", "file.py:object" or an object
+    adapter_options: Any = None  # {KEY: VALUE} or ["KEY=VALUE", ...] for the adapter's constructor
     out: str | os.PathLike = "attention_store.h5"  # store file (shards get a suffix)
     root_dir: str | None = None  # the adapter's data directory
-    split: str = "test"  # which split's samples to extract
+    split: str = "test"  # which split's samples to extract; "valid,test" pools several
     num_samples: int | None = None  # seeded subset of the split; None = all of it
     batch_size: int = 32
     seed: int = 0  # selection seed (also torch.manual_seed)
@@ -607,7 +614,9 @@ class _Run:
         self.shard = parse_shard(cfg.shard)
         self.path = shard_path(cfg.out, *self.shard)
         self.device = resolve_device(cfg.device)
-        self.adapter, self.adapter_label = resolve_adapter(cfg.adapter)
+        self.adapter_options = parse_adapter_options(cfg.adapter_options)
+        self.adapter, self.adapter_label = resolve_adapter(cfg.adapter, self.adapter_options)
+        self.adapter_src = adapter_source(self.adapter)
         self.names = [n for n, _ in cfg.models]
         self.baseline = cfg.baseline or self.names[0]
         self.invalid: dict[str, list[str]] = {}
@@ -730,13 +739,31 @@ class _Run:
 
     def _select(self) -> None:
         c = self.cfg
-        ids = self._call("sample_ids()", self.adapter.sample_ids, c.split, c.root_dir)
-        ids = [str(i) for i in ids]
-        if not ids:
-            raise SelectionError(
-                f"split {c.split!r} has no samples (adapter {self.adapter_label!r}, root dir "
-                f"{c.root_dir}); check --split and --root-dir"
-            )
+        splits = [x.strip() for x in str(c.split).split(",") if x.strip()]
+        if not splits:
+            raise SelectionError(f"--split {c.split!r}: name a split, e.g. test or valid,test")
+        if len(set(splits)) != len(splits):
+            raise SelectionError(f"--split {c.split!r} names a split twice")
+        ids: list[str] = []
+        self.split_of: dict[str, str] = {}
+        for sp in splits:
+            part = [
+                str(i) for i in self._call("sample_ids()", self.adapter.sample_ids, sp, c.root_dir)
+            ]
+            if not part:
+                raise SelectionError(
+                    f"split {sp!r} has no samples (adapter {self.adapter_label!r}, root dir "
+                    f"{c.root_dir}); check --split and --root-dir"
+                )
+            both = next((i for i in part if i in self.split_of), None)
+            if both is not None:
+                raise SelectionError(
+                    f"sample {both!r} is in both split {self.split_of[both]!r} and {sp!r}; "
+                    "pooled splits must be disjoint"
+                )
+            for i in part:
+                self.split_of.setdefault(i, sp)
+            ids += part
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise AdapterError(
@@ -797,6 +824,7 @@ class _Run:
         sel_hash = hashlib.sha256("\n".join(self.selection).encode()).hexdigest()
         config = {
             "adapter": self.adapter_label,
+            "adapter_options": self.adapter_options,
             "models": {n: {"sha256": self.sha[n]} for n in self.names},
             "split": c.split,
             "seed": c.seed,
@@ -837,6 +865,9 @@ class _Run:
                         "checkpoint_sha256": self.sha[name],
                         "config": info,
                         "adapter": self.adapter_label,
+                        "adapter_options": self.adapter_options,
+                        "adapter_file": self.adapter_src["file"],
+                        "adapter_sha256": self.adapter_src["sha256"],
                         "versions": versions,
                         "device": dev,
                         "dtype": c.dtype,
@@ -1124,7 +1155,10 @@ class _Run:
             attention={
                 n: {s: v.numpy() for s, v in o.attention.items()} for n, o in job.outputs.items()
             },
-            splits=[i.split if i.split is not None else self.cfg.split for i in infos],
+            splits=[
+                i.split if i.split is not None else self.split_of.get(i.id, self.cfg.split)
+                for i in infos
+            ],
             meta=meta,
             gold_present=gold_present if self.has_gold else None,
             gold=(np.concatenate(golds) if golds else np.zeros(0, bool)) if self.has_gold else None,

@@ -6,7 +6,10 @@ middle fusion, ``middle_fusion_attention.atom_to_text`` (site ``middle_fusion``;
 every variant has it). Sample ids, the split and the tokenizer come from the checkpoints: the first
 checkpoint's recorded split decides which ids a ``--split`` holds, each checkpoint's recorded
 training ids are refused unless allowed, and token strings are the model's own tokenisation. Gold
-node-token masks come from name fragments (:func:`extract.reference.gold.gold_mask`).
+node-token masks come from name fragments (:func:`extract.reference.gold.gold_mask`). Each sample
+records its split (``val``/``test``...; ``valid`` is accepted for ``val``) and its
+``sample_type`` (halogenated / aromatic / other, :func:`extract.reference.data.sample_type`), so
+``attncmp analyze --strata sample_type`` compares the models per type.
 
 ``--root-dir`` may point at a directory holding another ``freesolv_graphs.json.gz`` in the shipped
 format; by default the embedded FreeSolv data is used.
@@ -55,7 +58,9 @@ class ReferenceAdapter:
 
     name = "reference"
     has_gold = True
-    meta_columns = (("name", "str"), ("smiles", "str"))
+    meta_columns = (("name", "str"), ("smiles", "str"), ("sample_type", "str"))
+    #: other spellings of the checkpoint's split names (``--split valid,test``)
+    SPLIT_ALIASES = {"valid": "val", "validation": "val", "training": "train"}
     target_names = ("target",)  # experimental hydration free energy, kcal/mol
 
     def __init__(self) -> None:
@@ -152,6 +157,7 @@ class ReferenceAdapter:
     def sample_ids(self, split: str, root_dir: str | None) -> list[str]:
         recorded = self._need_first().loaded.split
         data = self._data(root_dir)
+        split = self.SPLIT_ALIASES.get(split, split) if split not in recorded else split
         if split == "all":
             return sorted(data)
         if split not in recorded:
@@ -179,6 +185,7 @@ class ReferenceAdapter:
         )
 
     def describe(self, rb: ReferenceBatch) -> list[SampleInfo]:
+        from ..reference.data import sample_type
         from ..reference.gold import gold_mask
 
         split_of = {i: k for k, ids in self._need_first().loaded.split.items() for i in ids}
@@ -190,7 +197,7 @@ class ReferenceAdapter:
                 special=list(e.special),
                 target=float(m.target),
                 split=split_of.get(m.id, "unassigned"),
-                meta={"name": m.name, "smiles": m.smiles},
+                meta={"name": m.name, "smiles": m.smiles, "sample_type": sample_type(m)},
                 gold=gold_mask(m, e),
             )
             for m, e in zip(rb.molecules, rb.encodings, strict=True)

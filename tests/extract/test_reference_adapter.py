@@ -111,3 +111,24 @@ def test_cli_original_spelling_with_the_reference_adapter(ckpts, tmp_path) -> No
     with open_store(save / "attention_store.h5") as st:
         assert st.models == ["full", "no_middle"] and st.baseline == "full"
         assert st.n_samples == 4
+
+
+def test_reference_pools_valid_and_test_with_sample_types(ckpts, tmp_path) -> None:
+    from attncmp.extract.reference.data import load_freesolv, sample_type
+
+    res = run_extraction(_cfg(ckpts, tmp_path / "vt.h5", split="valid,test", batch_size=64))
+    full = load_checkpoint(ckpts["full"])
+    want = {i: "val" for i in full.split["val"]} | {i: "test" for i in full.split["test"]}
+    mols = {m.id: m for m in load_freesolv()}
+    with open_store(res.path) as st:
+        f = st.samples_frame()
+        assert dict(zip(f["sample_id"], f["split"], strict=True)) == want  # each keeps its split
+        types = dict(zip(f["sample_id"], f["meta_sample_type"], strict=True))
+    assert types == {i: sample_type(mols[i]) for i in want}
+    assert set(types.values()) == {"halogenated", "aromatic", "other"}
+    # the types mean what they say
+    for i, t in types.items():
+        halo = bool({"F", "Cl", "Br", "I"} & set(mols[i].elements))
+        assert (t == "halogenated") == halo
+        if t == "other":
+            assert not mols[i].atom_features[:, 4].any()

@@ -164,9 +164,9 @@ def compare_strata(
     ``by`` names built-in stratifiers (:data:`BUILTIN`), ``split`` (each sample's recorded
     split), a target by name or any per-sample metadata column (see
     :func:`available_stratifiers`); with the default ``by``, ``split`` is added when the store
-    pools several splits, and ``sample_type`` when the adapter records one. ``stratifier`` is the name the stratum axis shows (``target`` is
-    reported under the target's own name). Strata smaller than ``min_size`` samples are merged
-    (see :func:`stratify`).
+    pools several splits, and ``sample_type`` when the adapter records one. ``stratifier`` is
+    the name the stratum axis shows (``target`` is reported under the target's own name).
+    Strata smaller than ``min_size`` samples are merged (see :func:`stratify`).
 
     Columns: ``stratifier, stratum, low, high, variant, metric, layer, n, mean_baseline,
     mean_variant, mean_diff, ci_diff_low, ci_diff_high, pct_change, p_primary, p_corrected,

@@ -585,6 +585,12 @@ _analyze_options = [
         "quantile bins; text: one stratum per value, e.g. a sample type).  [default: n_nodes, "
         "n_tokens, target, baseline_error (+ split when the store pools several)]",
     ),
+    click.option(
+        "--node-groups/--no-node-groups",
+        default=True,
+        show_default=True,
+        help="Write per_group_metrics.csv (metrics per node label group, e.g. all O atoms).",
+    ),
     click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
 ]
 
@@ -616,6 +622,7 @@ def _options_from(kw: dict, quiet: bool):
         lang=kw.pop("lang"),
         groups=_parse_groups(kw.pop("groups")),
         strata=_csv_list(kw.pop("strata", ())) or None,
+        node_groups=kw.pop("node_groups", True),
         quiet=quiet,
     )
 

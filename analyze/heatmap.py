@@ -79,6 +79,7 @@ class HeatmapData:
     jsd: float | None = None
     note: str = ""
     node_labels: list[str] | None = None  # the raw node labels (row labels add the index)
+    text: str | None = None  # the sample's original text when a metadata column holds it
 
     def node_labels_or_rows(self) -> list[str]:
         """The node labels (element symbols...): stored ones, else the row labels without their
@@ -107,6 +108,7 @@ class HeatmapData:
             "jsd": self.jsd,
             "note": self.note,
             "node_labels": self.node_labels,
+            "text": self.text,
         }
         arrays = {
             "baseline": np.asarray(self.matrices[0], np.float32),
@@ -143,6 +145,7 @@ class HeatmapData:
                 jsd=head.get("jsd"),
                 note=head.get("note", ""),
                 node_labels=head.get("node_labels"),
+                text=head.get("text"),
             )
 
 
@@ -258,12 +261,26 @@ def heatmap_data(
         col_special=np.asarray(key_special, bool),
         gold=gold,
         node_labels=list(smp.node_labels) if info.query_axis == "nodes" else None,
+        text=_source_text(smp) if info.key_axis == "tokens" else None,
     )
     data.metrics, data.jsd = quick_metrics(
         data, threshold=threshold, exclude_special=exclude_special
     )
     data.note = metrics_note(threshold, exclude_special and bool(data.col_special.any()))
     return data
+
+
+def _source_text(smp) -> str | None:
+    """The sample's original text, if a string metadata value is what the tokens came from (the
+    reference adapter's ``name``; an adapter's ``text``/``description``): the text view then
+    joins pieces as the text spells them."""
+    from .textview import align_to_text
+
+    for key in ("text", "description", "name", "caption", *smp.meta):
+        v = smp.meta.get(key)
+        if isinstance(v, str) and v.strip() and align_to_text(smp.tokens, smp.special, v):
+            return v
+    return None
 
 
 def metrics_note(threshold: float, special_excluded: bool) -> str:
@@ -368,7 +385,8 @@ def token_windows(
 
     Every ``must`` position (gold tokens) is kept (the first ``cap`` of them if there are more),
     with the widest context window (up to ``radius`` tokens each side, the same for all) that
-    fits; the remaining room goes to windows around the highest-``score`` tokens, nearest tokens
+    fits; gaps of one or two tokens between them are closed while two thirds of the room is
+    left; the remaining room goes to windows around the highest-``score`` tokens, nearest tokens
     first. Windows that touch merge, so the figure shows readable stretches of text instead of
     isolated columns.
     """
@@ -390,6 +408,16 @@ def token_windows(
         if m.sum() <= cap:
             keep |= m
             break
+    # close small gaps between kept tokens (smallest first) while two thirds of the room is left
+    # for windows around attention: fewer, longer stretches of text, fewer separators
+    kept = np.flatnonzero(keep)
+    gaps = sorted(
+        (int(b - a - 1), int(a)) for a, b in zip(kept[:-1], kept[1:], strict=True) if 1 < b - a <= 3
+    )
+    for size, a in gaps:
+        if cap - int(keep.sum()) - size < (2 * cap) // 3:
+            break
+        keep[a + 1 : a + 1 + size] = True
     order = [
         int(i) for i in np.argsort(-np.asarray(score, np.float64), kind="stable") if not keep[i]
     ]

@@ -90,6 +90,10 @@ OUTPUT_FILES: dict[str, str] = {
     "per_sample_metrics.parquet": "every metric per sample x model x site x layer x head "
     "(head -1 = head-mean); the cache all figures are drawn from",
     "per_sample_metrics.csv": "the same table as CSV",
+    "per_group_metrics.csv": "metrics per sample x model x node group (nodes with one label, e.g. "
+    "all O atoms; group_size = number of nodes; singletons kept): entropy, max weight, effective "
+    "tokens, Gini, gold mass, label_mass (attention on the tokens that name the label, e.g. O -> "
+    "O2-) and JSD to the baseline; headline site, last layer, head-mean",
     "per_layer_head.csv": "mean of every metric per site x layer x head x model, with n",
     "significance.csv": "every paired test of the family (metric x site x layer x head x variant) "
     "with means, CIs, % change, p-values, corrected p-values, effect sizes and verdicts",
@@ -143,6 +147,7 @@ class AnalysisOptions:
     strata: Sequence[str] | None = None  # stratifiers; default: analyze.strata.BUILTIN (+ split)
     strata_bins: int = 3  # quantile bins of numeric stratifiers
     strata_min_size: int = 5  # smaller strata are merged
+    node_groups: bool = True  # per_group_metrics.csv: metrics per node label (element) group
     chunk_samples: int = 256
     quiet: bool = False
     log: Callable[[str], None] | None = None  # default: print to stderr unless quiet
@@ -532,6 +537,21 @@ def run_analysis(
             )
             _example_metrics(tables, d)
             examples.append(d)
+        group_frame = None
+        info = store.sites()[site]
+        if options.node_groups and (info.query_axis, info.key_axis) == ("nodes", "tokens"):
+            from .groups import group_metrics_table
+
+            log("node groups: metrics per node label (element) group")
+            group_frame = group_metrics_table(
+                store,
+                site=site,
+                models=[baseline, *variants],
+                threshold=options.threshold,
+                exclude_special=options.exclude_special,
+            )
+    if group_frame is not None:
+        group_frame.write_csv(out / "per_group_metrics.csv")
     tables.save(out)
     cache = out / CACHE_DIR
     cache.mkdir(exist_ok=True)

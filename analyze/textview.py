@@ -38,6 +38,7 @@ __all__ = [
     "Word",
     "ensure_parent",
     "focus_for",
+    "align_to_text",
     "merge_pieces",
     "plot_text",
     "text_layout",
@@ -91,34 +92,79 @@ def _piece_style(tokens: Sequence[str]) -> str:
     return "plain"
 
 
-def merge_pieces(tokens: Sequence[str], special: Sequence[bool] | None = None) -> list[Word]:
+def align_to_text(
+    tokens: Sequence[str], special: Sequence[bool] | None, text: str, min_share: float = 0.9
+) -> list[tuple[int, int] | None] | None:
+    """Each token's ``(start, end)`` in the sample's original ``text`` (case-insensitive, in
+    order), or None per token not found; None overall when fewer than ``min_share`` of the
+    non-special tokens align (the text is not what the model read)."""
+    low = text.lower()
+    pos = 0
+    spans: list[tuple[int, int] | None] = []
+    n_ok = n_want = 0
+    for i, t in enumerate(tokens):
+        if special is not None and special[i]:
+            spans.append(None)
+            continue
+        n_want += 1
+        t = str(t).lower()
+        j = low.find(t, pos) if t else -1
+        # the token must come next, after at most whitespace/punctuation the tokenizer dropped
+        if j < 0 or (j > pos and any(ch.isalnum() for ch in low[pos:j])):
+            spans.append(None)
+            continue
+        spans.append((j, j + len(t)))
+        pos = j + len(t)
+        n_ok += 1
+    if n_want == 0 or n_ok < min_share * n_want:
+        return None
+    return spans
+
+
+def merge_pieces(
+    tokens: Sequence[str], special: Sequence[bool] | None = None, text: str | None = None
+) -> list[Word]:
     """Join subword pieces into words, in order; every token belongs to exactly one word.
 
     WordPiece (any token starts with ``##``): a ``##`` piece continues the previous word.
     SentencePiece / byte-level BPE (tokens start with ``▁`` or ``Ġ``): a marked piece starts a new
-    word, an unmarked one continues. Otherwise every token is a word. Special tokens are always
-    words of their own.
+    word, an unmarked one continues. Tokens without markers: with the sample's original ``text``
+    (e.g. the molecule name the model read), pieces that touch in the text form one word and are
+    shown as the text spells them (``2`` ``-`` ``chloro`` -> ``2-chloro``); without it every
+    token is a word. Special tokens are always words of their own.
     """
     mode = _piece_style(tokens)
     sp = [False] * len(tokens) if special is None else [bool(x) for x in special]
+    spans = None
+    if mode == "plain" and text:
+        spans = align_to_text(tokens, sp, text)
     words: list[list[int]] = []
     shown: list[str] = []
+    prev_end: int | None = None
     for i, t in enumerate(tokens):
         t = str(t)
         cont = False
-        text = t
+        piece = t
         if mode == "wordpiece" and t.startswith("##") and len(t) > 2:
-            cont, text = True, t[2:]
+            cont, piece = True, t[2:]
         elif mode == "sentencepiece":
             if t.startswith(("\u2581", "\u0120")):
-                text = t[1:] or t
+                piece = t[1:] or t
             else:
                 cont = True
+        elif spans is not None:
+            span = spans[i]
+            if span is not None:
+                piece = text[span[0] : span[1]]  # type: ignore[index]
+                cont = prev_end is not None and span[0] == prev_end
+                prev_end = span[1]
+            else:
+                prev_end = None
         if cont and words and not sp[i] and not sp[words[-1][-1]]:
             words[-1].append(i)
         else:
             words.append([i])
-        shown.append(text)
+        shown.append(piece)
     return [Word("".join(shown[i] for i in w), tuple(w), tuple(shown[i] for i in w)) for w in words]
 
 
@@ -187,7 +233,11 @@ class TextLayout:
 
 
 def text_layout(
-    tokens: Sequence[str], special: Sequence[bool] | None, width: float, size: float = FONT
+    tokens: Sequence[str],
+    special: Sequence[bool] | None,
+    width: float,
+    size: float = FONT,
+    text: str | None = None,
 ) -> TextLayout:
     """Wrap the words into lines of ``width`` inches and place every piece.
 
@@ -197,7 +247,7 @@ def text_layout(
     """
     n = len(tokens)
     sp = np.zeros(n, bool) if special is None else np.asarray(special, bool)
-    words = merge_pieces(tokens, sp)
+    words = merge_pieces(tokens, sp, text)
     shown = [""] * n
     for w in words:
         for i, s in zip(w.pieces, w.shown, strict=True):
@@ -342,7 +392,13 @@ def plot_text(
     foci = [focus_for(data)]
     foci += [focus_for(data, node=int(n)) for n in nodes]
     foci += [focus_for(data, group=str(g)) for g in groups]
-    layout = text_layout(data.col_labels, data.col_special, width - 2 * MARGIN, FONT)
+    layout = text_layout(
+        data.col_labels,
+        data.col_special,
+        width - 2 * MARGIN,
+        FONT,
+        text=getattr(data, "text", None),
+    )
     if auto_groups:
         from .groups import node_groups
 
@@ -358,18 +414,25 @@ def plot_text(
                     break
                 foci.append(f)
                 have.add(f.rows)
+    if path is not None:
+        fmts = (
+            [Path(path).suffix.lower().lstrip(".")]
+            if formats is None and Path(path).suffix.lower().lstrip(".") in ("png", "pdf", "svg")
+            else list(formats or ("png",))
+        )
+    raster = path is not None and all(f == "png" for f in fmts)
     with style():
-        fig = _draw(data, layout, foci, width)
+        fig = _draw(data, layout, foci, width, raster=raster)
         if path is None:
             return fig
         path = Path(path)
         if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            fig.savefig(path)
+            fig.savefig(path, dpi=MEASURE_DPI)
             return [path]
         out = []
         for fmt in formats or ("png",):
             p = path.with_name(path.name + "." + fmt)
-            fig.savefig(p, format=fmt)
+            fig.savefig(p, format=fmt, dpi=MEASURE_DPI)
             out.append(p)
         return out
 
@@ -386,9 +449,10 @@ def _height(layout: TextLayout, n_foci: int) -> float:
     return _HEADER_H + n_foci * (_FOCUS_H + 3 * para) + _NOTE_H
 
 
-def _draw(data, layout: TextLayout, foci: list[Focus], width: float):
+def _draw(data, layout: TextLayout, foci: list[Focus], width: float, raster: bool = False):
     H = _height(layout, len(foci))
-    fig = new_figure(width, H, layout=None)
+    text_image = _text_image(layout, width - 2 * MARGIN) if raster else None
+    fig = new_figure(width, H, layout=None, dpi=MEASURE_DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(H, 0)  # inches from the top
@@ -453,7 +517,19 @@ def _draw(data, layout: TextLayout, foci: list[Focus], width: float):
                 style="italic",
             )
             y += _PARA_TITLE_H
-            _paragraph(ax, layout, w, cmap, nm, f.gold, sp, MARGIN, y, gid=f"text{k}.{j}")
+            _paragraph(
+                ax,
+                layout,
+                w,
+                cmap,
+                nm,
+                f.gold,
+                sp,
+                MARGIN,
+                y,
+                gid=f"text{k}.{j}",
+                text_image=text_image,
+            )
             y += layout.n_lines * LINE_H + _PARA_GAP
     notes = ["boxes: attention of each token (piece)"]
     if any(f.gold is not None and f.gold.any() for f in foci):
@@ -480,7 +556,48 @@ def _colorbar(fig, width, H, y, norm, cmap, label, x0):
     cax.set_title(label, fontsize=6, pad=1.5)
 
 
-def _paragraph(ax, layout: TextLayout, w, cmap, norm, gold, special, left, top, gid: str):
+def _runs(ax, layout: TextLayout, left: float, top: float, gid: str | None) -> None:
+    """One text object per line run, at the measured positions."""
+    for ln, x, text, is_sp in layout.runs:
+        ax.text(
+            left + x,
+            top + ln * LINE_H + 0.53 * LINE_H,
+            text,
+            fontsize=FONT,
+            va="center_baseline",
+            ha="left",
+            color=SPECIAL_COLOUR if is_sp else "black",
+            style="italic" if is_sp else "normal",
+            gid=gid,
+            parse_math=False,
+        )
+
+
+def _text_image(layout: TextLayout, width: float) -> np.ndarray:
+    """The paragraph's glyphs as an RGBA array at :data:`MEASURE_DPI` on a transparent ground
+    (drawn once, then placed over each paragraph's boxes: a 512-token view has three identical
+    paragraphs per focus, and drawing glyphs is most of its cost)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    w_in = width
+    h_in = max(layout.n_lines, 1) * LINE_H
+    fig = Figure(figsize=(w_in, h_in), dpi=MEASURE_DPI)
+    fig.patch.set_alpha(0.0)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, w_in)
+    ax.set_ylim(h_in, 0)
+    ax.axis("off")
+    ax.patch.set_alpha(0.0)
+    _runs(ax, layout, 0.0, 0.0, None)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _paragraph(
+    ax, layout: TextLayout, w, cmap, norm, gold, special, left, top, gid: str, text_image=None
+):
     """One paragraph: a box per token (one collection), one text per line run, gold lines."""
     n = len(layout.x0)
     if n == 0:
@@ -521,19 +638,20 @@ def _paragraph(ax, layout: TextLayout, w, cmap, norm, gold, special, left, top, 
                 sv, facecolors="none", edgecolors="#bbbbbb", linewidths=0.4, linestyles="dotted"
             )
         )
-    for ln, x, text, is_sp in layout.runs:
-        ax.text(
-            left + x,
-            top + ln * LINE_H + 0.53 * LINE_H,
-            text,
-            fontsize=FONT,
-            va="center_baseline",
-            ha="left",
-            color=SPECIAL_COLOUR if is_sp else "black",
-            style="italic" if is_sp else "normal",
-            gid=gid,
-            parse_math=False,
-        )
+    if text_image is None:
+        _runs(ax, layout, left, top, gid)
+    else:  # the same glyphs, rendered once for all paragraphs (raster output only)
+        # pixels placed as they are (no resampling): the figure is drawn at MEASURE_DPI
+        fig = ax.figure
+        H = fig.get_size_inches()[1]
+        h = text_image.shape[0]
+        fig.figimage(
+            text_image,
+            xo=int(round(left * MEASURE_DPI)),
+            yo=int(round((H - top) * MEASURE_DPI)) - h,
+            origin="upper",
+            zorder=3,
+        ).set_gid(f"{gid}.image")
     if gold is not None and np.any(gold):
         g = np.flatnonzero(gold)
         yy = ytop[g] + 0.97 * LINE_H

@@ -8,6 +8,7 @@ import pytest
 from attncmp.analyze.heatmap import HeatmapData, heatmap_data
 from attncmp.analyze.textview import (
     PAGE_W,
+    align_to_text,
     focus_for,
     merge_pieces,
     plot_text,
@@ -156,3 +157,16 @@ def test_text_view_needs_token_keys(long_data):
     d = dataclasses.replace(long_data, key_axis="nodes")
     with pytest.raises(ValueError, match="needs a site whose keys are the tokens"):
         plot_text(d)
+
+
+def test_pieces_join_as_the_original_text_spells_them():
+    toks = ["[CLS]", "2", "-", "chloro", "prop", "ane", "and", "x", "[SEP]"]
+    sp = [t.startswith("[") for t in toks]
+    words = merge_pieces(toks, sp, text="2-Chloropropane and X")
+    assert [w.text for w in words] == ["[CLS]", "2-Chloropropane", "and", "X", "[SEP]"]
+    assert words[1].pieces == (1, 2, 3, 4, 5) and words[1].shown[2] == "Chloro"
+    # a text the tokens do not come from is ignored: every token stays a word
+    other = merge_pieces(toks, sp, text="benzene")
+    assert [w.text for w in other] == toks
+    assert align_to_text(toks, sp, "benzene") is None
+    assert align_to_text(toks, sp, "2-chloropropane and x")[3] == (2, 8)

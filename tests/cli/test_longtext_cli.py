@@ -64,6 +64,12 @@ def test_analyze_writes_a_text_view_for_every_heatmap_example(tmp_path):
     for k in (1, 2):
         assert (out / f"attention_heatmap_example_{k}.png").is_file()
         assert (out / f"attention_text_example_{k}.png").stat().st_size > 5_000
+    import polars as pl
+
+    g = pl.read_csv(out / "per_group_metrics.csv")
+    assert set(g["model"]) == {"full", "no_middle"} and g["sample_id"].n_unique() == 6
+    one = g.filter((pl.col("sample_id") == g["sample_id"][0]) & (pl.col("model") == "full"))
+    assert one["group_size"].sum() > 0 and one["group"].n_unique() == one.height
 
 
 def test_analyze_strata_by_a_metadata_column(tmp_path):

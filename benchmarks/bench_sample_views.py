@@ -93,7 +93,9 @@ def main() -> None:
             ratios = {k: [x / y for x, y in zip(v, t["bare"], strict=True)] for k, v in t.items()}
             rows.append((name, med, statistics.median(t_read), ratios))
     print(f"repeats: {args.repeats}; medians (s); ratio = median of per-repeat ratios to bare")
-    print(f"{'sample':<18}{'read':>8}{'bare':>8}{'heatmap':>9}{'text':>8}{'hm/bare':>9}{'tv/bare':>9}")
+    print(
+        f"{'sample':<18}{'read':>8}{'bare':>8}{'heatmap':>9}{'text':>8}{'hm/bare':>9}{'tv/bare':>9}"
+    )
     for name, med, rd, ratios in rows:
         print(
             f"{name:<18}{rd:8.3f}{med['bare']:8.3f}{med['heatmap']:9.3f}{med['text view']:8.3f}"

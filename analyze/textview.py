@@ -292,14 +292,17 @@ def text_layout(
             runs.append((cur_line, run_x, text, is_sp))
             run_words.clear()
 
+    style_gap = 2.0 / 72  # extra room where normal and special (italic) text meet
     for k, w in enumerate(words):
         is_sp = bool(sp[w.pieces[0]])
-        if x > 0 and x + space + widths[k] > width:
+        switch = bool(run_words) and bool(sp[words[run_words[0]].pieces[0]]) != is_sp
+        step = space + (style_gap if switch else 0.0)
+        if x > 0 and x + step + widths[k] > width:
             close_run()
             cur_line += 1
             x = 0.0
         elif x > 0:
-            x += space
+            x += step
         if run_words and bool(sp[words[run_words[0]].pieces[0]]) != is_sp:
             close_run()
         if not run_words:

@@ -245,7 +245,9 @@ def test_resume_after_an_error_continues_and_matches_an_uninterrupted_run(
     prefetch, ckpts, tmp_path
 ) -> None:
     whole = tmp_path / "whole.h5"
-    run_extraction(_cfg(ckpts, whole))
+    # the same adapter class as the crashed run (it never crashes at 0): the provenance records
+    # the adapter's source file and its sha256, which the resumed store keeps from its first run
+    run_extraction(_cfg(ckpts, whole, adapter=_CrashAt(0)))
     out = tmp_path / "resumed.h5"
     with pytest.raises(AdapterError, match=r"make_batch\(\) failed: RuntimeError: simulated crash"):
         run_extraction(_cfg(ckpts, out, adapter=_CrashAt(3), prefetch=prefetch))

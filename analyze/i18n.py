@@ -88,6 +88,14 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "verdict_not": "**Outcome: scenario 2, no significant difference.** {explanation}",
         "verdict_contrary": "**Outcome: scenario 3, opposite direction.** {explanation}",
+        "verdict_mixed": (
+            "**Outcome: mixed.** Some confirmatory tests are significant in the expected "
+            "direction and some in the opposite one. {explanation}"
+        ),
+        "verdict_inconclusive": (
+            "**Outcome: inconclusive (too few samples).** This is not evidence of no difference. "
+            "{explanation}"
+        ),
         "verdict_other": "**Outcome: {overall}.** {explanation}",
         "per_metric_verdict": "- {metric}: {verdict}",
         "v_expected_sig": "expected direction, significant",
@@ -219,6 +227,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "what_max_weight": "maximum attention weight",
         "what_effective_tokens": "number of effective tokens with weight > {threshold}",
         "what_gini": "Gini coefficient",
+        "what_perplexity": "effective number of tokens exp(H)",
         "para_pnote": (
             "p-values are from the {primary} test, {correction}-corrected across {family} tests."
         ),
@@ -232,6 +241,14 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "para_not": (
             "We found no significant difference in attention concentration between the two models."
+        ),
+        "para_mixed": (
+            "The evidence is mixed: some concentration metrics differ significantly in the "
+            "expected direction and others in the opposite one."
+        ),
+        "para_inconclusive": (
+            "With this number of samples no difference could have reached significance after "
+            "correction; the comparison is inconclusive."
         ),
         "para_contrary": (
             "Contrary to the hypothesis, the {b} model's attention is less concentrated than "
@@ -251,6 +268,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "metric_node_specificity": "Node specificity",
         "metric_gold_mass": "Gold mass",
         "metric_gold_pointing": "Gold pointing accuracy",
+        "metric_perplexity": "Perplexity exp(H)",
         "para_ns": ", not significant",
         "where_para": "layer {layer}, head-averaged",
         "primary_wilcoxon": "Wilcoxon signed-rank",
@@ -339,6 +357,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "verdict_partly": "**结果：介于情形 1 与情形 2 之间，假设部分成立。** {explanation}",
         "verdict_not": "**结果：情形 2，无显著差异。** {explanation}",
         "verdict_contrary": "**结果：情形 3，方向相反。** {explanation}",
+        "verdict_mixed": "**结果：不一致。** 部分确认性检验在预期方向上显著，部分在相反方向上显著。{explanation}",
+        "verdict_inconclusive": "**结果：无法判断（样本太少）。** 这并不是“无差异”的证据。{explanation}",
         "verdict_other": "**结果：{overall}。** {explanation}",
         "per_metric_verdict": "- {metric}：{verdict}",
         "v_expected_sig": "符合预期方向且显著",
@@ -443,11 +463,14 @@ STRINGS: dict[str, dict[str, str]] = {
         "what_max_weight": "最大注意力权重",
         "what_effective_tokens": "有效词元数（权重 > {threshold}）",
         "what_gini": "基尼系数",
+        "what_perplexity": "有效词元数 exp(H)",
         "para_pnote": "p 值来自 {primary}检验，并在 {family} 个检验上做了 {correction} 校正。",
         "para_supported": "因此 {b} 模型的注意力更集中，这与“中间融合改善了节点与文本的对齐”这一假设一致。",
         "para_partly": "{b} 模型注意力更集中的证据只是部分的：只有部分指标在预期方向上差异显著。",
         "para_not": "两个模型的注意力集中程度没有显著差异。",
         "para_contrary": "与假设相反，{b} 模型的注意力比 {v} 模型更分散。",
+        "para_mixed": "证据不一致：部分集中度指标在预期方向上差异显著，另一些在相反方向上显著。",
+        "para_inconclusive": "在当前样本量下，校正后任何差异都不可能达到显著，因此比较结果无法判断。",
         "para_mae": "{b} 的平均绝对误差为 {mae_b}，{v} 为 {mae_v}（差值 {diff}，95% 置信区间 {lo} 至 {hi}）。",
         "h_files": "输出文件",
         "metric_entropy": "熵（nats）",
@@ -458,6 +481,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "metric_node_specificity": "节点特异性",
         "metric_gold_mass": "标注质量",
         "metric_gold_pointing": "标注指向准确率",
+        "metric_perplexity": "困惑度 exp(H)",
         "para_ns": "，不显著",
         "where_para": "第 {layer} 层，多头平均",
         "primary_wilcoxon": "Wilcoxon 符号秩",

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 from attncmp.store import StoreError, open_store
 
+from . import registry as REG
 from .heatmap import HeatmapData, default_site, heatmap_data
 from .plotstyle import parse_formats
 from .render import FigureJob, FigureRenderer
@@ -63,14 +64,10 @@ __all__ = [
 SUMMARY_FORMAT = "attncmp-analysis-summary"
 SUMMARY_VERSION = 1
 CACHE_DIR = "analysis_cache"
-#: tested as their own family (two-sided, no hypothesis direction), head-mean, headline site
-SECONDARY_METRICS = (
-    "norm_entropy",
-    "node_specificity",
-    "gold_mass",
-    "gold_pointing",
-    "special_mass",
-)
+#: tested as their own family (two-sided, no hypothesis direction), head-mean, headline cells
+SECONDARY_METRICS = REG.SECONDARY_METRICS
+#: rows of attention_statistics.csv: the original four metrics, then perplexity
+STATISTICS_ROWS = (*REG.ORIGINAL_METRICS, "perplexity")
 EXAMPLE_STRATEGIES = ("divergent", "random", "ids")
 
 #: every file an analysis may write, with its meaning (also in summary.json under "files")
@@ -141,7 +138,9 @@ class AnalysisOptions:
     alpha: float = 0.05
     seed: int = 0
     n_boot: int = 2000
-    head_matching: str = "hungarian"
+    head_matching: str = "sorted"  # sorted | crossfit | index | hungarian (exploratory)
+    hypothesis_layers: str = "last"  # last | all | comma-separated layer indices
+    ci_method: str = "t"  # t | BCa | percentile (interval of the mean difference)
     lang: str = "en"  # en | zh (report text)
     groups: dict[str, list[str]] = field(default_factory=dict)  # replicate groups (noise floor)
     strata: Sequence[str] | None = None  # stratifiers; default: analyze.strata.BUILTIN (+ split)
@@ -168,6 +167,22 @@ class AnalysisOptions:
             raise AnalysisError(f"--lang {self.lang!r} is not one of en, zh")
         if self.heads not in ("each", "mean", "both"):
             raise AnalysisError(f"--heads {self.heads!r} is not one of each, mean, both")
+        if self.head_matching not in ("sorted", "crossfit", "index", "hungarian"):
+            raise AnalysisError(
+                f"--head-matching {self.head_matching!r} is not one of sorted, crossfit, index, "
+                "hungarian"
+            )
+        if self.ci_method not in ("t", "BCa", "percentile"):
+            raise AnalysisError(f"--ci-method {self.ci_method!r} is not one of t, BCa, percentile")
+        self.hypothesis_layers = str(self.hypothesis_layers).strip() or "last"
+        if self.hypothesis_layers not in ("last", "all"):
+            try:
+                [int(x) for x in self.hypothesis_layers.split(",") if x.strip()]
+            except ValueError:
+                raise AnalysisError(
+                    f"--hypothesis-layers {self.hypothesis_layers!r}: expected last, all or "
+                    "comma-separated layer indices such as 0,1 or -1"
+                ) from None
         if not 0.0 <= self.threshold < 1.0:
             raise AnalysisError(f"--threshold {self.threshold} must be in [0, 1)")
         try:
@@ -630,11 +645,24 @@ def replot(
 # render: statistics + files from the tables
 # ---------------------------------------------------------------------------------------------
 def _main_selection(comparison, tables, site: str) -> dict[str, Any]:
-    """The headline cell: the main site's head-mean distribution of its last layer (the layer
-    whose output feeds the prediction; the original method on a one-layer model)."""
-    site = getattr(comparison, "main_site", None) or site
-    n_layers = int(tables.sites.get(site, {}).get("n_layers", 1))
-    return {"site": site, "layer": n_layers - 1, "head": -1, "head_kind": "head-mean"}
+    """The headline cell: the main site's head-mean distribution at the hypothesis layer(s)
+    (default: the last layer, whose output feeds the prediction). ``layer`` is the last
+    hypothesis layer (figures), ``layers`` all of them."""
+    site = comparison.main_site or site
+    layers = list(comparison.hypothesis_layers)
+    return {
+        "site": site,
+        "layer": layers[-1],
+        "layers": layers,
+        "head": -1,
+        "head_kind": "head-mean",
+    }
+
+
+def _hypothesis_layers(spec: str):
+    if spec in ("last", "all"):
+        return spec
+    return [int(x) for x in spec.split(",") if x.strip()]
 
 
 def _errors_frame(tables, models: Sequence[str]) -> tuple[pl.DataFrame, str]:
@@ -679,24 +707,20 @@ def _per_layer_head_table(tables) -> pl.DataFrame:
 def _statistics_csv(comparison, models: Sequence[str], sel: dict[str, Any]) -> pl.DataFrame:
     """``attention_statistics.csv``: the original columns (metric, each model's value, change %)
     then n, CIs, p-values, effect sizes and verdict; one row per metric (x variant)."""
-    from .compare import MAIN_METRICS
 
     rows = []
-    tests = [
-        t
-        for t in comparison.tests
-        if t.site == sel["site"] and t.layer == sel["layer"] and t.head == sel["head"]
-    ]
-    by = {(t.metric, t.variant): t for t in tests}
-    for metric in MAIN_METRICS:
-        for v in models[1:]:
-            t = by.get((metric, v))
+    by = {(t.metric, t.variant, t.layer): t for t in comparison.headline_tests()}
+    for metric, layer, v in (
+        (m, la, v) for m in STATISTICS_ROWS for la in sel["layers"] for v in models[1:]
+    ):
+        if True:
+            t = by.get((metric, v, layer))
             if t is None:
                 continue
             row: dict[str, Any] = {"metric": metric}
             row[models[0]] = t.mean_baseline
             for m in models[1:]:
-                tm = by.get((metric, m))
+                tm = by.get((metric, m, layer))
                 row[m] = tm.mean_variant if tm is not None else None
             row.update(
                 {
@@ -711,10 +735,16 @@ def _statistics_csv(comparison, models: Sequence[str], sel: dict[str, Any]) -> p
                     "mean_diff": t.mean_diff,
                     "diff_ci_low": t.ci_diff_low,
                     "diff_ci_high": t.ci_diff_high,
+                    "ci_method": t.ci_method,
+                    "hl_shift": t.hl_shift,
+                    "shift_ci_low": t.ci_shift_low,
+                    "shift_ci_high": t.ci_shift_high,
                     "t_pvalue": t.t_pvalue,
                     "wilcoxon_pvalue": t.wilcoxon_pvalue,
                     "p_corrected": t.p_corrected,
                     "correction": comparison.correction,
+                    "family": t.family,
+                    "family_size": comparison.families[t.family].size,
                     "cohens_dz": t.cohens_dz,
                     "rank_biserial": t.rank_biserial,
                     "expected_direction": t.expected_direction,
@@ -748,9 +778,7 @@ def _jsonable(x: Any) -> Any:
 def _test_dict(t) -> dict[str, Any]:
     """A test's flat fields (the nested ``result`` repeats them, plus the bootstrap's 2,000
     resamples, which do not belong in summary.json)."""
-    d = asdict(t)
-    d.pop("result", None)
-    return _jsonable(d)
+    return _jsonable(t.as_dict())
 
 
 def _safe_call(log, what: str, fn, *a, **kw):
@@ -829,36 +857,29 @@ def _render(
             renderer.submit(job)
 
     log("statistics: paired tests, prediction error, correlations, strata")
-    comparison = compare(
-        tables,
-        baseline=baseline,
-        variants=variants,
-        correction=options.correction,
-        alpha=options.alpha,
-        n_boot=options.n_boot,
-        seed=options.seed,
-        heads=options.heads,
-        head_matching=options.head_matching,
-        main_site=site,
-    )
+    try:
+        comparison = compare(
+            tables,
+            baseline=baseline,
+            variants=variants,
+            secondary_metrics=SECONDARY_METRICS,
+            correction=options.correction,
+            alpha=options.alpha,
+            n_boot=options.n_boot,
+            seed=options.seed,
+            heads=options.heads,
+            head_matching=options.head_matching,
+            main_site=site,
+            hypothesis_layers=_hypothesis_layers(options.hypothesis_layers),
+            ci_method=options.ci_method,
+        )
+    except ValueError as e:
+        if "hypothesis_layers" in str(e):
+            msg = f"--hypothesis-layers: {e}".replace("`hypothesis_layers`: ", "")
+            raise AnalysisError(msg) from None
+        raise
     sel = _main_selection(comparison, tables, site)
-    secondary, err = _safe_call(
-        log,
-        "secondary metrics",
-        compare,
-        tables,
-        baseline=baseline,
-        variants=variants,
-        metrics=[m for m in SECONDARY_METRICS if m in tables.per_sample.columns],
-        correction=options.correction,
-        alpha=options.alpha,
-        n_boot=options.n_boot,
-        seed=options.seed,
-        heads="mean",
-        sites=[sel["site"]],
-        main_site=sel["site"],
-    )
-    notes += [err] if err else []
+    secondary = None
     prediction, err = _safe_call(
         log,
         "prediction comparison",
@@ -907,15 +928,7 @@ def _render(
     stats_csv = _statistics_csv(comparison, models, sel)
     files.append(_write_csv(stats_csv, d / "attention_statistics.csv"))
     tests_frame = comparison.to_frame()
-    sec_frame = secondary.to_frame() if secondary is not None else None
-    if sec_frame is not None and sec_frame.height:
-        sec_frame = sec_frame.with_columns(pl.lit("secondary").alias("family"))
-        all_tests = pl.concat(
-            [tests_frame.with_columns(pl.lit("main").alias("family")), sec_frame],
-            how="diagonal_relaxed",
-        )
-    else:
-        all_tests = tests_frame.with_columns(pl.lit("main").alias("family"))
+    all_tests = tests_frame
     files.append(_write_csv(all_tests, d / "significance.csv"))
     files.append(_write_csv(_per_layer_head_table(tables), d / "per_layer_head.csv"))
     files += [d / "per_sample_metrics.parquet", d / "per_sample_metrics.csv"]
@@ -1216,39 +1229,20 @@ def build_summary(
     secondary=None,
 ) -> dict[str, Any]:
     """The documented ``summary.json`` (see README, section analyze)."""
-    from .compare import MAIN_METRICS
 
     facts = state["store"]
     baseline, variants = state["baseline"], list(state["variants"])
     verdict = comparison.verdict
 
-    def at_selection(t) -> bool:
-        return (
-            t.site == selection["site"]
-            and t.layer == selection["layer"]
-            and t.head == selection["head"]
-        )
-
-    main = [_test_dict(t) for t in comparison.tests if at_selection(t) and t.metric in MAIN_METRICS]
-    secondary_rows = [
-        _test_dict(t) for t in (secondary.tests if secondary is not None else []) if at_selection(t)
-    ]
-    cells = [
-        t
-        for t in comparison.tests
-        if t.site == selection["site"] and t.metric in MAIN_METRICS and not at_selection(t)
-    ]
+    main = [_test_dict(t) for t in comparison.confirmatory.tests]
+    secondary_rows = [_test_dict(t) for t in comparison.families["secondary"].tests]
+    gold_chance_rows = [_test_dict(t) for t in comparison.families["gold-vs-chance"].tests]
     grid = {
-        "n_tests": len(cells),
-        "n_significant": sum(
-            1
-            for t in cells
-            if t.p_corrected is not None
-            and math.isfinite(t.p_corrected)
-            and t.p_corrected < comparison.alpha
-        ),
+        name: {"n_tests": f.size, "n_significant": f.n_significant}
+        for name, f in comparison.families.items()
+        if name in ("per-layer", "per-head")
     }
-    family = len(comparison.tests)
+    family = comparison.confirmatory.size
     ps = tables.per_sample
     identical = {}
     sub = (
@@ -1322,13 +1316,29 @@ def build_summary(
             "seed": comparison.seed,
             "primary_test": comparison.primary,
             "head_matching": comparison.head_matching,
+            "ci_method": comparison.ci_method,
+            "ci_method_name": {
+                "t": "paired t interval",
+                "BCa": "paired bootstrap BCa",
+                "percentile": "paired bootstrap percentile",
+            }[comparison.ci_method],
+            "hypothesis_layers": list(comparison.hypothesis_layers),
+            "confirmatory_metrics": [t for t in comparison.main_metrics()],
             "family_size": family,
+            "families": {k: f.summary() for k, f in comparison.families.items()},
             "directions": dict(comparison.directions),
         },
         "verdict": {
             "overall": verdict.overall,
             "per_metric": dict(verdict.per_metric),
+            "per_variant": dict(verdict.per_variant),
             "explanation": verdict.explanation,
+            "family": "confirmatory",
+            "family_size": verdict.family_size,
+            "n": verdict.n,
+            "min_corrected_p": verdict.min_corrected_p,
+            "n_needed": verdict.n_needed,
+            "detectable_dz": verdict.detectable_dz,
         },
         "main_results": main,
         "prediction": pred,
@@ -1345,6 +1355,8 @@ def build_summary(
         "examples": ex,
         "figures": {k: [p.name for p in v] for k, v in figures.items()},
         "secondary_results": secondary_rows,
+        "gold_vs_chance": gold_chance_rows,
+        "notices": list(comparison.notices),
         "grid_counts": grid,
         "files_written": [
             {"name": n, "description": describe_file(n)}
@@ -1449,6 +1461,10 @@ def _warnings(
         out.append({"kind": "skipped", "message": str(s)})
     for s in notes:
         out.append({"kind": "skipped", "message": s})
+    for note in getattr(comparison, "notices", []) or []:
+        out.append(dict(note))
+    if comparison.head_matching == "hungarian" and comparison.families["per-head"].size:
+        out.append({"kind": "uncalibrated_heads", "message": "head_matching='hungarian'"})
     return out
 
 

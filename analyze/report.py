@@ -13,7 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from .figures import MAIN_METRICS, fmt_p
+from . import registry as REG
+from .figures import fmt_p
 from .i18n import FILES_ZH, text
 
 __all__ = ["render_report"]
@@ -30,7 +31,12 @@ _OVERALL_KEYS = {
     "partly supported": ("verdict_partly", "para_partly"),
     "not supported": ("verdict_not", "para_not"),
     "contrary": ("verdict_contrary", "para_contrary"),
+    "mixed": ("verdict_mixed", "para_mixed"),
+    "inconclusive (too few samples)": ("verdict_inconclusive", "para_inconclusive"),
 }
+#: headline table rows: the confirmatory metrics, then the original effective-token count
+TABLE_METRICS = (*REG.CONFIRMATORY_METRICS, "effective_tokens")
+MAIN_METRICS = TABLE_METRICS
 _UNITS = {"entropy": " nats"}
 
 
@@ -195,6 +201,11 @@ def render_report(
 
     # -- main table --------------------------------------------------------------------------------
     main = [r for r in s.get("main_results", []) if r.get("metric") in MAIN_METRICS]
+    main += [
+        r
+        for r in s.get("secondary_results", [])
+        if r.get("metric") == "effective_tokens" and r.get("layer") == sel.get("layer")
+    ]
     main.sort(
         key=lambda r: (
             variants.index(r["variant"]) if r.get("variant") in variants else 0,
@@ -285,7 +296,7 @@ def render_report(
     n_layers = site_info.get("n_layers", 1)
     if (isinstance(n_layers, int) and n_layers > 1) or len(variants) > 1:
         out += [t("verdict_scope", site=site, layer=sel.get("layer")), ""]
-    for metric in MAIN_METRICS:
+    for metric in REG.CONFIRMATORY_METRICS:
         vv = (ver.get("per_metric") or {}).get(metric)
         if vv is not None:
             out.append(
@@ -352,7 +363,12 @@ def render_report(
     # -- per layer / head --------------------------------------------------------------------------
     grids = [k for k in s.get("figures", {}) if k.startswith("per_layer_head_")]
     if grids:
-        gs = s.get("grid_counts", {})
+        gs = {
+            "n_significant": sum(
+                v.get("n_significant", 0) for v in s.get("grid_counts", {}).values()
+            ),
+            "n_tests": sum(v.get("n_tests", 0) for v in s.get("grid_counts", {}).values()),
+        }
         out += [
             f"## {t('h_grid')}",
             "",

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
-from attncmp.analyze import compare, compute_tables, correct_pvalues, paired_test
-from attncmp.analyze.compare import EXPECTED, NOT_SIG, OPPOSITE, match_heads
+from attncmp.analyze import MetricTables, compare, compute_tables, correct_pvalues, paired_test
+from attncmp.analyze.compare import (
+    EXPECTED,
+    INCONCLUSIVE,
+    NOT_SIG,
+    OPPOSITE,
+    MetricTest,
+    match_heads,
+    overall_verdict,
+)
 from attncmp.analyze.figures import _mean_ci_from_tests, plot_gold_alignment
-from attncmp.analyze.metrics import METRIC_RANGES
+from attncmp.analyze.registry import metric_range
 from attncmp.analyze.stats import mean_ci
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
@@ -16,26 +26,26 @@ from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWri
 from ._engine_helpers import tables_from_values
 
 N = 60
+FOUR = ("entropy", "max_weight", "perplexity", "gini")
 
 
 def _vals(rng, shift):
     """full/no_middle head-mean values; `shift[metric]` is added to no_middle (variant)."""
-    base = {
-        m: rng.normal(1.0, 0.3, N) for m in ("entropy", "max_weight", "effective_tokens", "gini")
-    }
+    base = {m: rng.normal(1.0, 0.3, N) for m in (*FOUR, "effective_tokens")}
     var = {m: v + shift.get(m, 0.0) + rng.normal(0, 0.05, N) for m, v in base.items()}
     return {"full": base, "no_middle": var}
 
 
 def test_direction_convention_and_supported_verdict():
     rng = np.random.default_rng(0)
-    # the full model is more concentrated: entropy/effective lower, max/gini higher
+    # the full model is more concentrated: entropy/perplexity lower, max/gini higher
     t = tables_from_values(
-        _vals(rng, {"entropy": 0.2, "effective_tokens": 0.3, "max_weight": -0.2, "gini": -0.1})
+        _vals(rng, {"entropy": 0.2, "perplexity": 0.3, "max_weight": -0.2, "gini": -0.1})
     )
     c = compare(t, n_boot=200)
     assert c.baseline == "full" and c.variants == ["no_middle"]
     by = {x.metric: x for x in c.main_tests()}
+    assert set(by) == set(FOUR)  # effective_tokens is not in the confirmatory family
     e = by["entropy"]
     assert e.expected == "full < no_middle" and e.expected_direction == "lower"
     assert e.mean_diff > 0 and e.observed_direction == "lower" and e.verdict == EXPECTED
@@ -44,28 +54,58 @@ def test_direction_convention_and_supported_verdict():
     v = c.verdict
     assert v.overall == "supported"
     assert set(v.per_metric.values()) == {EXPECTED}
-    assert "4 of 4 metrics" in v.explanation and "Holm" in v.explanation
+    assert "4 of 4 confirmatory tests" in v.explanation and "Holm" in v.explanation
+    assert v.family_size == 4 and v.n == N
+    # effective_tokens: same data, tested two-sided in the secondary family
+    et = [x for x in c.tests if x.metric == "effective_tokens"]
+    assert [x.family for x in et] == ["secondary"] and et[0].expected == "two-sided"
     # the same data with the ablation as reference is contrary
     r = compare(t, baseline="no_middle", n_boot=0)
     assert r.verdict.overall == "contrary"
     assert {x.verdict for x in r.main_tests()} == {OPPOSITE}
 
 
-def test_partly_supported_contrary_and_not_supported():
+def test_partly_supported_mixed_contrary_and_not_supported():
     rng = np.random.default_rng(1)
     t = tables_from_values(_vals(rng, {"entropy": 0.3, "gini": 0.3}))  # gini the wrong way
     v = compare(t, n_boot=0).verdict
     assert v.per_metric["entropy"] == EXPECTED and v.per_metric["gini"] == OPPOSITE
     assert v.per_metric["max_weight"] == NOT_SIG
-    assert v.overall == "contrary"  # one expected, one opposite
-    t = tables_from_values(_vals(rng, {"entropy": 0.3, "effective_tokens": 0.3, "gini": 0.3}))
+    assert v.overall == "mixed"  # one expected, one opposite: a tie is never "contrary"
+    t = tables_from_values(_vals(rng, {"entropy": 0.3, "perplexity": 0.3}))
     assert compare(t, n_boot=0).verdict.overall == "partly supported"
+    t = tables_from_values(_vals(rng, {"gini": 0.3}))
+    assert compare(t, n_boot=0).verdict.overall == "contrary"
     t = tables_from_values(_vals(rng, {}))
     v = compare(t, n_boot=0).verdict
     assert v.overall == "not supported" and set(v.per_metric.values()) == {NOT_SIG}
 
 
-def test_tests_equal_paired_test_and_family_is_corrected():
+def test_overall_verdict_rules():
+    assert overall_verdict([EXPECTED, OPPOSITE], 1e-6, 0.05) == "mixed"
+    assert overall_verdict([EXPECTED, EXPECTED, OPPOSITE, NOT_SIG], 1e-6, 0.05) == "mixed"
+    assert overall_verdict([OPPOSITE, NOT_SIG], 1e-6, 0.05) == "contrary"
+    assert overall_verdict([EXPECTED, EXPECTED], 1e-6, 0.05) == "supported"
+    assert overall_verdict([NOT_SIG, NOT_SIG], 0.0625, 0.05) == INCONCLUSIVE
+    assert overall_verdict([], 0.0, 0.05) == "not supported"
+
+
+def test_tiny_n_is_inconclusive_not_no_difference():
+    # n = 5 with a huge shift: the exact Wilcoxon cannot go below 2/32 = 0.0625 per test
+    rng = np.random.default_rng(5)
+    base = {m: rng.normal(1, 0.1, 5) for m in FOUR}
+    shift = {"entropy": 1, "perplexity": 1, "max_weight": -1, "gini": -1}
+    t = tables_from_values({"full": base, "no_middle": {m: base[m] + shift[m] for m in FOUR}})
+    v = compare(t, n_boot=0).verdict
+    assert v.overall == INCONCLUSIVE
+    assert v.min_corrected_p == pytest.approx(4 * 2 / 2**5)
+    assert v.n_needed == 8  # 4 * 2 / 2**8 < 0.05 <= 4 * 2 / 2**7
+    assert "at least 8 samples" in v.explanation
+    # the t-test can reach any p: the rule follows the actual test
+    assert compare(t, n_boot=0, primary="t").verdict.overall == "supported"
+
+
+def test_families_are_corrected_separately_and_labelled():
     rng = np.random.default_rng(2)
     per_head = {
         m: {"entropy": rng.normal(1, 0.2, (3, N)), "gini": rng.normal(0.5, 0.1, (3, N))}
@@ -74,21 +114,36 @@ def test_tests_equal_paired_test_and_family_is_corrected():
     t = tables_from_values(_vals(rng, {"entropy": 0.05}), per_head=per_head)
     c = compare(t, n_boot=100, seed=4, head_matching="index", correction="holm")
     f = c.to_frame()
-    assert len(f) == c.n_family == 4 + 2 * 3  # four head-mean metrics + 2 metrics x 3 heads
-    np.testing.assert_allclose(f["p_corrected"], correct_pvalues(f["p_primary"].to_numpy(), "holm"))
+    assert c.n_family == 4 and c.confirmatory.confirmatory
+    sizes = {k: v.size for k, v in c.families.items()}
+    assert sizes == {
+        "confirmatory": 4,
+        "secondary": 1,
+        "per-layer": 0,
+        "per-head": 2 * 3,  # the two metrics with per-head values x 3 heads
+        "gold-vs-chance": 0,
+    }
+    for fam in c.families:
+        sub = f.filter(pl.col("family") == fam)
+        if sub.height:
+            np.testing.assert_allclose(
+                sub["p_corrected"], correct_pvalues(sub["p_primary"].to_numpy(), "holm")
+            )
     assert (f["p_primary"] == f["wilcoxon_pvalue"]).all()
+    assert set(f["ci_method"]) == {"paired t interval"}
     ent = next(x for x in c.tests if x.metric == "entropy" and x.head == -1)
     vals = t.per_sample.filter(pl.col("head") == -1).sort("position")
     ref = paired_test(
-        vals.filter(model="full")["entropy"],
-        vals.filter(model="no_middle")["entropy"],
-        n_boot=100,
-        seed=4,
+        vals.filter(model="full")["entropy"], vals.filter(model="no_middle")["entropy"]
     )
     assert ent.mean_diff == pytest.approx(ref.mean_diff) and ent.ci_diff_low == ref.ci_diff[0]
     assert ent.wilcoxon_pvalue == ref.wilcoxon_pvalue and ent.t_pvalue == ref.t_pvalue
     bh = compare(t, n_boot=0, head_matching="index", correction="bh", primary="t").to_frame()
-    np.testing.assert_allclose(bh["p_corrected"], correct_pvalues(bh["t_pvalue"].to_numpy(), "bh"))
+    for fam in ("confirmatory", "per-head"):
+        sub = bh.filter(pl.col("family") == fam)
+        np.testing.assert_allclose(
+            sub["p_corrected"], correct_pvalues(sub["t_pvalue"].to_numpy(), "bh")
+        )
     assert set(bh["correction"]) == {"bh"} and set(bh["primary"]) == {"t"}
     mean_only = compare(t, n_boot=0, heads="mean")
     assert {x.head_kind for x in mean_only.tests} == {"head-mean"} and mean_only.n_family == 4
@@ -97,6 +152,29 @@ def test_tests_equal_paired_test_and_family_is_corrected():
         t, n_boot=0, metrics=["entropy", "gini"], directions={"entropy": "lower"}, heads="mean"
     )
     assert [x.expected for x in tw.tests] == ["full < no_middle", "two-sided"]
+    assert [x.family for x in tw.tests] == ["confirmatory", "secondary"]
+    # the flat statistics are the PairedResult's, not re-declared
+    assert "mean_diff" not in {fl.name for fl in dataclasses.fields(MetricTest)}
+    assert ent.as_dict()["mean_diff"] == ent.result.mean_diff
+
+
+def test_hypothesis_layers_define_the_confirmatory_family():
+    rng = np.random.default_rng(8)
+    rows = []
+    for layer in (0, 1):
+        v = _vals(rng, {"entropy": 0.4} if layer == 0 else {})
+        rows.append(tables_from_values(v).per_sample.with_columns(pl.lit(layer).alias("layer")))
+    t = MetricTables.from_per_sample(pl.concat(rows))
+    c = compare(t, n_boot=0)
+    assert c.hypothesis_layers == [1]
+    assert {x.layer for x in c.main_tests()} == {1} and c.verdict.overall == "not supported"
+    assert {x.family for x in c.tests if x.layer == 0} == {"per-layer"}
+    c0 = compare(t, n_boot=0, hypothesis_layers=[0])
+    assert c0.verdict.overall == "partly supported" and c0.n_family == 4
+    ca = compare(t, n_boot=0, hypothesis_layers="all")
+    assert ca.n_family == 8 and ca.verdict.per_metric["entropy"] == EXPECTED
+    with pytest.raises(ValueError, match="layer 5"):
+        compare(t, hypothesis_layers=[5])
 
 
 def test_sorted_matching_compares_order_statistics():
@@ -159,6 +237,7 @@ def test_hungarian_matching_recovers_a_head_permutation(tmp_path):
     assert got == {perm[h]: h for h in range(4)}
     per_head = [x for x in c.tests if x.head_kind == "head"]
     assert {x.head_matching for x in per_head} == {"hungarian"}
+    assert any("not calibrated" in w for w in c.warnings)
     assert all(x.variant_head == got[x.head] for x in per_head)
     # index pairing of the same heads is (wrongly) very different; matching makes it close
     f = c.to_frame().filter((pl.col("metric") == "entropy") & (pl.col("head") >= 0))
@@ -230,7 +309,7 @@ def test_mean_cis_of_bounded_metrics_stay_in_range():
     assert len(c.tests) == 4
     f = c.to_frame()
     for row in f.iter_rows(named=True):
-        lo, hi = METRIC_RANGES[row["metric"]]
+        lo, hi = metric_range(row["metric"])
         for k in ("ci_baseline_low", "ci_baseline_high", "ci_variant_low", "ci_variant_high"):
             assert lo <= row[k] <= hi, (row["metric"], k, row[k])
     by = {x.metric: x for x in c.tests}

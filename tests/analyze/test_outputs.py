@@ -117,16 +117,32 @@ def test_statistics_csv_matches_the_engine(analysed):
         "cohens_dz",
         "rank_biserial",
         "verdict",
+        "ci_method",
+        "family",
+        "family_size",
     ]:
         assert col in csv.columns, col
-    assert csv["metric"].to_list() == ["entropy", "max_weight", "effective_tokens", "gini"]
+    # the original four rows (seed parity), then perplexity, the confirmatory effective number
+    assert csv["metric"].to_list() == [
+        "entropy",
+        "max_weight",
+        "effective_tokens",
+        "gini",
+        "perplexity",
+    ]
+    fam = dict(zip(csv["metric"], csv["family"], strict=True))
+    assert fam["effective_tokens"] == "secondary" and fam["entropy"] == "confirmatory"
+    assert set(csv["ci_method"]) == {"paired t interval"}
+    assert set(csv.filter(pl.col("family") == "confirmatory")["family_size"]) == {4}
     sel = res.summary["selection"]
-    assert sel == {"site": "atom_to_text", "layer": 1, "head": -1, "head_kind": "head-mean"}
-    by = {
-        t.metric: t
-        for t in res.comparison.tests
-        if t.site == sel["site"] and t.layer == sel["layer"] and t.head == -1
+    assert sel == {
+        "site": "atom_to_text",
+        "layer": 1,
+        "layers": [1],
+        "head": -1,
+        "head_kind": "head-mean",
     }
+    by = {t.metric: t for t in res.comparison.headline_tests()}
     for row in csv.iter_rows(named=True):
         t = by[row["metric"]]
         assert row["full"] == pytest.approx(t.mean_baseline)
@@ -149,8 +165,10 @@ def test_statistics_csv_matches_the_engine(analysed):
 def test_significance_and_per_layer_head_tables(analysed):
     _, res = analysed
     sig = pl.read_csv(res.save_dir / "significance.csv")
-    main = sig.filter(pl.col("family") == "main")
-    assert main.height == len(res.comparison.tests)
+    assert sig.height == len(res.comparison.tests)
+    main = sig.filter(pl.col("family") == "confirmatory")
+    assert main.height == res.comparison.n_family == 4
+    assert set(sig["family"]) <= {"confirmatory", "secondary", "per-layer", "per-head"}
     assert {
         "metric",
         "site",
@@ -164,7 +182,16 @@ def test_significance_and_per_layer_head_tables(analysed):
     } <= set(sig.columns)
     assert (
         sig.filter(pl.col("family") == "secondary")["metric"]
-        .is_in(["node_specificity", "gold_mass", "gold_pointing", "norm_entropy", "special_mass"])
+        .is_in(
+            [
+                "effective_tokens",
+                "node_specificity",
+                "gold_mass",
+                "gold_pointing",
+                "norm_entropy",
+                "special_mass",
+            ]
+        )
         .all()
     )
     plh = pl.read_csv(res.save_dir / "per_layer_head.csv")
@@ -200,9 +227,15 @@ def test_summary_json_documented_keys(analysed):
     assert {r["metric"] for r in s["main_results"]} == {
         "entropy",
         "max_weight",
-        "effective_tokens",
+        "perplexity",
         "gini",
     }
+    assert {r["family"] for r in s["main_results"]} == {"confirmatory"}
+    st = s["statistics"]
+    assert st["hypothesis_layers"] == [1] and st["ci_method_name"] == "paired t interval"
+    assert st["family_size"] == s["verdict"]["family_size"] == 4
+    assert st["families"]["confirmatory"]["kind"] == "confirmatory"
+    assert st["families"]["per-head"]["kind"] == "exploratory"
     assert set(s["prediction"]["per_model"]) == {"full", "no_middle"}
     mae = s["prediction"]["per_model"]["full"]["mae"]
     smp = res.tables.samples
@@ -336,11 +369,14 @@ def test_secondary_family_is_separate(analysed):
     _, res = analysed
     t = MetricTables.load(res.save_dir)
     c = compare(t, n_boot=200)
-    # the main family is what the engine computes by default: secondary metrics do not inflate it
-    assert len(c.tests) == len(res.comparison.tests)
+    # the confirmatory family is what the engine computes by default: the secondary metrics
+    # the outputs add do not inflate it
+    assert c.n_family == res.comparison.n_family == 4
     assert np.allclose(
-        [x.p_corrected for x in c.tests], [x.p_corrected for x in res.comparison.tests]
+        [x.p_corrected for x in c.main_tests()],
+        [x.p_corrected for x in res.comparison.main_tests()],
     )
+    assert res.comparison.families["secondary"].size > c.families["secondary"].size
 
 
 def test_correlations_are_computed_for_the_headline_layer_only(analysed):
@@ -355,13 +391,13 @@ def test_correlations_are_computed_for_the_headline_layer_only(analysed):
 
 
 def test_mean_cis_in_the_outputs_stay_in_the_metric_range(analysed):
-    from attncmp.analyze.metrics import METRIC_RANGES
+    from attncmp.analyze.registry import metric_range
 
     _, res = analysed
     sig = pl.read_csv(res.save_dir / "significance.csv")
     assert {"gold_pointing", "gold_mass", "max_weight", "gini"} <= set(sig["metric"])
     for row in sig.iter_rows(named=True):
-        lo, hi = METRIC_RANGES[row["metric"]]
+        lo, hi = metric_range(row["metric"])
         for k in ("ci_baseline_low", "ci_baseline_high", "ci_variant_low", "ci_variant_high"):
             if row[k] is not None:
                 assert lo <= row[k] <= hi, (row["metric"], k, row[k])

@@ -46,8 +46,10 @@ Heads of independently trained variants do not correspond by index. ``head_match
   rank ``r`` of the baseline is compared with rank ``r`` of the variant (``head`` =
   ``variant_head`` = rank, 0 = smallest). Exchangeable under the null, so calibrated.
 * ``"crossfit"``: the samples are split at random (seeded) into two halves; heads are matched
-  (Hungarian, on the squared distance of their standardised per-sample metric profiles) on the
-  first half and tested on the second, so the matching never sees the tested samples.
+  (Hungarian, minimising the summed squared paired t statistics of the metrics) on the first
+  half and tested on the second, so the matching never sees the tested samples. Calibrated when
+  the variant's heads are the baseline's in another order; a head without a counterpart is a
+  real difference, which it may then find.
 * ``"hungarian"``: matched on the mean JSD between head rows over **all** samples, then tested on
   the same samples: a selection step, so its p-values are not calibrated (41.5% family-wise
   false positives in a null simulation). Exploratory only; a warning says so.
@@ -64,6 +66,7 @@ samples would be needed (:func:`analyze.stats.samples_needed`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -537,21 +540,23 @@ def _crossfit_split(n: int, ok: np.ndarray, seed: int, layer: int) -> tuple[np.n
 def _profile_cost(
     vals, baseline: str, variant: str, layer: int, hb: int, hv: int, metrics, fit: np.ndarray
 ) -> np.ndarray:
-    """Squared distance between standardised per-sample metric profiles of baseline head i and
-    variant head j on the ``fit`` samples (averaged over samples and metrics)."""
+    r"""Cost of pairing baseline head i with variant head j, from the ``fit`` samples only:
+    :math:`\sum_m t_{ij,m}^2`, the squared paired t statistics of the per-sample differences
+    ``variant head j - baseline head i`` of every metric (pairs that look alike on the fit half
+    cost little; the sample-to-sample variation both heads share cancels in the differences)."""
     cost = np.zeros((hb, hv))
     for m in metrics:
         xb = np.vstack([vals[(baseline, HEAD, layer, h)][m][fit] for h in range(hb)])
         xv = np.vstack([vals[(variant, HEAD, layer, h)][m][fit] for h in range(hv)])
-        both = np.concatenate([xb.ravel(), xv.ravel()])
-        both = both[np.isfinite(both)]
-        sd = float(both.std()) if len(both) > 1 else 0.0
-        if not sd > 0:
-            continue
-        diff = (xb[:, None, :] - xv[None, :, :]) / sd
-        with np.errstate(invalid="ignore"):
-            c = np.nanmean(diff**2, axis=-1)
-        cost += np.where(np.isfinite(c), c, 0.0)
+        d = xv[None, :, :] - xb[:, None, :]  # [hb, hv, samples]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            k = np.sum(np.isfinite(d), axis=-1)
+            mu = np.nanmean(d, axis=-1)
+            sd = np.nanstd(d, axis=-1, ddof=1)
+            t2 = mu**2 / (sd**2 / np.maximum(k, 1))
+        t2 = np.where(np.isfinite(t2), t2, np.where(np.abs(mu) > 0, 1e12, 0.0))
+        cost += t2
     return cost
 
 

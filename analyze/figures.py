@@ -32,7 +32,7 @@ import polars as pl
 from matplotlib.collections import LineCollection
 from matplotlib.colors import TwoSlopeNorm
 
-from .metrics import metric_range
+from . import registry as REG
 from .plotstyle import (
     MODEL_COLOURS,
     fit_layout,
@@ -42,6 +42,7 @@ from .plotstyle import (
     save_figure,
     style,
 )
+from .registry import metric_range
 
 __all__ = [
     "METRIC_LABELS",
@@ -58,30 +59,13 @@ __all__ = [
     "plot_strata",
 ]
 
-METRIC_LABELS = {
-    "entropy": "Entropy (nats)",
-    "norm_entropy": "Normalised entropy",
-    "perplexity": "Perplexity exp(H)",
-    "max_weight": "Max weight",
-    "effective_tokens": "Effective tokens",
-    "gini": "Gini coefficient",
-    "ipr": "Inverse participation ratio",
-    "topk_mass": "Top-k mass",
-    "special_mass": "Mass on special tokens",
-    "node_specificity": "Node specificity",
-    "gold_mass": "Gold mass",
-    "gold_pointing": "Gold pointing accuracy",
-    "jsd": "Jensen-Shannon divergence",
-    "tv": "Total variation",
-}
-MAIN_METRICS = ("entropy", "max_weight", "effective_tokens", "gini")
+METRIC_LABELS = {name: REG.label(name) for name in REG.REGISTRY}
+MAIN_METRICS = REG.ORIGINAL_METRICS
 MAX_PAIR_LINES = 400  # paired panels draw at most this many sample lines (all dots)
 
 
 def metric_label(metric: str, threshold: float | None = None) -> str:
-    if metric == "effective_tokens" and threshold is not None:
-        return f"Effective tokens (weight > {threshold:g})"
-    return METRIC_LABELS.get(metric, metric.replace("_", " ").capitalize())
+    return REG.label(metric, threshold)
 
 
 def fmt_p(p: float | None) -> str:
@@ -475,7 +459,7 @@ def plot_attention_error(
     formats: Sequence[str] = ("png",),
 ):
     """Per-sample attention metric vs absolute prediction error, per model, with Spearman's rho
-    (95% CI) from ``correlations`` (columns ``model, metric, rho, ci_low, ci_high`` and optionally
+    (95% CI) from ``correlations`` (columns ``model, metric, rho, rho_ci_low, rho_ci_high`` and
     ``partial_rho``); last panel: paired differences (variant - baseline) of entropy vs |error|.
 
     ``errors``: ``sample_id, model, abs_error``.
@@ -552,7 +536,7 @@ def _rho_text(correlations: pl.DataFrame | None, model: str, metric: str) -> str
     if c.height == 0:
         return ""
     r = c.row(0, named=True)
-    s = f"rho {r['rho']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    s = f"rho {r['rho']:+.2f} [{r['rho_ci_low']:+.2f}, {r['rho_ci_high']:+.2f}]"
     if r.get("partial_rho") is not None and np.isfinite(r["partial_rho"]):
         s += f", partial {r['partial_rho']:+.2f}"
     return s
@@ -594,7 +578,7 @@ def _delta_panel(
             )
         if c is not None and c.height:
             r = c.row(0, named=True)
-            lab += f": rho {r['rho']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+            lab += f": rho {r['rho']:+.2f} [{r['rho_ci_low']:+.2f}, {r['rho_ci_high']:+.2f}]"
         elif ok.sum() >= 3:
             from scipy.stats import spearmanr
 
@@ -627,9 +611,9 @@ def plot_strata(
     formats: Sequence[str] = ("png",),
 ):
     """Mean paired difference (variant - baseline) with 95% CI within quantile bins, one column per
-    stratifier and one row per metric. ``strata`` columns: ``stratum, bin, bin_label, variant,
+    stratifier and one row per metric. ``strata`` columns: ``stratifier, bin, bin_label, variant,
     metric, n, mean_diff, ci_diff_low, ci_diff_high, p_corrected``."""
-    strat = list(dict.fromkeys(strata["stratum"].to_list())) if strata.height else []
+    strat = list(dict.fromkeys(strata["stratifier"].to_list())) if strata.height else []
     metrics = [m for m in metrics if strata.height and m in set(strata["metric"].to_list())]
     variants = list(dict.fromkeys(strata["variant"].to_list())) if strata.height else []
     if not strat or not metrics:
@@ -642,7 +626,7 @@ def plot_strata(
         for i, metric in enumerate(metrics):
             for j, st in enumerate(strat):
                 ax = axes[i, j]
-                sub = strata.filter((pl.col("stratum") == st) & (pl.col("metric") == metric))
+                sub = strata.filter((pl.col("stratifier") == st) & (pl.col("metric") == metric))
                 labels = list(dict.fromkeys(sub.sort("bin")["bin_label"].to_list()))
                 ax.axhline(0, color="#999999", linewidth=0.7)
                 for k, v in enumerate(variants):
@@ -815,7 +799,8 @@ def plot_mae_comparison(
 ):
     """MAE and RMSE per model, per-sample paired |error|, and the MAE difference with its paired
     bootstrap CI. ``per_model``: ``model, n, mae, rmse``; ``differences``: ``variant, mae_diff,
-    ci_low, ci_high`` (variant - baseline); ``errors``: ``sample_id, model, abs_error``."""
+    mae_diff_ci_low, mae_diff_ci_high`` (variant - baseline); ``errors``: ``sample_id, model,
+    abs_error``."""
     with style(fixed=True):
         fig = new_figure(13.0, 4.2, layout=None)
         ax1, ax2, ax3 = fig.subplots(1, 3)
@@ -874,7 +859,7 @@ def plot_mae_comparison(
             rows = [r for r in differences.iter_rows(named=True)]
             ys = np.arange(len(rows))
             for y, r in zip(ys, rows, strict=True):
-                mu, lo, hi = r["mae_diff"], r["ci_low"], r["ci_high"]
+                mu, lo, hi = r["mae_diff"], r["mae_diff_ci_low"], r["mae_diff_ci_high"]
                 ax3.errorbar(
                     mu,
                     y,

@@ -39,19 +39,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "where_mean": "layer {layer} (the last), the head-averaged distribution (head-mean, the "
         "original method)",
         "where_head": "layer {layer}, head {head}",
-        "metrics_line": (
-            "- **Metrics:** per attention row over the valid tokens only ({special}); effective "
-            "tokens count weights > {threshold}; row values are averaged over a sample's nodes."
-        ),
         "special_excluded": "special tokens removed and rows renormalised",
         "special_included": "special tokens included",
-        "stats_line": (
-            "- **Statistics:** paired t-test and Wilcoxon signed-rank test on per-sample "
-            "differences, paired bootstrap CI ({n_boot} resamples, seed {seed}), Cohen's d_z and "
-            "matched-pairs rank-biserial; p-values {correction}-corrected across the family of "
-            "{family} tests (primary test: {primary}); per-head comparisons use heads matched by "
-            "{matching}."
-        ),
         # main table
         "h_main": "Main result",
         "main_intro": (
@@ -71,11 +60,6 @@ STRINGS: dict[str, dict[str, str]] = {
         # verdict
         "h_verdict": "Verdict",
         "scenarios_intro": "The original analysis guide distinguishes three scenarios:",
-        "scenario_1": (
-            "1. **Hypothesis supported:** the {b} model's attention is more concentrated (lower "
-            "entropy, higher max weight, fewer effective tokens, higher Gini) and the "
-            "differences are significant."
-        ),
         "scenario_2": "2. **No significant difference** between the models' attention "
         "concentration.",
         "scenario_3": (
@@ -120,11 +104,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "corr_header": "| Model | Metric | rho (95% CI) | partial rho | p |",
         # per layer / head
         "h_grid": "Per layer and head",
-        "grid_text": (
-            "{n_sig} of {n_tests} per-layer / per-head tests are significant after correction "
-            "({correction}). Heads of independently trained models do not correspond by index; "
-            "heads are matched by {matching}. Treat per-head results as exploratory."
-        ),
         # strata
         "h_strata": "Strata",
         "strata_text": (
@@ -163,17 +142,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "fig_stats": "Original metrics, per-sample paired values",
         # caveats
         "h_caveats": "Caveats",
-        "cav_sample": (
-            "- **Sample size:** n = {n}. With this n a paired test has 80% power (alpha = 0.05, "
-            "two-sided, uncorrected) only for effects of about |d_z| >= {mde}; smaller effects "
-            "can be missed."
-        ),
         "cav_small": " The sample is small; treat the p-values with caution.",
-        "cav_multiple": (
-            "- **Multiple comparisons:** {family} tests were run (metrics x sites x layers x "
-            "heads x variants); p-values are {correction}-corrected across all of them. "
-            "Uncorrected p-values are in `significance.csv` for reference only."
-        ),
         "cav_partial": "- **Partial store:** {n} of {n_planned} planned samples analysed.",
         "cav_training": (
             "- **Training samples:** the extraction recorded that selected samples were used to "
@@ -200,13 +169,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "cav_heads": (
             "- **Head-averaged vs per-head:** headline numbers use the head-averaged distribution "
             "(the original method); per-head effects can differ (see the per-layer / head figure)."
-        ),
-        "cav_effective_tokens": (
-            "- **Effective tokens is not monotone in concentration:** it counts the weights above "
-            "{threshold}, so sharpening a diffuse row can first *raise* the count (weights that "
-            "were all below {threshold} climb above it) before it falls. A change in effective "
-            "tokens alone does not say whether attention became more or less concentrated; read "
-            "its direction together with entropy, max weight and Gini."
         ),
         # paragraph
         "h_paragraph": "Draft results paragraph",
@@ -273,7 +235,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "where_para": "layer {layer}, head-averaged",
         "primary_wilcoxon": "Wilcoxon signed-rank",
         "primary_t": "paired t",
-        "match_hungarian": "Hungarian assignment on the mean JSD between head patterns",
         "match_sorted": "sorting per-head values (order-free)",
         "match_index": "index",
         "corr_delta": "paired difference {m}",
@@ -291,12 +252,28 @@ STRINGS: dict[str, dict[str, str]] = {
             "every node attends identically in every sample (node specificity 0)"
         ),
         "diag_prefix": "Diagnostics",
-        "verdict_scope": (
-            "The verdict combines the head-mean tests of every layer of `{site}` and every variant "
-            "(a metric is in the expected direction only if no layer or variant contradicts it); "
-            "the main table shows layer {layer}."
-        ),
         "na": "n/a",
+        "metrics_line": "- **Metrics:** per attention row over the valid tokens only ({special}); row values are averaged over a sample's nodes. The hypothesis uses the perplexity exp(H) as the effective number of tokens (between 1 and the number of keys, so it is comparable across text lengths); the original count of weights > {threshold} is kept in every table and figure but tested two-sided and exploratory (see the caveats).",
+        "stats_line": "- **Statistics:** per-sample paired differences; primary test {primary} (paired t-test beside it), 95% CI of the mean difference: {ci}; Hodges-Lehmann shift with the Wilcoxon-inverted interval in the CSVs; effect sizes Cohen's d_z and matched-pairs rank-biserial; {correction} correction within each family; per-head comparisons use heads matched by {matching}.",
+        "families_line": "- **Families (fixed before the analysis):** the *confirmatory* family is the hypothesis: {metrics} x site `{site}` x layer(s) {layers} x head-mean x {n_variants} variant(s) = {size} tests; it alone gives the verdict, the main table and `attention_statistics.csv`. Exploratory families, each corrected on its own: {exploratory}.",
+        "family_item": "{name} ({size} tests, {n_sig} significant)",
+        "col_family": "Family",
+        "fam_confirmatory": "confirmatory",
+        "fam_secondary": "exploratory, two-sided",
+        "scenario_1": "1. **Hypothesis supported:** the {b} model's attention is more concentrated (lower entropy, higher max weight, fewer effective tokens exp(H), higher Gini) and every confirmatory test is significant.",
+        "verdict_scope": "The verdict comes from the confirmatory family only: the head-mean tests of layer(s) {layers} of `{site}` for every variant (a metric counts as expected only if none of its confirmatory tests is significant the other way).",
+        "grid_text": "Exploratory: {n_sig_layer} of {n_layer} per-layer tests and {n_sig_head} of {n_head} per-head tests are significant, each family {correction}-corrected on its own. Heads are matched by {matching}. These tests do not enter the verdict.",
+        "match_crossfit": "cross-fitting (Hungarian matching on one random half of the samples, tests on the other half)",
+        "match_hungarian": "Hungarian assignment on the mean JSD between head patterns over all samples (a selection step: exploratory, not calibrated)",
+        "gold_chance_line": "- Gold mass of `{model}`: {mass} vs {chance} at chance (a uniform row over the analysed keys), difference {diff} (95% CI {lo} to {hi}), p ({correction}) = {p}, n = {n}",
+        "pred_naive": "Naive baseline (predicting the mean target; {method}): MAE {mae}. A model is only useful to the extent its MAE is below this.",
+        "cav_sample": "- **Sample size and power:** n = {n}. One confirmatory test ({primary}, {correction} over {family} tests, alpha {alpha}) has 80% power only for effects of about |d_z| >= {dz}; smaller effects can be missed, so a non-significant result is not evidence of no difference.",
+        "cav_inconclusive": "- **Too few samples:** with n = {n} and {family} confirmatory tests the smallest attainable {correction}-corrected p-value is {min_p}, which cannot go below alpha {alpha}; at least {n_needed} samples are needed for any result to be significant.",
+        "cav_multiple": "- **Multiple comparisons:** the confirmatory family has {family} tests ({correction}-corrected together); per-layer, per-head and secondary tests are exploratory families corrected separately and never enter the verdict. Uncorrected p-values are in `significance.csv` for reference only.",
+        "cav_effective_tokens": "- **Effective tokens (weight > {threshold}) is not a measure of concentration once rows have more than about 1/{threshold} keys:** a more diffuse row then has *fewer* weights above the threshold. It is reported two-sided in the secondary family; the confirmatory family uses the perplexity exp(H), which always falls as attention concentrates.",
+        "cav_threshold": "- **Uninformative threshold:** {message}",
+        "cav_uncalibrated_heads": "- **Per-head tests are not calibrated:** heads were matched by the Hungarian assignment on the same samples that were then tested (a selection step); read the per-head results as exploratory only, or re-run with `--head-matching sorted` or `crossfit`.",
+        "h_families": "Exploratory families",
     },
     "zh": {
         "title": "注意力对比分析报告",
@@ -321,18 +298,8 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "where_mean": "第 {layer} 层（最后一层）的多头平均分布（head-mean，即原始方法）",
         "where_head": "第 {layer} 层第 {head} 个注意力头",
-        "metrics_line": (
-            "- **指标：** 每一行注意力只在有效词元上计算（{special}）；有效词元数统计权重大于 "
-            "{threshold} 的词元；行指标在样本内对所有节点取平均。"
-        ),
         "special_excluded": "去除特殊词元并重新归一化",
         "special_included": "包含特殊词元",
-        "stats_line": (
-            "- **统计方法：** 对逐样本差值做配对 t 检验和 Wilcoxon 符号秩检验，配对 bootstrap 置信区间"
-            "（{n_boot} 次重抽样，随机种子 {seed}），效应量为 Cohen's d_z 和配对秩二列相关；"
-            "p 值在全部 {family} 个检验上做 {correction} 多重比较校正（主检验：{primary}检验）；"
-            "逐头比较中的注意力头按{matching}匹配。"
-        ),
         "h_main": "主要结果",
         "main_intro": "逐样本均值（95% 置信区间）、变体相对基线的变化，以及配对检验结果（{where_short}）。",
         "col_metric": "指标",
@@ -347,10 +314,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "no_tests": "未能计算任何配对检验（见注意事项）。",
         "h_verdict": "结论",
         "scenarios_intro": "原始分析指南区分三种情形：",
-        "scenario_1": (
-            "1. **假设成立：** {b} 模型的注意力更集中（熵更低、最大权重更高、有效词元更少、基尼系数更高），"
-            "且差异显著。"
-        ),
         "scenario_2": "2. **无显著差异：** 两个模型的注意力集中程度没有显著差别。",
         "scenario_3": "3. **方向相反：** {b} 模型的注意力反而比 {v} 模型*更分散*。",
         "verdict_supported": "**结果：情形 1，假设成立。** {explanation}",
@@ -378,10 +341,6 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "corr_header": "| 模型 | 指标 | rho（95% 置信区间） | 偏相关 rho | p |",
         "h_grid": "逐层与逐头结果",
-        "grid_text": (
-            "在 {n_tests} 个逐层/逐头检验中，有 {n_sig} 个在 {correction} 校正后显著。独立训练的模型之间，"
-            "注意力头的编号并不对应；这里按 {matching} 匹配注意力头。逐头结果应视为探索性分析。"
-        ),
         "h_strata": "分层分析",
         "strata_text": (
             "按节点数、词元数、目标值和基线误差的分位数分箱后，在每个箱内比较配对差值，"
@@ -410,15 +369,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "h_figures": "图表",
         "fig_stats": "原始四项指标的逐样本配对值",
         "h_caveats": "注意事项",
-        "cav_sample": (
-            "- **样本量：** n = {n}。在此样本量下，配对检验（alpha = 0.05，双侧，未校正）只有在效应量约 "
-            "|d_z| >= {mde} 时才有 80% 的检验效能；更小的效应可能检测不到。"
-        ),
         "cav_small": "样本量较小，请谨慎解读 p 值。",
-        "cav_multiple": (
-            "- **多重比较：** 共进行了 {family} 个检验（指标 x 位点 x 层 x 注意力头 x 变体）；"
-            "p 值已在全部检验上做 {correction} 校正。`significance.csv` 中的未校正 p 值仅供参考。"
-        ),
         "cav_partial": "- **存储不完整：** 分析了计划 {n_planned} 个样本中的 {n} 个。",
         "cav_training": (
             "- **训练样本：** 提取记录显示，所选样本中有被用于训练模型的样本（{counts}）；"
@@ -439,12 +390,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "cav_heads": (
             "- **多头平均与逐头：** 主要结果使用多头平均分布（原始方法）；单个注意力头的效应可能不同"
             "（见逐层/逐头图）。"
-        ),
-        "cav_effective_tokens": (
-            "- **有效词元数与集中程度并非单调关系：** 它统计权重大于 {threshold} 的词元个数，"
-            "因此把一个分散的行变得更尖锐时，该计数可能先*上升*（原本都低于 {threshold} 的权重"
-            "升到阈值之上），之后才下降。仅凭有效词元数的变化无法判断注意力是更集中还是更分散；"
-            "其方向应结合熵、最大权重和基尼系数一起解读。"
         ),
         "h_paragraph": "结果段落草稿",
         "paragraph_note": "供论文使用的草稿，请根据您的论述核对措辞。",
@@ -486,7 +431,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "where_para": "第 {layer} 层，多头平均",
         "primary_wilcoxon": "Wilcoxon 符号秩",
         "primary_t": "配对 t",
-        "match_hungarian": "基于注意力头模式间平均 JSD 的匈牙利算法",
         "match_sorted": "逐头数值排序（与顺序无关）",
         "match_index": "编号",
         "corr_delta": "配对差值 {m}",
@@ -502,8 +446,28 @@ STRINGS: dict[str, dict[str, str]] = {
         "reason_uniform": "每一行在其所有键上都是均匀分布",
         "reason_identical_rows": "每个样本中所有节点的注意力都完全相同（节点特异性为 0）",
         "diag_prefix": "诊断信息（英文原文）",
-        "verdict_scope": "结论综合了 `{site}` 所有层、所有变体的多头平均检验（只有当没有任何层或变体与之矛盾时，某项指标才算符合预期方向）；主要结果表显示的是第 {layer} 层。",
         "na": "无",
+        "metrics_line": "- **指标：** 每一行注意力只在有效词元上计算（{special}）；行指标在样本内对所有节点取平均。假设检验使用困惑度 exp(H) 作为有效词元数（介于 1 与键数之间，不同文本长度之间可比）；原始的“权重 > {threshold} 的词元数”仍保留在所有表格和图中，但只做双侧探索性检验（见注意事项）。",
+        "stats_line": "- **统计方法：** 逐样本配对差值；主检验为{primary}检验（同时给出配对 t 检验），均值差的 95% 置信区间：{ci}；CSV 中另给出 Hodges-Lehmann 位移及 Wilcoxon 反演区间；效应量为 Cohen's d_z 和配对秩二列相关；每个检验族内部做 {correction} 校正；逐头比较中的注意力头按{matching}匹配。",
+        "families_line": "- **检验族（在分析前确定）：** *确认性*检验族即假设本身：{metrics} x 位点 `{site}` x 第 {layers} 层 x 多头平均 x {n_variants} 个变体 = {size} 个检验；只有它决定结论、主要结果表和 `attention_statistics.csv`。探索性检验族各自单独校正：{exploratory}。",
+        "family_item": "{name}（{size} 个检验，{n_sig} 个显著）",
+        "col_family": "检验族",
+        "fam_confirmatory": "确认性",
+        "fam_secondary": "探索性，双侧",
+        "scenario_1": "1. **假设成立：** {b} 模型的注意力更集中（熵更低、最大权重更高、有效词元数 exp(H) 更少、基尼系数更高），且所有确认性检验均显著。",
+        "verdict_scope": "结论只来自确认性检验族：`{site}` 第 {layers} 层、所有变体的多头平均检验（只有当某项指标没有任何确认性检验在相反方向上显著时，才算符合预期方向）。",
+        "grid_text": "探索性结果：{n_layer} 个逐层检验中有 {n_sig_layer} 个显著，{n_head} 个逐头检验中有 {n_sig_head} 个显著，每个检验族各自做 {correction} 校正。注意力头按{matching}匹配。这些检验不进入结论。",
+        "match_crossfit": "交叉拟合（在随机一半样本上做匈牙利匹配，在另一半样本上检验）",
+        "match_hungarian": "在全部样本上按头注意力模式的平均 JSD 做匈牙利匹配（属于选择步骤：仅供探索，未校准）",
+        "gold_chance_line": "- `{model}` 的标注质量：{mass}，随机水平（在分析的键上均匀分布的行）为 {chance}，差值 {diff}（95% 置信区间 {lo} 至 {hi}），p（{correction}）= {p}，n = {n}",
+        "pred_naive": "朴素基线（预测目标均值；{method}）：MAE {mae}。模型只有在 MAE 明显低于此值时才有用。",
+        "cav_sample": "- **样本量与检验效能：** n = {n}。单个确认性检验（{primary}检验，在 {family} 个检验上做 {correction} 校正，alpha {alpha}）只有在效应约为 |d_z| >= {dz} 时才有 80% 的检验效能；更小的效应可能检测不到，因此不显著并不等于没有差异。",
+        "cav_inconclusive": "- **样本太少：** n = {n}、{family} 个确认性检验时，{correction} 校正后可达到的最小 p 值为 {min_p}，不可能低于 alpha {alpha}；至少需要 {n_needed} 个样本，结果才可能显著。",
+        "cav_multiple": "- **多重比较：** 确认性检验族共 {family} 个检验（一起做 {correction} 校正）；逐层、逐头和次要指标检验是各自单独校正的探索性检验族，不进入结论。未校正的 p 值仅作参考，见 `significance.csv`。",
+        "cav_effective_tokens": "- **当一行的键数超过约 1/{threshold} 时，“有效词元数（权重 > {threshold}）”不再衡量集中程度：**更分散的行反而有*更少*的权重超过阈值。它在次要检验族中做双侧检验；确认性检验族使用困惑度 exp(H)，注意力越集中它总是越小。",
+        "cav_threshold": "- **阈值无信息：** {message}",
+        "cav_uncalibrated_heads": "- **逐头检验未校准：** 注意力头是在随后被检验的同一批样本上用匈牙利算法匹配的（属于选择步骤）；逐头结果仅供探索，或使用 `--head-matching sorted` 或 `crossfit` 重新运行。",
+        "h_families": "探索性检验族",
     },
 }
 

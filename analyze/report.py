@@ -1,23 +1,24 @@
 """``report.md``: what was compared, the main table, the verdict, caveats, figures and a drafted
 results paragraph with the measured numbers filled in, in English or Chinese (``lang="zh"``).
 
-Everything comes from the analysis summary (:func:`analyze.outputs.build_summary`, also written as
-``summary.json``), so a report can be re-rendered from the cache without the store.
+Everything comes from the analysis summary (:func:`analyze.summary.build_summary`, also written as
+``summary.json``), so a report can be re-rendered from the cache without the store. The report is
+the concatenation of one function per section (:data:`SECTIONS`); each takes a :class:`Ctx` and
+returns its Markdown lines (empty when the section does not apply).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-import polars as pl
 
 from . import registry as REG
 from .figures import fmt_p
 from .i18n import FILES_ZH, text
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "SECTIONS"]
 
 _VERDICT_KEYS = {
     "expected direction, significant": "v_expected_sig",
@@ -36,10 +37,23 @@ _OVERALL_KEYS = {
 }
 #: headline table rows: the confirmatory metrics, then the original effective-token count
 TABLE_METRICS = (*REG.CONFIRMATORY_METRICS, "effective_tokens")
-MAIN_METRICS = TABLE_METRICS
-_UNITS = {"entropy": " nats"}
+#: the engine's diagnostics ``reason_code`` (``Diagnostics.sites``) -> report text key
+REASON_KEYS = {
+    "key_len_1": "reason_key_len_1",
+    "uniform": "reason_uniform",
+    "identical_rows": "reason_identical_rows",
+}
+_MATCHING_KEYS = {
+    "hungarian": "match_hungarian",
+    "sorted": "match_sorted",
+    "index": "match_index",
+    "crossfit": "match_crossfit",
+}
 
 
+# ----------------------------------------------------------------------------------------------
+# formatting
+# ----------------------------------------------------------------------------------------------
 def _f(x: Any, digits: int = 3) -> str:
     if x is None:
         return "n/a"
@@ -63,438 +77,6 @@ def _md(s: Any) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def _metric_name(lang: str, metric: str) -> str:
-    key = f"metric_{metric}"
-    try:
-        return text(lang, key)
-    except KeyError:
-        return metric.replace("_", " ")
-
-
-#: the engine's diagnostics ``reason_code`` (``Diagnostics.sites``) -> report text key
-REASON_KEYS = {
-    "key_len_1": "reason_key_len_1",
-    "uniform": "reason_uniform",
-    "identical_rows": "reason_identical_rows",
-}
-
-
-def _reason(lang: str, code: Any, reason: Any = "") -> str:
-    """The diagnostics reason for ``code`` in the report language; without a known code (an old
-    summary, a message from elsewhere) the engine's English ``reason`` verbatim."""
-    key = REASON_KEYS.get(str(code or ""))
-    return text(lang, key) if key else str(reason or code or "")
-
-
-def _file_description(lang: str, name: str, default: str) -> str:
-    if lang != "zh":
-        return default
-    stem = name.rsplit(".", 1)[0]
-    for key in sorted(FILES_ZH, key=len, reverse=True):
-        if stem == key or stem.startswith(key):
-            return FILES_ZH[key]
-    return default
-
-
-def _primary_name(lang: str, primary: str) -> str:
-    return text(lang, "primary_t") if primary == "t" else text(lang, "primary_wilcoxon")
-
-
-def _matching_name(lang: str, matching: str) -> str:
-    key = {"hungarian": "match_hungarian", "sorted": "match_sorted", "index": "match_index"}
-    return text(lang, key[matching]) if matching in key else str(matching)
-
-
-def _verdict_text(lang: str, v: str | None) -> str:
-    if not v:
-        return text(lang, "na")
-    key = _VERDICT_KEYS.get(v)
-    return text(lang, key) if key else str(v)
-
-
-def render_report(
-    summary: Mapping[str, Any], *, stats: pl.DataFrame | None = None, lang: str = "en"
-) -> str:
-    """The Markdown report for an analysis ``summary``.
-
-    ``summary`` is what :func:`analyze.outputs.build_summary` returns (``summary.json``).
-    """
-    t = lambda key, **kw: text(lang, key, **kw)  # noqa: E731
-    s = summary
-    store = s.get("store", {})
-    opts = s.get("options", {})
-    st = s.get("statistics", {})
-    sel = s.get("selection", {})
-    b, variants = s["baseline"], list(s["variants"])
-    v0 = variants[0] if variants else "?"
-    n = s.get("n_samples", 0)
-    corr = st.get("correction", "holm")
-    corr_name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}.get(corr, corr)
-    site = sel.get("site", "")
-    site_info = store.get("sites", {}).get(site, {})
-    head_mean = sel.get("head", -1) == -1
-    where = (
-        t("where_mean", layer=sel.get("layer"))
-        if head_mean
-        else t("where_head", layer=sel.get("layer"), head=sel.get("head"))
-    )
-    where_short = (
-        t("where_short_mean", site=site, layer=sel.get("layer"))
-        if head_mean
-        else t("where_short_head", site=site, layer=sel.get("layer"), head=sel.get("head"))
-    )
-    out: list[str] = [f"# {t('title')}", ""]
-    out += [t("generated", version=s.get("attncmp_version", "?"), date=s.get("created", "?")), ""]
-    if s.get("is_partial"):
-        out += [f"> {t('partial', n=n, n_planned=store.get('n_planned', '?'))}", ""]
-
-    # -- what was compared ------------------------------------------------------------------------
-    out += [f"## {t('h_compared')}", "", t("models_header"), "|---|---|---|---|"]
-    prov = s.get("provenance", {})
-    for m in [b, *variants]:
-        p = prov.get(m, {}) or {}
-        ck = p.get("checkpoint") or p.get("checkpoint_path") or "n/a"
-        sha = p.get("checkpoint_sha256") or p.get("sha256") or ""
-        role = t("role_baseline") if m == b else t("role_variant")
-        out.append(f"| {role} | `{_md(m)}` | `{_md(ck)}` | `{_md(str(sha)[:12])}` |")
-    out.append("")
-    planned = (
-        t("planned", n_planned=store.get("n_planned"))
-        if store.get("n_planned") not in (None, n)
-        else ""
-    )
-    out.append(
-        t(
-            "samples_line",
-            n=n,
-            split=store.get("split") or "n/a",
-            seed=store.get("selection_seed", "n/a"),
-            planned=planned,
-        )
-    )
-    out.append(t("store_line", paths=", ".join(f"`{p}`" for p in store.get("paths", []))))
-    out.append(
-        t(
-            "site_line",
-            site=site,
-            q=site_info.get("query_axis", "?"),
-            k=site_info.get("key_axis", "?"),
-            layers=site_info.get("n_layers", "?"),
-            heads=site_info.get("n_heads", "?"),
-            where=where,
-        )
-    )
-    special = t("special_excluded") if opts.get("exclude_special", True) else t("special_included")
-    out.append(t("metrics_line", special=special, threshold=opts.get("threshold", 0.1)))
-    out.append(
-        t(
-            "stats_line",
-            n_boot=st.get("n_boot"),
-            seed=st.get("seed"),
-            correction=corr_name,
-            family=st.get("family_size"),
-            primary=_primary_name(lang, st.get("primary_test", "wilcoxon")),
-            matching=_matching_name(lang, st.get("head_matching", "index")),
-        )
-    )
-    out.append("")
-
-    # -- main table --------------------------------------------------------------------------------
-    main = [r for r in s.get("main_results", []) if r.get("metric") in MAIN_METRICS]
-    main += [
-        r
-        for r in s.get("secondary_results", [])
-        if r.get("metric") == "effective_tokens" and r.get("layer") == sel.get("layer")
-    ]
-    main.sort(
-        key=lambda r: (
-            variants.index(r["variant"]) if r.get("variant") in variants else 0,
-            MAIN_METRICS.index(r["metric"]),
-        )
-    )
-    out += [f"## {t('h_main')}", "", t("main_intro", where_short=where_short), ""]
-    if main:
-        hdr = [
-            t("col_metric"),
-            f"`{_md(b)}`",
-            "`{v}`",
-            t("col_change"),
-            t("col_diff"),
-            t("col_pt"),
-            t("col_pw"),
-            t("col_pc", correction=corr_name),
-            t("col_dz"),
-            t("col_verdict"),
-        ]
-        cur = None
-        for r in main:
-            if r["variant"] != cur:
-                cur = r["variant"]
-                out += [
-                    "| " + " | ".join(h.replace("{v}", _md(cur)) for h in hdr) + " |",
-                    "|" + "---|" * len(hdr),
-                ]
-            out.append(
-                "| "
-                + " | ".join(
-                    [
-                        _metric_name(lang, r["metric"]),
-                        f"{_f(r['mean_baseline'])} ({_f(r['ci_baseline_low'])}, "
-                        f"{_f(r['ci_baseline_high'])})",
-                        f"{_f(r['mean_variant'])} ({_f(r['ci_variant_low'])}, "
-                        f"{_f(r['ci_variant_high'])})",
-                        _pct(r.get("pct_change")),
-                        f"{_f(r['mean_diff'], 4)} ({_f(r['ci_diff_low'], 4)}, "
-                        f"{_f(r['ci_diff_high'], 4)})",
-                        fmt_p(r.get("t_pvalue")),
-                        fmt_p(r.get("wilcoxon_pvalue")),
-                        fmt_p(r.get("p_corrected")),
-                        _f(r.get("cohens_dz"), 2),
-                        _verdict_text(lang, r.get("verdict")),
-                    ]
-                )
-                + " |"
-            )
-        out.append("")
-    else:
-        out += [t("no_tests"), ""]
-    out += _img("attention_statistics_comparison", s, t("fig_stats"))
-
-    # -- verdict -----------------------------------------------------------------------------------
-    ver = s.get("verdict", {}) or {}
-    overall = str(ver.get("overall", ""))
-    vkey, pkey = _OVERALL_KEYS.get(overall, ("verdict_other", None))
-    if lang == "en":
-        explanation = ver.get("explanation", "")
-    else:
-        pm = ver.get("per_metric") or {}
-        explanation = t(
-            "verdict_count",
-            n_metrics=len(pm),
-            n_exp=sum(1 for v in pm.values() if v == "expected direction, significant"),
-            correction=corr_name,
-            primary=_primary_name(lang, st.get("primary_test", "wilcoxon")),
-            family=st.get("family_size", "?"),
-            alpha=st.get("alpha", 0.05),
-        )
-    out += [
-        f"## {t('h_verdict')}",
-        "",
-        t("scenarios_intro"),
-        "",
-        t("scenario_1", b=b),
-        t("scenario_2"),
-        t("scenario_3", b=b, v=v0),
-        "",
-    ]
-    degenerate = (s.get("diagnostics") or {}).get("degenerate_sites") or {}
-    codes = (s.get("diagnostics") or {}).get("degenerate_codes") or {}
-    if site in degenerate:
-        why = _reason(lang, codes.get(site), degenerate[site])
-        out += [t("verdict_degenerate", site=site, reason=why), ""]
-    out += [t(vkey, explanation=explanation, overall=overall).strip(), ""]
-    n_layers = site_info.get("n_layers", 1)
-    if (isinstance(n_layers, int) and n_layers > 1) or len(variants) > 1:
-        out += [t("verdict_scope", site=site, layer=sel.get("layer")), ""]
-    for metric in REG.CONFIRMATORY_METRICS:
-        vv = (ver.get("per_metric") or {}).get(metric)
-        if vv is not None:
-            out.append(
-                t(
-                    "per_metric_verdict",
-                    metric=_metric_name(lang, metric),
-                    verdict=_verdict_text(lang, vv),
-                )
-            )
-    out.append("")
-
-    # -- prediction --------------------------------------------------------------------------------
-    pred = s.get("prediction")
-    if pred:
-        out += [f"## {t('h_prediction')}", "", t("pred_header"), "|---|---|---|---|"]
-        for m in [b, *variants]:
-            r = (pred.get("per_model") or {}).get(m)
-            if r:
-                out.append(
-                    f"| `{_md(m)}` | {r.get('n', '')} | {_f(r.get('mae'))} | {_f(r.get('rmse'))} |"
-                )
-        out.append("")
-        for d in pred.get("differences") or []:
-            lo, hi = d.get("ci_low"), d.get("ci_high")
-            sig = (
-                t("pred_ci_excludes")
-                if lo is not None and hi is not None and (lo > 0 or hi < 0)
-                else t("pred_ci_includes")
-            )
-            out.append(
-                t(
-                    "pred_diff",
-                    v=d.get("variant", v0),
-                    b=b,
-                    diff=_f(d.get("mae_diff"), 4),
-                    lo=_f(lo, 4),
-                    hi=_f(hi, 4),
-                    sig=sig,
-                )
-            )
-        out.append("")
-        out += _img("mae_comparison", s, "MAE")
-
-    # -- correlation -------------------------------------------------------------------------------
-    cors = s.get("correlations")
-    if cors or "attention_vs_error" in s.get("figures", {}):
-        out += [f"## {t('h_corr')}", "", t("corr_intro"), ""]
-        if cors:
-            out += [t("corr_header"), "|---|---|---|---|---|"]
-            for r in cors:
-                if r.get("metric") not in MAIN_METRICS:
-                    continue
-                model = f"`{_md(r.get('model'))}`"
-                if r.get("kind") not in (None, "per_model"):
-                    model = t("corr_delta", m=model)
-                out.append(
-                    f"| {model} | {_metric_name(lang, r['metric'])} | "
-                    f"{_f(r.get('rho'), 2)} ({_f(r.get('ci_low'), 2)}, {_f(r.get('ci_high'), 2)})"
-                    f" | {_f(r.get('partial_rho'), 2)} | {fmt_p(r.get('pvalue'))} |"
-                )
-            out.append("")
-        out += _img("attention_vs_error", s, "attention vs |error|")
-
-    # -- per layer / head --------------------------------------------------------------------------
-    grids = [k for k in s.get("figures", {}) if k.startswith("per_layer_head_")]
-    if grids:
-        gs = {
-            "n_significant": sum(
-                v.get("n_significant", 0) for v in s.get("grid_counts", {}).values()
-            ),
-            "n_tests": sum(v.get("n_tests", 0) for v in s.get("grid_counts", {}).values()),
-        }
-        out += [
-            f"## {t('h_grid')}",
-            "",
-            t(
-                "grid_text",
-                n_sig=gs.get("n_significant", "?"),
-                n_tests=gs.get("n_tests", "?"),
-                correction=corr_name,
-                matching=_matching_name(lang, st.get("head_matching", "index")),
-            ),
-            "",
-        ]
-        for g in grids:
-            out += _img(g, s, g.replace("_", " "))
-
-    # -- strata ------------------------------------------------------------------------------------
-    if "strata_comparison" in s.get("figures", {}):
-        out += [f"## {t('h_strata')}", "", t("strata_text"), ""]
-        out += _img("strata_comparison", s, "strata")
-
-    # -- node specificity --------------------------------------------------------------------------
-    if "node_specificity" in s.get("figures", {}):
-        out += [f"## {t('h_spec')}", "", t("spec_text"), ""]
-        for m, v in ((s.get("diagnostics") or {}).get("identical_rows") or {}).items():
-            out.append(
-                t("identical_line", model=f"`{m}`", k=v.get("n_identical"), n=v.get("n_samples"))
-            )
-        out.append("")
-        out += _img("node_specificity", s, "node specificity")
-
-    # -- gold --------------------------------------------------------------------------------------
-    if "gold_alignment" in s.get("figures", {}):
-        out += [f"## {t('h_gold')}", "", t("gold_text"), ""]
-        sec = [
-            r
-            for r in s.get("secondary_results", [])
-            if r.get("metric") in ("gold_mass", "gold_pointing")
-        ]
-        for r in sec:
-            out.append(
-                f"- {_metric_name(lang, r['metric'])}: `{_md(b)}` {_f(r['mean_baseline'])}, "
-                f"`{_md(r['variant'])}` {_f(r['mean_variant'])} ({_pct(r.get('pct_change'))}), "
-                f"p ({corr_name}) = {fmt_p(r.get('p_corrected'))}, n = {r.get('n')}"
-            )
-        out.append("")
-        out += _img("gold_alignment", s, "gold alignment")
-
-    # -- noise floor -------------------------------------------------------------------------------
-    if s.get("noise_floor"):
-        out += [f"## {t('h_noise')}", "", t("noise_text"), ""]
-        out += _table(s["noise_floor"])
-        out.append("")
-
-    # -- examples ----------------------------------------------------------------------------------
-    ex = s.get("examples") or []
-    if ex:
-        out += [
-            f"## {t('h_examples')}",
-            "",
-            t("examples_text", strategy=opts.get("example_strategy", "divergent"), b=b, v=v0),
-            "",
-        ]
-        for e in ex:
-            jsd = t("example_jsd", jsd=_f(e.get("jsd"))) if e.get("jsd") is not None else ""
-            cap = t("example_caption", k=e["index"], sid=e["sample_id"], jsd=jsd)
-            out += [f"**{cap}**", "", f"![{cap}]({e['file']})", ""]
-
-    # -- caveats -----------------------------------------------------------------------------------
-    out += [f"## {t('h_caveats')}", ""]
-    mde = (1.959964 + 0.841621) / math.sqrt(n) if n else float("nan")
-    small = t("cav_small") if n < 30 else ""
-    out.append(t("cav_sample", n=n, mde=_f(mde, 2)) + small)
-    out.append(t("cav_multiple", family=st.get("family_size", "?"), correction=corr_name))
-    out.append(t("cav_heads"))
-    out.append(t("cav_effective_tokens", threshold=opts.get("threshold", 0.1)))
-    for w in s.get("warnings", []):
-        k = w.get("kind")
-        if k == "partial_store":
-            out.append(t("cav_partial", n=w.get("n"), n_planned=w.get("n_planned")))
-        elif k == "training_samples":
-            counts = ", ".join(f"{m}: {c}" for m, c in (w.get("counts") or {}).items())
-            out.append(t("cav_training", counts=counts))
-        elif k == "training_split":
-            splits = ", ".join(f"{sp}: {c}" for sp, c in (w.get("splits") or {}).items())
-            out.append(t("cav_training_split", splits=splits))
-        elif k == "degenerate_site":
-            why = _reason(lang, w.get("reason_code"), w.get("reason"))
-            out.append(t("cav_degenerate", site=w.get("site"), reason=why))
-        elif k == "identical_rows":
-            out.append(
-                t(
-                    "cav_identical",
-                    model=f"`{w.get('model')}`",
-                    k=w.get("n_identical"),
-                    n=w.get("n_samples"),
-                )
-            )
-        elif k == "invalid_attention":
-            out.append(t("cav_invalid", n=w.get("n")))
-        elif k == "skipped":
-            out.append(t("cav_skipped", message=w.get("message")))
-    degenerate = (s.get("diagnostics") or {}).get("degenerate_sites") or {}
-    msgs = [
-        m
-        for m in (s.get("diagnostics") or {}).get("messages", [])
-        if not any(f"'{site}'" in m and "degenerate" in m for site in degenerate)
-    ]
-    for msg in msgs[:12]:
-        out.append(t("cav_diag", message=msg))
-    out.append("")
-
-    # -- paragraph ---------------------------------------------------------------------------------
-    out += [f"## {t('h_paragraph')}", "", f"*{t('paragraph_note')}*", ""]
-    out += [_paragraph(lang, s, main, where, corr_name, pkey), ""]
-
-    # -- files -------------------------------------------------------------------------------------
-    files = s.get("files_written") or []
-    if files:
-        out += [f"## {t('h_files')}", ""]
-        for f in files:
-            desc = _file_description(lang, f["name"], f["description"])
-            out.append(f"- `{f['name']}`: {desc}")
-        out.append("")
-    return "\n".join(out)
-
-
 def _img(name: str, s: Mapping[str, Any], alt: str) -> list[str]:
     files = (s.get("figures") or {}).get(name)
     if not files:
@@ -509,98 +91,647 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     cols = list(rows[0])
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append(
-            "| "
-            + " | ".join(
-                _f(r.get(c)) if isinstance(r.get(c), float) else _md(r.get(c)) for c in cols
-            )
-            + " |"
-        )
+        cells = [_f(r.get(c)) if isinstance(r.get(c), float) else _md(r.get(c)) for c in cols]
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
-def _paragraph(
-    lang: str, s: Mapping[str, Any], main: list[dict], where: str, corr_name: str, pkey: str | None
-) -> str:
-    t = lambda key, **kw: text(lang, key, **kw)  # noqa: E731
-    store = s.get("store", {})
-    st = s.get("statistics", {})
-    opts = s.get("options", {})
-    b = s["baseline"]
+# ----------------------------------------------------------------------------------------------
+# context shared by the sections
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    """What every section needs: the summary, the language and a few derived values."""
+
+    s: Mapping[str, Any]
+    lang: str
+
+    def t(self, key: str, **kw: Any) -> str:
+        return text(self.lang, key, **kw)
+
+    @property
+    def b(self) -> str:
+        return self.s["baseline"]
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.s["variants"])
+
+    @property
+    def v0(self) -> str:
+        return self.variants[0] if self.variants else "?"
+
+    @property
+    def n(self) -> int:
+        return self.s.get("n_samples", 0)
+
+    @property
+    def st(self) -> Mapping[str, Any]:
+        return self.s.get("statistics", {})
+
+    @property
+    def opts(self) -> Mapping[str, Any]:
+        return self.s.get("options", {})
+
+    @property
+    def sel(self) -> Mapping[str, Any]:
+        return self.s.get("selection", {})
+
+    @property
+    def site(self) -> str:
+        return self.sel.get("site", "")
+
+    @property
+    def site_info(self) -> Mapping[str, Any]:
+        return self.s.get("store", {}).get("sites", {}).get(self.site, {})
+
+    @property
+    def layers(self) -> str:
+        return ", ".join(str(x) for x in self.st.get("hypothesis_layers", [self.sel.get("layer")]))
+
+    @property
+    def corr_name(self) -> str:
+        c = self.st.get("correction", "holm")
+        return {"holm": "Holm", "bh": "Benjamini-Hochberg"}.get(c, c)
+
+    @property
+    def primary(self) -> str:
+        return (
+            self.t("primary_t")
+            if self.st.get("primary_test") == "t"
+            else self.t("primary_wilcoxon")
+        )
+
+    @property
+    def matching(self) -> str:
+        m = self.st.get("head_matching", "sorted")
+        return self.t(_MATCHING_KEYS[m]) if m in _MATCHING_KEYS else str(m)
+
+    def metric_name(self, metric: str) -> str:
+        try:
+            return self.t(f"metric_{metric}")
+        except KeyError:
+            return REG.label(metric)
+
+    def verdict_text(self, v: str | None) -> str:
+        if not v:
+            return self.t("na")
+        key = _VERDICT_KEYS.get(v)
+        return self.t(key) if key else str(v)
+
+    def reason(self, code: Any, reason: Any = "") -> str:
+        """The diagnostics reason for ``code`` in the report language; without a known code
+        the engine's English ``reason`` verbatim."""
+        key = REASON_KEYS.get(str(code or ""))
+        return self.t(key) if key else str(reason or code or "")
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """The headline table: the confirmatory tests, then effective tokens (secondary
+        family) at the same cells, by variant, layer and :data:`TABLE_METRICS` order."""
+        rows = [r for r in self.s.get("main_results", []) if r.get("metric") in TABLE_METRICS]
+        rows += [
+            r for r in self.s.get("secondary_results", []) if r.get("metric") == "effective_tokens"
+        ]
+        vs = self.variants
+        return sorted(
+            rows,
+            key=lambda r: (
+                vs.index(r["variant"]) if r.get("variant") in vs else 0,
+                r.get("layer", 0),
+                TABLE_METRICS.index(r["metric"]),
+            ),
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------------
+def section_title(c: Ctx) -> list[str]:
+    s = c.s
+    out = [f"# {c.t('title')}", ""]
+    out += [c.t("generated", version=s.get("attncmp_version", "?"), date=s.get("created", "?"))]
+    out.append("")
+    if s.get("is_partial"):
+        n_planned = s.get("store", {}).get("n_planned", "?")
+        out += [f"> {c.t('partial', n=c.n, n_planned=n_planned)}", ""]
+    return out
+
+
+def section_compared(c: Ctx) -> list[str]:
+    s, store = c.s, c.s.get("store", {})
+    out = [f"## {c.t('h_compared')}", "", c.t("models_header"), "|---|---|---|---|"]
+    prov = s.get("provenance", {})
+    for m in [c.b, *c.variants]:
+        p = prov.get(m, {}) or {}
+        ck = p.get("checkpoint") or p.get("checkpoint_path") or "n/a"
+        sha = p.get("checkpoint_sha256") or p.get("sha256") or ""
+        role = c.t("role_baseline") if m == c.b else c.t("role_variant")
+        out.append(f"| {role} | `{_md(m)}` | `{_md(ck)}` | `{_md(str(sha)[:12])}` |")
+    out.append("")
+    planned = (
+        c.t("planned", n_planned=store.get("n_planned"))
+        if store.get("n_planned") not in (None, c.n)
+        else ""
+    )
+    out.append(
+        c.t(
+            "samples_line",
+            n=c.n,
+            split=store.get("split") or "n/a",
+            seed=store.get("selection_seed", "n/a"),
+            planned=planned,
+        )
+    )
+    out.append(c.t("store_line", paths=", ".join(f"`{p}`" for p in store.get("paths", []))))
+    info = c.site_info
+    out.append(
+        c.t(
+            "site_line",
+            site=c.site,
+            q=info.get("query_axis", "?"),
+            k=info.get("key_axis", "?"),
+            layers=info.get("n_layers", "?"),
+            heads=info.get("n_heads", "?"),
+            where=c.t("where_mean", layer=c.layers),
+        )
+    )
+    special = (
+        c.t("special_excluded") if c.opts.get("exclude_special", True) else c.t("special_included")
+    )
+    out.append(c.t("metrics_line", special=special, threshold=c.opts.get("threshold", 0.1)))
+    out.append(
+        c.t(
+            "stats_line",
+            ci=c.st.get("ci_method_name", c.st.get("ci_method", "")),
+            correction=c.corr_name,
+            primary=c.primary,
+            matching=c.matching,
+        )
+    )
+    out += [_families_line(c), ""]
+    return out
+
+
+def _families_line(c: Ctx) -> str:
+    fams = c.st.get("families", {})
+    conf = fams.get("confirmatory", {})
+    expl = [
+        c.t("family_item", name=k, size=f.get("size", 0), n_sig=f.get("n_significant", 0))
+        for k, f in fams.items()
+        if f.get("kind") == "exploratory" and f.get("size")
+    ]
+    return c.t(
+        "families_line",
+        metrics=", ".join(c.st.get("confirmatory_metrics", [])),
+        site=c.site,
+        layers=c.layers,
+        n_variants=len(c.variants),
+        size=conf.get("size", c.st.get("family_size", "?")),
+        exploratory="; ".join(expl) or "-",
+    )
+
+
+def section_main(c: Ctx) -> list[str]:
+    rows = c.table_rows()
+    where = c.t("where_short_mean", site=c.site, layer=c.layers)
+    out = [f"## {c.t('h_main')}", "", c.t("main_intro", where_short=where), ""]
+    if not rows:
+        return out + [c.t("no_tests"), ""] + _img("attention_statistics_comparison", c.s, "")
+    hdr = [
+        c.t("col_metric"),
+        f"`{_md(c.b)}`",
+        "`{v}`",
+        c.t("col_change"),
+        c.t("col_diff"),
+        c.t("col_pt"),
+        c.t("col_pw"),
+        c.t("col_pc", correction=c.corr_name),
+        c.t("col_dz"),
+        c.t("col_family"),
+        c.t("col_verdict"),
+    ]
+    cur = None
+    multi_layer = len(c.st.get("hypothesis_layers", [])) > 1
+    for r in rows:
+        if r["variant"] != cur:
+            cur = r["variant"]
+            out += [
+                "| " + " | ".join(h.replace("{v}", _md(cur)) for h in hdr) + " |",
+                "|" + "---|" * len(hdr),
+            ]
+        name = c.metric_name(r["metric"])
+        if multi_layer:
+            name += f" (L{r.get('layer')})"
+        fam = "fam_confirmatory" if r.get("family") == "confirmatory" else "fam_secondary"
+        cells = [
+            name,
+            f"{_f(r['mean_baseline'])} ({_f(r['ci_baseline_low'])}, {_f(r['ci_baseline_high'])})",
+            f"{_f(r['mean_variant'])} ({_f(r['ci_variant_low'])}, {_f(r['ci_variant_high'])})",
+            _pct(r.get("pct_change")),
+            f"{_f(r['mean_diff'], 4)} ({_f(r['ci_diff_low'], 4)}, {_f(r['ci_diff_high'], 4)})",
+            fmt_p(r.get("t_pvalue")),
+            fmt_p(r.get("wilcoxon_pvalue")),
+            fmt_p(r.get("p_corrected")),
+            _f(r.get("cohens_dz"), 2),
+            c.t(fam),
+            c.verdict_text(r.get("verdict")),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return out + _img("attention_statistics_comparison", c.s, c.t("fig_stats"))
+
+
+def section_verdict(c: Ctx) -> list[str]:
+    ver = c.s.get("verdict", {}) or {}
+    overall = str(ver.get("overall", ""))
+    vkey, _ = _OVERALL_KEYS.get(overall, ("verdict_other", None))
+    if c.lang == "en":
+        explanation = ver.get("explanation", "")
+    else:
+        pm = ver.get("per_metric") or {}
+        explanation = c.t(
+            "verdict_count",
+            n_metrics=len(pm),
+            n_exp=sum(1 for v in pm.values() if v == "expected direction, significant"),
+            correction=c.corr_name,
+            primary=c.primary,
+            family=c.st.get("family_size", "?"),
+            alpha=c.st.get("alpha", 0.05),
+        )
+    out = [f"## {c.t('h_verdict')}", "", c.t("scenarios_intro"), ""]
+    out += [c.t("scenario_1", b=c.b), c.t("scenario_2"), c.t("scenario_3", b=c.b, v=c.v0), ""]
+    diag = c.s.get("diagnostics") or {}
+    degenerate = diag.get("degenerate_sites") or {}
+    if c.site in degenerate:
+        why = c.reason((diag.get("degenerate_codes") or {}).get(c.site), degenerate[c.site])
+        out += [c.t("verdict_degenerate", site=c.site, reason=why), ""]
+    out += [c.t(vkey, explanation=explanation, overall=overall).strip(), ""]
+    out += [c.t("verdict_scope", site=c.site, layers=c.layers), ""]
+    for metric, vv in (ver.get("per_metric") or {}).items():
+        out.append(
+            c.t("per_metric_verdict", metric=c.metric_name(metric), verdict=c.verdict_text(vv))
+        )
+    out.append("")
+    return out
+
+
+def section_prediction(c: Ctx) -> list[str]:
+    pred = c.s.get("prediction")
+    if not pred:
+        return []
+    out = [f"## {c.t('h_prediction')}", "", c.t("pred_header"), "|---|---|---|---|"]
+    for m in [c.b, *c.variants]:
+        r = (pred.get("per_model") or {}).get(m)
+        if r:
+            out.append(
+                f"| `{_md(m)}` | {r.get('n', '')} | {_f(r.get('mae'))} | {_f(r.get('rmse'))} |"
+            )
+    out.append("")
+    if pred.get("naive_mae") is not None:
+        out += [c.t("pred_naive", method=pred.get("naive_method") or "", mae=_f(pred["naive_mae"]))]
+        out.append("")
+    for d in pred.get("differences") or []:
+        lo, hi = d.get("mae_diff_ci_low"), d.get("mae_diff_ci_high")
+        excludes = lo is not None and hi is not None and (lo > 0 or hi < 0)
+        out.append(
+            c.t(
+                "pred_diff",
+                v=d.get("variant", c.v0),
+                b=c.b,
+                diff=_f(d.get("mae_diff"), 4),
+                lo=_f(lo, 4),
+                hi=_f(hi, 4),
+                sig=c.t("pred_ci_excludes") if excludes else c.t("pred_ci_includes"),
+            )
+        )
+    out.append("")
+    return out + _img("mae_comparison", c.s, "MAE")
+
+
+def section_correlation(c: Ctx) -> list[str]:
+    cors = c.s.get("correlations")
+    if not cors and "attention_vs_error" not in c.s.get("figures", {}):
+        return []
+    out = [f"## {c.t('h_corr')}", "", c.t("corr_intro"), ""]
+    if cors:
+        out += [c.t("corr_header"), "|---|---|---|---|---|"]
+        for r in cors:
+            if r.get("metric") not in TABLE_METRICS:
+                continue
+            model = f"`{_md(r.get('model'))}`"
+            if r.get("kind") not in (None, "per_model"):
+                model = c.t("corr_delta", m=model)
+            out.append(
+                f"| {model} | {c.metric_name(r['metric'])} | {_f(r.get('rho'), 2)} "
+                f"({_f(r.get('rho_ci_low'), 2)}, {_f(r.get('rho_ci_high'), 2)}) | "
+                f"{_f(r.get('partial_rho'), 2)} | {fmt_p(r.get('p'))} |"
+            )
+        out.append("")
+    return out + _img("attention_vs_error", c.s, "attention vs |error|")
+
+
+def section_grid(c: Ctx) -> list[str]:
+    grids = [k for k in c.s.get("figures", {}) if k.startswith("per_layer_head_")]
+    gc = c.s.get("grid_counts", {})
+    if not grids and not gc:
+        return []
+    layer, head = gc.get("per-layer", {}), gc.get("per-head", {})
+    out = [f"## {c.t('h_grid')}", ""]
+    out += [
+        c.t(
+            "grid_text",
+            n_sig_layer=layer.get("n_significant", 0),
+            n_layer=layer.get("n_tests", 0),
+            n_sig_head=head.get("n_significant", 0),
+            n_head=head.get("n_tests", 0),
+            correction=c.corr_name,
+            matching=c.matching,
+        ),
+        "",
+    ]
+    for g in grids:
+        out += _img(g, c.s, g.replace("_", " "))
+    return out
+
+
+def section_strata(c: Ctx) -> list[str]:
+    if "strata_comparison" not in c.s.get("figures", {}):
+        return []
+    return [f"## {c.t('h_strata')}", "", c.t("strata_text"), ""] + _img(
+        "strata_comparison", c.s, "strata"
+    )
+
+
+def section_specificity(c: Ctx) -> list[str]:
+    if "node_specificity" not in c.s.get("figures", {}):
+        return []
+    out = [f"## {c.t('h_spec')}", "", c.t("spec_text"), ""]
+    for m, v in ((c.s.get("diagnostics") or {}).get("identical_rows") or {}).items():
+        out.append(
+            c.t("identical_line", model=f"`{m}`", k=v.get("n_identical"), n=v.get("n_samples"))
+        )
+    out.append("")
+    return out + _img("node_specificity", c.s, "node specificity")
+
+
+def section_gold(c: Ctx) -> list[str]:
+    chance = c.s.get("gold_vs_chance") or []
+    if "gold_alignment" not in c.s.get("figures", {}) and not chance:
+        return []
+    out = [f"## {c.t('h_gold')}", "", c.t("gold_text"), ""]
+    for r in chance:  # each model's gold mass beside its chance level, tested against it
+        out.append(
+            c.t(
+                "gold_chance_line",
+                model=_md(r["variant"]),
+                mass=_f(r.get("mean_variant")),
+                chance=_f(r.get("mean_baseline")),
+                diff=_f(r.get("mean_diff"), 4),
+                lo=_f(r.get("ci_diff_low"), 4),
+                hi=_f(r.get("ci_diff_high"), 4),
+                correction=c.corr_name,
+                p=fmt_p(r.get("p_corrected")),
+                n=r.get("n"),
+            )
+        )
+    for r in c.s.get("secondary_results", []):
+        if r.get("metric") in ("gold_mass", "gold_pointing"):
+            out.append(
+                f"- {c.metric_name(r['metric'])}: `{_md(c.b)}` {_f(r['mean_baseline'])}, "
+                f"`{_md(r['variant'])}` {_f(r['mean_variant'])} ({_pct(r.get('pct_change'))}), "
+                f"p ({c.corr_name}) = {fmt_p(r.get('p_corrected'))}, n = {r.get('n')}"
+            )
+    out.append("")
+    return out + _img("gold_alignment", c.s, "gold alignment")
+
+
+def section_noise(c: Ctx) -> list[str]:
+    if not c.s.get("noise_floor"):
+        return []
+    return [f"## {c.t('h_noise')}", "", c.t("noise_text"), ""] + _table(c.s["noise_floor"]) + [""]
+
+
+def section_examples(c: Ctx) -> list[str]:
+    ex = c.s.get("examples") or []
+    if not ex:
+        return []
+    strategy = c.opts.get("example_strategy", "divergent")
+    out = [f"## {c.t('h_examples')}", "", c.t("examples_text", strategy=strategy, b=c.b, v=c.v0)]
+    out.append("")
+    for e in ex:
+        jsd = c.t("example_jsd", jsd=_f(e.get("jsd"))) if e.get("jsd") is not None else ""
+        cap = c.t("example_caption", k=e["index"], sid=e["sample_id"], jsd=jsd)
+        out += [f"**{cap}**", "", f"![{cap}]({e['file']})", ""]
+    return out
+
+
+def section_caveats(c: Ctx) -> list[str]:
+    ver = c.s.get("verdict", {}) or {}
+    out = [f"## {c.t('h_caveats')}", ""]
+    family = ver.get("family_size", c.st.get("family_size", "?"))
+    if ver.get("overall") == "inconclusive (too few samples)":
+        out.append(
+            c.t(
+                "cav_inconclusive",
+                n=c.n,
+                family=family,
+                correction=c.corr_name,
+                min_p=_f(ver.get("min_corrected_p"), 4),
+                alpha=c.st.get("alpha", 0.05),
+                n_needed=ver.get("n_needed", "?"),
+            )
+        )
+    else:
+        out.append(
+            c.t(
+                "cav_sample",
+                n=c.n,
+                primary=c.primary,
+                correction=c.corr_name,
+                family=family,
+                alpha=c.st.get("alpha", 0.05),
+                dz=_f(ver.get("detectable_dz"), 2),
+            )
+            + (c.t("cav_small") if c.n < 30 else "")
+        )
+    out.append(c.t("cav_multiple", family=family, correction=c.corr_name))
+    out.append(c.t("cav_heads"))
+    out.append(c.t("cav_effective_tokens", threshold=c.opts.get("threshold", 0.1)))
+    out += [line for w in c.s.get("warnings", []) if (line := _warning_line(c, w))]
+    diag = c.s.get("diagnostics") or {}
+    degenerate = diag.get("degenerate_sites") or {}
+    msgs = [
+        m
+        for m in diag.get("messages", [])
+        if not any(f"'{site}'" in m and "degenerate" in m for site in degenerate)
+    ]
+    out += [c.t("cav_diag", message=m) for m in msgs[:12]]
+    out.append("")
+    return out
+
+
+def _warning_line(c: Ctx, w: Mapping[str, Any]) -> str:
+    k = w.get("kind")
+    if k == "partial_store":
+        return c.t("cav_partial", n=w.get("n"), n_planned=w.get("n_planned"))
+    if k == "training_samples":
+        counts = ", ".join(f"{m}: {n}" for m, n in (w.get("counts") or {}).items())
+        return c.t("cav_training", counts=counts)
+    if k == "training_split":
+        splits = ", ".join(f"{sp}: {n}" for sp, n in (w.get("splits") or {}).items())
+        return c.t("cav_training_split", splits=splits)
+    if k == "degenerate_site":
+        why = c.reason(w.get("reason_code"), w.get("reason"))
+        return c.t("cav_degenerate", site=w.get("site"), reason=why)
+    if k == "identical_rows":
+        return c.t(
+            "cav_identical",
+            model=f"`{w.get('model')}`",
+            k=w.get("n_identical"),
+            n=w.get("n_samples"),
+        )
+    if k == "invalid_attention":
+        return c.t("cav_invalid", n=w.get("n"))
+    if k == "skipped":
+        return c.t("cav_skipped", message=w.get("message"))
+    if k == "threshold_uninformative":
+        return c.t("cav_threshold", message=w.get("message"))
+    if k == "uncalibrated_heads":
+        return c.t("cav_uncalibrated_heads")
+    return ""
+
+
+def section_paragraph(c: Ctx) -> list[str]:
+    ver = c.s.get("verdict", {}) or {}
+    _, pkey = _OVERALL_KEYS.get(str(ver.get("overall", "")), (None, None))
+    out = [f"## {c.t('h_paragraph')}", "", f"*{c.t('paragraph_note')}*", ""]
+    return out + [_paragraph(c, pkey), ""]
+
+
+def _paragraph(c: Ctx, pkey: str | None) -> str:
+    s, store = c.s, c.s.get("store", {})
+    rows = [r for r in s.get("main_results", []) if r.get("layer") == c.sel.get("layer")]
     parts = []
-    for v in s["variants"]:
-        rows = {r["metric"]: r for r in main if r["variant"] == v}
+    for v in c.variants:
+        by = {r["metric"]: r for r in rows if r["variant"] == v}
         parts.append(
-            t(
+            c.t(
                 "para_open",
                 n=s.get("n_samples"),
                 split=store.get("split") or "n/a",
                 seed=store.get("selection_seed", "n/a"),
-                site=s.get("selection", {}).get("site"),
-                where=t("where_para", layer=s.get("selection", {}).get("layer")),
-                b=f"`{b}`",
+                site=c.site,
+                where=c.t("where_para", layer=c.sel.get("layer")),
+                b=f"`{c.b}`",
                 v=f"`{v}`",
             )
         )
-        items = []
-        for metric in MAIN_METRICS:
-            r = rows.get(metric)
-            if r is None:
-                continue
-            d = r.get("mean_diff")
-            dirk = (
-                "dir_same"
-                if d is None or not math.isfinite(float(d)) or d == 0
-                else ("dir_higher" if d > 0 else "dir_lower")
-            )
-            what = t(f"what_{metric}", threshold=opts.get("threshold", 0.1))
-            items.append(
-                t(
-                    "para_item",
-                    dir=t(dirk),
-                    what=what,
-                    pct=_pct(r.get("pct_change")),
-                    mb=_f(r.get("mean_baseline")),
-                    mv=_f(r.get("mean_variant")),
-                    unit=_UNITS.get(metric, "")
-                    if lang == "en"
-                    else (" nats" if metric == "entropy" else ""),
-                    p=fmt_p(r.get("p_corrected"))
-                    + ("" if r.get("verdict") != "not significant" else t("para_ns")),
-                )
-            )
+        items = [_para_item(c, by[m]) for m in REG.CONFIRMATORY_METRICS if m in by]
         if items:
             joined = (
-                t("para_sep").join(items[:-1]) + t("para_and") + items[-1]
+                c.t("para_sep").join(items[:-1]) + c.t("para_and") + items[-1]
                 if len(items) > 1
                 else items[0]
             )
-            parts.append(t("para_metrics", b=f"`{b}`", v=f"`{v}`", items=joined))
+            parts.append(c.t("para_metrics", b=f"`{c.b}`", v=f"`{v}`", items=joined))
             parts.append(
-                t(
+                c.t(
                     "para_pnote",
-                    primary=_primary_name(lang, st.get("primary_test", "wilcoxon")),
-                    correction=corr_name,
-                    family=st.get("family_size", "?"),
+                    primary=c.primary,
+                    correction=c.corr_name,
+                    family=c.st.get("family_size", "?"),
                 )
             )
         if pkey:
-            parts.append(t(pkey, b=f"`{b}`", v=f"`{v}`"))
-        pred = s.get("prediction") or {}
-        pm = pred.get("per_model") or {}
-        diff = next((d for d in pred.get("differences") or [] if d.get("variant") == v), None)
-        if b in pm and v in pm:
-            parts.append(
-                t(
-                    "para_mae",
-                    b=f"`{b}`",
-                    v=f"`{v}`",
-                    mae_b=_f(pm[b].get("mae")),
-                    mae_v=_f(pm[v].get("mae")),
-                    diff=_f(diff.get("mae_diff"), 4) if diff else "n/a",
-                    lo=_f(diff.get("ci_low"), 4) if diff else "n/a",
-                    hi=_f(diff.get("ci_high"), 4) if diff else "n/a",
-                )
-            )
-    sep = " " if lang == "en" else ""
-    return sep.join(parts)
+            parts.append(c.t(pkey, b=f"`{c.b}`", v=f"`{v}`"))
+        parts += _para_mae(c, v)
+    return (" " if c.lang == "en" else "").join(parts)
+
+
+def _para_item(c: Ctx, r: Mapping[str, Any]) -> str:
+    d = r.get("mean_diff")
+    dirk = (
+        "dir_same"
+        if d is None or not math.isfinite(float(d)) or d == 0
+        else ("dir_higher" if d > 0 else "dir_lower")
+    )
+    metric = r["metric"]
+    unit = " nats" if REG.unit(metric) == "nats" else ""
+    return c.t(
+        "para_item",
+        dir=c.t(dirk),
+        what=c.t(f"what_{metric}", threshold=c.opts.get("threshold", 0.1)),
+        pct=_pct(r.get("pct_change")),
+        mb=_f(r.get("mean_baseline")),
+        mv=_f(r.get("mean_variant")),
+        unit=unit,
+        p=fmt_p(r.get("p_corrected"))
+        + ("" if r.get("verdict") != "not significant" else c.t("para_ns")),
+    )
+
+
+def _para_mae(c: Ctx, v: str) -> list[str]:
+    pred = c.s.get("prediction") or {}
+    pm = pred.get("per_model") or {}
+    if c.b not in pm or v not in pm:
+        return []
+    diff = next((d for d in pred.get("differences") or [] if d.get("variant") == v), None)
+    return [
+        c.t(
+            "para_mae",
+            b=f"`{c.b}`",
+            v=f"`{v}`",
+            mae_b=_f(pm[c.b].get("mae")),
+            mae_v=_f(pm[v].get("mae")),
+            diff=_f(diff.get("mae_diff"), 4) if diff else "n/a",
+            lo=_f(diff.get("mae_diff_ci_low"), 4) if diff else "n/a",
+            hi=_f(diff.get("mae_diff_ci_high"), 4) if diff else "n/a",
+        )
+    ]
+
+
+def section_files(c: Ctx) -> list[str]:
+    files = c.s.get("files_written") or []
+    if not files:
+        return []
+    out = [f"## {c.t('h_files')}", ""]
+    for f in files:
+        out.append(f"- `{f['name']}`: {_file_description(c.lang, f['name'], f['description'])}")
+    return out + [""]
+
+
+def _file_description(lang: str, name: str, default: str) -> str:
+    if lang != "zh":
+        return default
+    stem = name.rsplit(".", 1)[0]
+    for key in sorted(FILES_ZH, key=len, reverse=True):
+        if stem == key or stem.startswith(key):
+            return FILES_ZH[key]
+    return default
+
+
+#: the report, in order: one function per section
+SECTIONS: tuple[Callable[[Ctx], list[str]], ...] = (
+    section_title,
+    section_compared,
+    section_main,
+    section_verdict,
+    section_prediction,
+    section_correlation,
+    section_grid,
+    section_strata,
+    section_specificity,
+    section_gold,
+    section_noise,
+    section_examples,
+    section_caveats,
+    section_paragraph,
+    section_files,
+)
+
+
+def render_report(summary: Mapping[str, Any], *, lang: str = "en") -> str:
+    """The Markdown report for an analysis ``summary`` (what
+    :func:`analyze.summary.build_summary` returns, i.e. ``summary.json``)."""
+    c = Ctx(summary, lang)
+    return "\n".join(line for section in SECTIONS for line in section(c))

@@ -168,7 +168,8 @@ def compare_strata(
     the name the stratum axis shows (``target`` is reported under the target's own name).
     Strata smaller than ``min_size`` samples are merged (see :func:`stratify`).
 
-    Columns: ``stratifier, stratum, low, high, variant, metric, layer, n, mean_baseline,
+    Columns: ``stratifier, stratum, bin`` (order within the stratifier), ``bin_label`` (the
+    stratum's label, for figures), ``low, high, variant, metric, layer, n, mean_baseline,
     mean_variant, mean_diff, ci_diff_low, ci_diff_high, pct_change, p_primary, p_corrected,
     correction, expected, verdict``. ``mean_diff`` is ``variant - baseline``.
     """
@@ -198,7 +199,7 @@ def compare_strata(
     for name in by:
         strata = stratify(_column(tables, name, baseline), bins, min_size)
         shown = stratifier_name(tables, name)
-        for label, mask, lo, hi in strata:
+        for b, (label, mask, lo, hi) in enumerate(strata):
             for lyr in layers:
                 vb = vals.get((baseline, HEAD_MEAN, lyr, -1))
                 for v in variants:
@@ -213,12 +214,12 @@ def compare_strata(
                             seed=seed,
                             bounds=metric_range(metric),
                         )
-                        raw.append((shown, label, lo, hi, v, metric, lyr, res))
+                        raw.append((shown, b, label, lo, hi, v, metric, lyr, res))
     pkey = "wilcoxon_pvalue" if primary == "wilcoxon" else "t_pvalue"
     p = np.array([getattr(r[-1], pkey) for r in raw], dtype=float)
     padj = correct_pvalues(p, correction) if len(p) else p
     rows = []
-    for (name, label, lo, hi, v, metric, lyr, res), pp, pa in zip(raw, p, padj, strict=True):
+    for (name, b, label, lo, hi, v, metric, lyr, res), pp, pa in zip(raw, p, padj, strict=True):
         _, verdict, expected = classify(
             res, directions.get(metric), float(pa), alpha, primary, baseline, v
         )
@@ -226,6 +227,8 @@ def compare_strata(
             {
                 "stratifier": name,
                 "stratum": label,
+                "bin": b,
+                "bin_label": label,
                 "low": lo,
                 "high": hi,
                 "variant": v,

@@ -12,8 +12,9 @@ from attncmp.analyze.report import render_report
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-def _row(metric, mb, mv, p, verdict):
+def _row(metric, mb, mv, p, verdict, family="confirmatory"):
     return {
+        "family": family,
         "metric": metric,
         "site": "atom_to_text",
         "layer": 0,
@@ -73,8 +74,17 @@ def summary(overall="supported", **extra):
             "n_boot": 2000,
             "seed": 0,
             "primary_test": "wilcoxon",
-            "head_matching": "hungarian",
-            "family_size": 20,
+            "head_matching": "sorted",
+            "ci_method": "t",
+            "ci_method_name": "paired t interval",
+            "hypothesis_layers": [0],
+            "confirmatory_metrics": ["entropy", "max_weight", "perplexity", "gini"],
+            "family_size": 4,
+            "families": {
+                "confirmatory": {"kind": "confirmatory", "size": 4, "n_significant": 3},
+                "secondary": {"kind": "exploratory", "size": 6, "n_significant": 1},
+                "per-head": {"kind": "exploratory", "size": 20, "n_significant": 0},
+            },
         },
         "verdict": {
             "overall": overall,
@@ -82,15 +92,23 @@ def summary(overall="supported", **extra):
             "per_metric": {
                 "entropy": "expected direction, significant",
                 "max_weight": "expected direction, significant",
-                "effective_tokens": "not significant",
+                "perplexity": "not significant",
                 "gini": "significant, opposite direction",
             },
+            "family_size": 4,
+            "n": 42,
+            "min_corrected_p": 1e-12,
+            "n_needed": 8,
+            "detectable_dz": 0.61,
         },
         "main_results": [
             _row("entropy", 2.0, 2.3, 0.0012, "expected direction, significant"),
             _row("max_weight", 0.40, 0.33, 0.004, "expected direction, significant"),
-            _row("effective_tokens", 2.5, 2.4, 0.5, "not significant"),
+            _row("perplexity", 8.0, 8.8, 0.2, "not significant"),
             _row("gini", 0.60, 0.50, 0.03, "expected direction, significant"),
+        ],
+        "secondary_results": [
+            _row("effective_tokens", 2.5, 2.4, 0.5, "not significant", family="secondary"),
         ],
         "prediction": {
             "per_model": {
@@ -98,8 +116,15 @@ def summary(overall="supported", **extra):
                 "no_middle": {"n": 42, "mae": 0.274, "rmse": 0.35},
             },
             "differences": [
-                {"variant": "no_middle", "mae_diff": 0.019, "ci_low": 0.002, "ci_high": 0.037}
+                {
+                    "variant": "no_middle",
+                    "mae_diff": 0.019,
+                    "mae_diff_ci_low": 0.002,
+                    "mae_diff_ci_high": 0.037,
+                }
             ],
+            "naive_mae": 0.912,
+            "naive_method": "leave-one-out mean of the analysed targets",
         },
         "figures": {
             "attention_statistics_comparison": ["attention_statistics_comparison.png"],
@@ -136,10 +161,13 @@ def test_both_languages_have_every_key():
 def test_numbers_filled_in_and_no_placeholders(lang):
     text = render_report(summary(), lang=lang)
     assert "{" not in text and "}" not in text
-    for pct in ("+15.0%", "-17.5%", "-4.0%", "-16.7%"):
+    for pct in ("+15.0%", "-17.5%", "-4.0%", "-16.7%", "+10.0%"):
         assert pct in text
     for num in ("2.000", "2.300", "0.255", "0.274", "0.0190", "0.0020", "0.0370", "0.0012"):
         assert num in text, num
+    assert "0.912" in text  # the naive-baseline MAE beside the models'
+    assert "0.61" in text  # the detectable effect of the actual test and correction
+    assert "paired t interval" in text
     assert "n = 42" in text
     assert "![" in text and "(attention_statistics_comparison.png)" in text
     assert "(attention_heatmap_example_1.png)" in text
@@ -156,6 +184,8 @@ def test_numbers_filled_in_and_no_placeholders(lang):
         ("partly supported", "between scenarios 1 and 2", "介于情形 1 与情形 2 之间"),
         ("not supported", "scenario 2, no significant difference", "情形 2，无显著差异"),
         ("contrary", "scenario 3, opposite direction", "情形 3，方向相反"),
+        ("mixed", "Outcome: mixed", "结果：不一致"),
+        ("inconclusive (too few samples)", "inconclusive (too few samples)", "样本太少"),
     ],
 )
 def test_verdict_uses_the_three_scenarios(overall, en, zh):
@@ -222,8 +252,8 @@ def test_degenerate_reasons_come_from_the_reason_code_not_the_english_text():
 @pytest.mark.parametrize(
     "lang, words",
     [
-        ("en", ["not monotone", "raise", "entropy, max weight and Gini", "0.1"]),
-        ("zh", ["并非单调", "上升", "熵、最大权重和基尼系数", "0.1"]),
+        ("en", ["not a measure of concentration", "*fewer*", "perplexity exp(H)", "0.1"]),
+        ("zh", ["不再衡量集中程度", "*更少*", "exp(H)", "0.1"]),
     ],
 )
 def test_caveats_say_effective_tokens_is_not_monotone(lang, words):
@@ -231,3 +261,45 @@ def test_caveats_say_effective_tokens_is_not_monotone(lang, words):
     caveats = text.split("## " + STRINGS[lang]["h_caveats"])[1].split("\n## ")[0]
     for w in words:
         assert w in caveats, w
+
+
+def test_families_small_n_gold_chance_and_threshold_notice():
+    s = summary(
+        "inconclusive (too few samples)",
+        n_samples=5,
+        gold_vs_chance=[
+            {
+                **_row("gold_mass", 0.05, 0.31, 0.001, "expected direction, significant"),
+                "baseline": "chance",
+                "variant": "full",
+            }
+        ],
+        warnings=[
+            {
+                "kind": "threshold_uninformative",
+                "message": "threshold_uninformative: the effective-token threshold 0.1 is above "
+                "every weight; a threshold near 0.012 would be informative",
+            },
+            {"kind": "uncalibrated_heads", "message": "head_matching='hungarian'"},
+        ],
+    )
+    s["verdict"].update(min_corrected_p=0.25, n_needed=8)
+    for lang in ("en", "zh"):
+        text = render_report(s, lang=lang)
+        assert "{" not in text and "}" not in text
+        assert "0.2500" in text and " 8 " in text  # the attainable p and the samples needed
+        assert "0.310" in text and "0.050" in text  # gold mass beside its chance level
+        assert "0.012" in text  # the informative threshold suggested
+        assert "secondary (6" in text or "secondary（6" in text  # exploratory families listed
+        assert "--head-matching sorted" in text
+    en = render_report(s, lang="en")
+    assert "not evidence of no difference" in en and "scenario 2" not in en.split("Outcome")[1]
+
+
+def test_report_is_the_concatenation_of_its_sections():
+    from attncmp.analyze.report import SECTIONS, Ctx
+
+    s = summary()
+    parts = ["\n".join(section(Ctx(s, "en"))) for section in SECTIONS]
+    assert render_report(s, lang="en") == "\n".join(p for p in parts if p)
+    assert len(SECTIONS) >= 12

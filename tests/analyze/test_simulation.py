@@ -1,11 +1,16 @@
 """Simulations (seeded, fast): the corrected family keeps its false-positive rate at alpha under
-the null, and a planted shift in concentration is found with the right sign."""
+the null, and a planted shift in concentration is found with the right sign.
+
+Small versions of the checks of ``benchmarks/bench_calibration.py`` (issue 9 (a)-(d)); the large
+ones are marked ``slow`` (run with ``pytest -m slow``)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from attncmp.analyze import compare, compute_tables
-from attncmp.analyze.compare import EXPECTED, OPPOSITE
+from attncmp.analyze.calibration import Scenario, clopper_pearson, simulate_tables
+from attncmp.analyze.compare import EXPECTED, INCONCLUSIVE, OPPOSITE
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
 from scipy import stats
@@ -34,9 +39,18 @@ def _replicate(rng, n, sharp_full, sharp_var, n_heads=0):
     return tables_from_values(vals, per_head=per_head)
 
 
+@pytest.mark.slow
 def test_null_family_wise_error_rate_is_at_most_alpha():
+    _null_fwer(reps=300)
+
+
+def test_null_family_wise_error_rate_small():
+    _null_fwer(reps=40)
+
+
+def _null_fwer(reps):
     rng = np.random.default_rng(20240501)
-    reps, n = 300, 30
+    n = 30
     rejections = 0
     for _ in range(reps):
         t = _replicate(rng, n, 1.0, 1.0, n_heads=2)
@@ -48,6 +62,7 @@ def test_null_family_wise_error_rate_is_at_most_alpha():
     assert rejections <= limit, f"{rejections}/{reps} replicates had a false positive"
 
 
+@pytest.mark.slow
 def test_uncorrected_tests_would_inflate_the_error_rate():
     # sanity check of the simulation itself: per-test rejections near alpha, family-wise above
     rng = np.random.default_rng(7)
@@ -97,3 +112,58 @@ def test_planted_shift_end_to_end_through_a_store(tmp_path):
     )
     v = compare(compute_tables(open_store(q)), n_boot=0).verdict
     assert v.overall != "supported"
+
+
+# -- the calibration scenarios (analyze.calibration), small seeded versions --------------------
+def test_simulated_null_makes_no_claim_and_intervals_cover():
+    rng = np.random.default_rng(101)
+    reps, claims, cover, n_ci, head_fw = 12, 0, 0, 0, 0
+    for _ in range(reps):
+        c = compare(simulate_tables(rng, Scenario(n=30, n_heads=2)), n_boot=0)
+        claims += c.verdict.overall != "not supported"
+        head_fw += c.families["per-head"].n_significant > 0
+        for t in c.main_tests():
+            n_ci += 1
+            cover += t.ci_diff_low <= 0 <= t.ci_diff_high
+    limit = stats.binom.ppf(0.999, reps, ALPHA)
+    assert claims <= limit and head_fw <= limit
+    assert clopper_pearson(cover, n_ci)[1] >= 0.95  # coverage not below nominal
+
+
+def test_planted_diffuse_shift_is_supported_even_with_long_rows():
+    # logits x 0.8 in the variant: the full model is more concentrated (d_z about 1.2-1.5)
+    rng = np.random.default_rng(102)
+    for keys in ((5, 80), (5, 80), (100, 512)):
+        c = compare(simulate_tables(rng, Scenario(n=40, scale=0.8, keys=keys)), n_boot=0)
+        assert c.verdict.overall == "supported", (keys, [x.verdict for x in c.main_tests()])
+        assert {x.family for x in c.tests if x.metric == "effective_tokens"} <= {
+            "secondary",
+            "per-head",
+        }
+
+
+def test_opposite_shift_is_contrary_never_supported():
+    rng = np.random.default_rng(103)
+    for _ in range(2):
+        c = compare(simulate_tables(rng, Scenario(n=40, scale=1.25)), n_boot=0, heads="mean")
+        assert c.verdict.overall == "contrary"
+
+
+def test_five_samples_are_inconclusive():
+    rng = np.random.default_rng(104)
+    c = compare(simulate_tables(rng, Scenario(n=5, scale=0.5)), n_boot=0, heads="mean")
+    v = c.verdict
+    assert v.overall == INCONCLUSIVE and v.n_needed == 8
+    assert min(t.p_corrected for t in c.main_tests()) >= 4 * 2 / 2**5 - 1e-12
+
+
+def test_cross_fitted_heads_are_matched_on_other_samples():
+    rng = np.random.default_rng(105)
+    t = simulate_tables(rng, Scenario(n=30, n_heads=3))
+    c = compare(t, n_boot=0, heads="each", head_matching="crossfit")
+    ha = c.head_assignments
+    assert ha.height == 3 and set(ha["fit_on"]) == {"15 samples (tested on the other 15)"}
+    per_head = c.families["per-head"].tests
+    assert per_head and {x.n for x in per_head} == {15}  # tested on the held-out half only
+    again = compare(t, n_boot=0, heads="each", head_matching="crossfit")
+    assert again.head_assignments.equals(ha)  # seeded

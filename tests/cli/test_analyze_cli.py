@@ -54,7 +54,7 @@ def test_analyze_then_plot_stats_without_the_store(store, tmp_path):
     assert (out / "attention_statistics_comparison.png").exists()
     zh = (out / "report.md").read_text(encoding="utf-8")
     assert "注意力对比分析报告" in zh
-    assert "有效词元数与集中程度并非单调关系" in zh  # the effective-tokens caveat
+    assert "不再衡量集中程度" in zh  # the effective-tokens caveat
 
 
 def test_plot_heatmap(store, tmp_path):

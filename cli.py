@@ -465,6 +465,11 @@ def _print_outcome(res) -> None:
         f"verdict: {s['verdict']['overall']} ({s['baseline']} vs {', '.join(s['variants'])}, "
         f"n = {s['n_samples']}{', PARTIAL store' if s.get('is_partial') else ''})"
     )
+    st = s["statistics"]
+    click.echo(
+        f"  confirmatory family: {st.get('family_size')} tests ({st['correction']}), site "
+        f"{s['selection']['site']}, layer(s) {st.get('hypothesis_layers')}, head-mean"
+    )
     for r in s.get("main_results", []):
         click.echo(
             f"  {r['metric']:<17} {r['mean_baseline']:.4g} -> {r['mean_variant']:.4g} "
@@ -545,7 +550,28 @@ _analyze_options = [
         type=click.Choice(["holm", "bh"]),
         default="holm",
         show_default=True,
-        help="Multiple-comparison correction across the family.",
+        help="Multiple-comparison correction, within each family of tests.",
+    ),
+    click.option(
+        "--hypothesis-layers",
+        default="last",
+        show_default=True,
+        metavar="last|all|I[,J...]",
+        help="Layers of the headline site in the confirmatory family (the verdict).",
+    ),
+    click.option(
+        "--head-matching",
+        type=click.Choice(["sorted", "crossfit", "index", "hungarian"]),
+        default="sorted",
+        show_default=True,
+        help="Pairing of heads across models for per-head tests (hungarian: exploratory only).",
+    ),
+    click.option(
+        "--ci-method",
+        type=click.Choice(["t", "BCa", "percentile"]),
+        default="t",
+        show_default=True,
+        help="Interval of the mean paired difference (t: paired t interval).",
     ),
     click.option(
         "--seed",
@@ -617,6 +643,9 @@ def _options_from(kw: dict, quiet: bool):
         example_ids=ids or None,
         formats=kw.pop("fmt"),
         correction=kw.pop("correction"),
+        hypothesis_layers=kw.pop("hypothesis_layers"),
+        head_matching=kw.pop("head_matching"),
+        ci_method=kw.pop("ci_method"),
         seed=kw.pop("seed"),
         n_boot=kw.pop("n_boot"),
         lang=kw.pop("lang"),

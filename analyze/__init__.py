@@ -11,10 +11,13 @@ Notebook use::
     result.verdict                             # Verdict(overall, per_metric, explanation)
     compare_predictions(tables).differences    # MAE / RMSE with paired bootstrap CIs
 
-Modules: :mod:`analyze.metrics` (row metrics over ragged rows), :mod:`analyze.table`
-(streaming per-sample tables), :mod:`analyze.stats` (paired tests, bootstrap, corrections),
-:mod:`analyze.compare` (hypothesis tests and verdict), :mod:`analyze.noise`,
-:mod:`analyze.prediction`, :mod:`analyze.strata`, :mod:`analyze.synthetic` (test stores).
+Modules: :mod:`analyze.registry` (every metric's name, label, unit, range, direction),
+:mod:`analyze.metrics` (row metrics over ragged rows), :mod:`analyze.table` (streaming per-sample
+tables), :mod:`analyze.stats` (paired tests, intervals, corrections, attainable p),
+:mod:`analyze.compare` (families of tests and the verdict), :mod:`analyze.noise`,
+:mod:`analyze.prediction`, :mod:`analyze.strata`, :mod:`analyze.calibration` (simulated studies
+with known truth), :mod:`analyze.synthetic` (test stores); the outputs of ``attncmp analyze``:
+:mod:`analyze.pipeline`, :mod:`analyze.csvtables`, :mod:`analyze.summary`, :mod:`analyze.report`.
 """
 
 from attncmp.store import open_store

@@ -334,3 +334,46 @@ def test_mean_cis_of_bounded_metrics_stay_in_range():
         for line in ax.get_lines():  # the CI error bars: nothing below 0 or above 1
             y = np.asarray(line.get_ydata(), dtype=float)
             assert np.all((y >= -1e-12) & (y <= 1 + 1e-12))
+
+
+def test_gold_mass_is_tested_against_its_chance_level():
+    rng = np.random.default_rng(9)
+    chance = rng.uniform(0.05, 0.2, N)
+    vals = {
+        "full": {"gold_mass": chance + 0.2 + rng.normal(0, 0.05, N), "gold_chance": chance},
+        "no_middle": {"gold_mass": chance + rng.normal(0, 0.05, N), "gold_chance": chance},
+    }
+    c = compare(tables_from_values(vals), metrics=[], secondary_metrics=["gold_mass"], n_boot=0)
+    fam = c.families["gold-vs-chance"]
+    assert fam.size == 2 and not fam.confirmatory
+    by = {t.variant: t for t in fam.tests}
+    assert {t.baseline for t in fam.tests} == {"chance"}
+    assert by["full"].mean_baseline == pytest.approx(chance.mean())
+    assert by["full"].mean_variant == pytest.approx(vals["full"]["gold_mass"].mean())
+    assert by["full"].verdict == EXPECTED and by["no_middle"].verdict == NOT_SIG
+    np.testing.assert_allclose(
+        [t.p_corrected for t in fam.tests],
+        correct_pvalues(np.array([t.p_primary for t in fam.tests]), "holm"),
+    )
+    # the model-vs-model gold test is in the secondary family, not mixed with these
+    assert [t.family for t in c.tests if t.baseline == "full"] == ["secondary"]
+
+
+def test_threshold_uninformative_notice_on_long_rows():
+    rng = np.random.default_rng(10)
+    vals = {
+        m: {
+            "effective_tokens": np.zeros(N),
+            "max_weight": rng.uniform(0.01, 0.03, N),
+            "entropy": rng.normal(5, 0.1, N),
+        }
+        for m in ("full", "no_middle")
+    }
+    c = compare(tables_from_values(vals), n_boot=0)
+    (note,) = c.notices
+    assert note["kind"] == "threshold_uninformative" and note["threshold"] == 0.1
+    assert note["share_zero"] == {"full": 1.0, "no_middle": 1.0}
+    assert 0.005 <= note["suggested_threshold"] <= 0.015
+    assert any("threshold_uninformative" in w for w in c.warnings)
+    vals["full"]["effective_tokens"] = rng.integers(1, 3, N).astype(float)
+    assert compare(tables_from_values(vals), n_boot=0).notices == []

@@ -363,6 +363,14 @@ def test_options_are_validated_before_any_work(tmp_path):
         run_analysis([tmp_path / "x.h5"], tmp_path / "o", AnalysisOptions(formats="png,gif"))
     with pytest.raises(AnalysisError, match="--save-dir is empty"):
         run_analysis([tmp_path / "x.h5"], "", AnalysisOptions())
+    for bad, match in (
+        (dict(hypothesis_layers="first"), "--hypothesis-layers"),
+        (dict(head_matching="greedy"), "--head-matching"),
+        (dict(ci_method="bootstrap"), "--ci-method"),
+    ):
+        with pytest.raises(AnalysisError, match=match):
+            run_analysis([tmp_path / "x.h5"], tmp_path / "o", AnalysisOptions(**bad))
+    assert AnalysisOptions(hypothesis_layers="0, -1").hypothesis_layer_spec() == [0, -1]
 
 
 def test_secondary_family_is_separate(analysed):

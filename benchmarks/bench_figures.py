@@ -16,8 +16,9 @@ Goals (issue 12): plot stats <= 3 s wall on 2 cores and <= 1/3 of analyze.
     python benchmarks/bench_figures.py                       # builds `attncmp demo --quick` first
     python benchmarks/bench_figures.py --demo-dir DIR        # an existing demo save directory
 
-Timings are wall clock on whatever else the machine is doing: the load average before and after
-is printed with the numbers.
+Wall clock depends on whatever else the machine is doing (the load average before and after is
+printed with the numbers); CPU seconds (user + system of the command and every process it waited
+for: the figure workers and their forkserver included) do much less, so both are printed.
 """
 
 from __future__ import annotations

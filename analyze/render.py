@@ -16,6 +16,8 @@ collected (no processes at all).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import multiprocessing
 import os
@@ -78,11 +80,29 @@ def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
     return RenderResult(job.name, [Path(p) for p in paths] if paths else None)
 
 
+def _stop_forkserver() -> None:
+    """End the forkserver at exit and wait for it, so it does not outlive this process (and its
+    CPU time, with that of the workers it reaped, is accounted to this process)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(OSError):
+            stop()
+
+
+_STOP_REGISTERED = False
+
+
 def _context() -> multiprocessing.context.BaseContext:
+    global _STOP_REGISTERED
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(_PRELOAD)
+        if not _STOP_REGISTERED:
+            atexit.register(_stop_forkserver)
+            _STOP_REGISTERED = True
         return ctx
     return multiprocessing.get_context("spawn")
 

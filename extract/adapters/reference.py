@@ -67,6 +67,7 @@ class ReferenceAdapter:
         self._first: _Handle | None = None
         self._molecules: dict[str, Any] | None = None
         self._root: str | None = None
+        self._split_of: dict[str, str] | None = None  # sample id -> recorded split (describe)
 
     # -- models -------------------------------------------------------------------------------
     def load_model(self, checkpoint_path: str, device: Any, trust_checkpoint: bool) -> _Handle:
@@ -188,7 +189,11 @@ class ReferenceAdapter:
         from ..reference.data import sample_type
         from ..reference.gold import gold_mask
 
-        split_of = {i: k for k, ids in self._need_first().loaded.split.items() for i in ids}
+        if self._split_of is None:  # built once, not per batch (all ids of the checkpoint)
+            self._split_of = {
+                i: k for k, ids in self._need_first().loaded.split.items() for i in ids
+            }
+        split_of = self._split_of
         return [
             SampleInfo(
                 id=m.id,

@@ -42,7 +42,7 @@ HEAD_MEAN = "head-mean"
 
 #: metric columns of ``MetricTables.per_sample`` (all float64): the row metrics, then the
 #: per-(sample, layer, head) ones
-METRICS = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_pointing")
+METRICS = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_chance", "gold_pointing")
 ROW_METRIC_COLUMNS = M.ROW_METRICS
 
 TABLE_FILES = {
@@ -104,10 +104,15 @@ class MetricTables:
     Attributes
     ----------
     per_sample : long table, one row per (sample, model, site, layer, head); columns
-        ``sample_id, position, model, site, layer, head, head_kind, n_rows, n_keys, n_gold_rows``,
-        the :data:`METRICS` and ``identical_rows``. ``head = -1`` / ``head_kind = "head-mean"`` is
-        the head-averaged distribution. ``n_rows`` counts the valid query rows averaged;
-        ``gold_mass`` / ``gold_pointing`` are NaN for samples without gold (not applicable).
+        ``sample_id, position, model, site, layer, head, head_kind, n_rows, n_keys, n_gold_rows,
+        n_all_special_rows``, the :data:`METRICS` and ``identical_rows``. ``head = -1`` /
+        ``head_kind = "head-mean"`` is the head-averaged distribution. ``n_rows`` counts the valid
+        query rows averaged; ``n_all_special_rows`` the rows left out because (nearly) all their
+        mass is on excluded special tokens (see :func:`analyze.metrics.block_metrics`);
+        ``gold_mass`` / ``gold_chance`` / ``gold_pointing`` are NaN for samples without gold (not
+        applicable); ``gold_chance`` is the gold mass a uniform row over the analysed keys would
+        have, averaged over the same rows as ``gold_mass``. ``identical_rows``: more than one
+        valid row and more than one key, and node specificity <= ``identical_tol``.
         Rows are ordered by site, model (baseline first), head kind (per head, then head-mean),
         sample position, layer and head, whatever ``chunk_samples`` was.
     pairwise : ``sample_id, position, baseline, variant, site, layer, head, head_kind, jsd, tv``:
@@ -198,7 +203,7 @@ class MetricTables:
             f = f.with_columns(
                 pl.col("sample_id").replace_strict(pos, return_dtype=pl.Int64).alias("position")
             )
-        for col in (*METRICS, "n_rows", "n_keys", "n_gold_rows"):
+        for col in (*METRICS, *_GROUP_INT):
             if col not in f.columns:
                 f = f.with_columns(pl.lit(float("nan") if col in METRICS else 0).alias(col))
         if "identical_rows" not in f.columns:
@@ -513,6 +518,7 @@ def _empty_per_sample() -> pl.DataFrame:
         "n_rows": pl.Int32,
         "n_keys": pl.Int32,
         "n_gold_rows": pl.Int32,
+        "n_all_special_rows": pl.Int32,
         **{m: pl.Float64 for m in METRICS},
         "identical_rows": pl.Boolean,
     }
@@ -564,7 +570,7 @@ def _messages(rows: list[dict[str, Any]]) -> list[str]:
         if r["all_special_mass_rows"]:
             out.append(
                 f"{where}: {r['all_special_mass_rows']} rows put all mass on special tokens "
-                "(treated as uniform over the other tokens)"
+                "(excluded from the metrics; per sample: n_all_special_rows)"
             )
         if r["all_special_key_rows"]:
             out.append(f"{where}: {r['all_special_key_rows']} rows have only special keys (kept)")
@@ -578,7 +584,7 @@ def _messages(rows: list[dict[str, Any]]) -> list[str]:
 
 # per-(sample, layer, head) outputs of one model and head kind, filled block by block
 _GROUP_FLOAT = METRICS
-_GROUP_INT = ("n_rows", "n_keys", "n_gold_rows")
+_GROUP_INT = ("n_rows", "n_keys", "n_gold_rows", "n_all_special_rows")
 #: weights per 2-D block (rows of one length): small enough to stay in cache
 BLOCK_ELEMENTS = 1 << 18
 
@@ -588,8 +594,8 @@ def _new_groups(n: int, gold: bool) -> dict[str, np.ndarray]:
     for k in _GROUP_INT:
         out[k] = np.zeros(n, dtype=np.int64)
     if not gold:
-        out["gold_mass"][:] = np.nan
-        out["gold_pointing"][:] = np.nan
+        for k in M._GOLD_ROW:
+            out[k][:] = np.nan
     return out
 
 
@@ -624,7 +630,7 @@ def _segments(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 def _group_stats(rows: dict[str, np.ndarray], gs: np.ndarray, has_gold: bool):
     """Row -> group means of every row metric at once (NaN-ignoring): (names, means, counts)."""
-    names = list(M.ROW_METRICS) + (["gold_mass", "gold_pointing"] if has_gold else [])
+    names = list(M.ROW_METRICS) + (list(M._GOLD_ROW) if has_gold else [])
     V = np.stack([rows[n] for n in names])
     bad = np.isnan(V)
     if not bad.any():
@@ -640,7 +646,13 @@ def _group_stats(rows: dict[str, np.ndarray], gs: np.ndarray, has_gold: bool):
     return names, mean, cnt
 
 
-def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, gsizes, tol) -> None:
+def _informative(kept: np.ndarray, nkeys: np.ndarray) -> np.ndarray:
+    """Groups whose node specificity can show identical rows: more than one kept row and more
+    than one key (with one key every row is the same one-hot, whatever the model does)."""
+    return (kept > 1) & (nkeys > 1)
+
+
+def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, multi, tol) -> None:
     sl = slice(r0, r1)
     cnt["n_rows"] += r1 - r0
     cnt["rows_key_len_1"] += int(np.count_nonzero(rows["n_keys"][sl] == 1))
@@ -648,22 +660,18 @@ def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, gsizes, tol
     cnt["all_special_mass_rows"] += int(np.count_nonzero(rows["all_special_mass"][sl]))
     cnt["all_special_key_rows"] += int(np.count_nonzero(rows["all_special_keys"][sl]))
     cnt["invalid_rows"] += int(np.count_nonzero(rows["invalid"][sl]))
-    multi = gsizes > 1
     cnt["head_groups"] += int(multi.sum())
     cnt["identical_row_heads"] += int(
         np.count_nonzero(multi & (np.nan_to_num(spec, nan=np.inf) <= tol))
     )
 
 
-def _cross_head_jsd(A: np.ndarray, ea: np.ndarray, B: np.ndarray, eb: np.ndarray) -> np.ndarray:
+def _cross_head_jsd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """JSD between every head of A and every head of B, per sample and layer.
 
-    A ``[s, L, Ha, K]`` and B ``[s, L, Hb, K]`` (mean rows) with entropies ``ea [s, L, Ha]``,
-    ``eb [s, L, Hb]``; returns ``[s, L, Ha, Hb]``."""
-    mix = (A[:, :, :, None, :] + B[:, :, None, :, :]) * 0.5
-    s, L, Ha, Hb, K = mix.shape
-    hm = np.maximum(-M._plogp_rows(mix.reshape(-1, K)), 0.0).reshape(s, L, Ha, Hb)
-    return np.clip(hm - 0.5 * ea[:, :, :, None] - 0.5 * eb[:, :, None, :], 0.0, M._LN2)
+    A ``[s, L, Ha, K]`` and B ``[s, L, Hb, K]`` (mean rows); returns ``[s, L, Ha, Hb]``."""
+    jsd, _ = M.block_divergence(A[:, :, :, None, :], B[:, :, None, :, :])
+    return jsd
 
 
 def _process_chunk(
@@ -892,6 +900,8 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
     )
     names, gmean, gcnt = _group_stats(r.rows, gs, has_gold)
     nkeys = np.maximum.reduceat(r.rows["n_keys"], gs)
+    n_all_sp = np.add.reduceat(r.rows["all_special_mass"].astype(np.int64), gs)
+    informative = _informative(r.group_rows, nkeys)
     g0 = 0
     by: dict[tuple[str, str], _Part] = {}
     for p in parts:
@@ -908,22 +918,20 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
         if has_gold:
             dst["n_gold_rows"][gid] = gcnt[len(M.ROW_METRICS), gsl]
         dst["n_keys"][gid] = nkeys[gsl]
+        dst["n_all_special_rows"][gid] = n_all_sp[gsl]
         spec = r.specificity[gsl]
         dst["node_specificity"][gid] = spec
         if p.kind == HEAD:
-            _count(ctx.counts[p.model], r.rows, p.r0, p.r1, spec, np.repeat(qs, LH), tol)
+            _count(ctx.counts[p.model], r.rows, p.r0, p.r1, spec, informative[gsl], tol)
         if want_mean and (p.kind == HEAD_MEAN or heads_of[p.model] == 1):
-            sp2 = np.nan_to_num(spec, nan=np.inf).reshape(nS, LH)
-            ctx.ident_mean[p.model][S] |= np.any(sp2 <= tol, axis=1)
-    ent = r.rows["entropy"]
+            ident = informative[gsl] & (np.nan_to_num(spec, nan=np.inf) <= tol)
+            ctx.ident_mean[p.model][S] |= np.any(ident.reshape(nS, LH), axis=1)
     for a, b in ctx.pairs:
         for kind, store_ in ((HEAD, ctx.pair_head), (HEAD_MEAN, ctx.pair_mean)):
             pa, pb = by.get((a, kind)), by.get((b, kind))
             if pa is None or pb is None or pa.H != pb.H or (a, b) not in store_:
                 continue
-            jsd, tv = M.block_divergence(
-                Xall[pa.r0 : pa.r1], Xall[pb.r0 : pb.r1], ent[pa.r0 : pa.r1], ent[pb.r0 : pb.r1]
-            )
+            jsd, tv = M.block_divergence(Xall[pa.r0 : pa.r1], Xall[pb.r0 : pb.r1])
             lgs = gs[pa.g0 : pa.g1] - pa.r0
             LH = L * pa.H
             gid = np.repeat(S * LH, LH) + np.tile(np.arange(LH), nS)
@@ -934,12 +942,7 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
         if pa is not None and pb is not None and (pa.H > 1 or pb.H > 1):
             A = r.mean_rows[pa.g0 : pa.g1].reshape(nS, L, pa.H, kk)
             B = r.mean_rows[pb.g0 : pb.g1].reshape(nS, L, pb.H, kk)
-            cj = _cross_head_jsd(
-                A,
-                r.mean_entropy[pa.g0 : pa.g1].reshape(nS, L, pa.H),
-                B,
-                r.mean_entropy[pb.g0 : pb.g1].reshape(nS, L, pb.H),
-            )
+            cj = _cross_head_jsd(A, B)
             acc = np.nan_to_num(cj, nan=0.0).sum(axis=0)
             if (a, b) in ctx.sim_acc:
                 ctx.sim_acc[(a, b)] += acc
@@ -956,11 +959,14 @@ def _frame(pos, Q, L, H, kind, g, tol) -> dict[str, np.ndarray]:
         "n_rows": g["n_rows"].astype(np.int32),
         "n_keys": g["n_keys"].astype(np.int32),
         "n_gold_rows": g["n_gold_rows"].astype(np.int32),
+        "n_all_special_rows": g["n_all_special_rows"].astype(np.int32),
     }
     for name in METRICS:
         cols[name] = g[name]
     spec = g["node_specificity"]
-    cols["identical_rows"] = (np.repeat(Q, L * H) > 1) & (np.nan_to_num(spec, nan=np.inf) <= tol)
+    cols["identical_rows"] = _informative(g["n_rows"], g["n_keys"]) & (
+        np.nan_to_num(spec, nan=np.inf) <= tol
+    )
     return cols
 
 

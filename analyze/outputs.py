@@ -149,6 +149,7 @@ class AnalysisOptions:
     strata_min_size: int = 5  # smaller strata are merged
     node_groups: bool = True  # per_group_metrics.csv: metrics per node label (element) group
     chunk_samples: int = 256
+    jobs: int | None = None  # metric-engine worker processes; None or 0: every available core
     quiet: bool = False
     log: Callable[[str], None] | None = None  # default: print to stderr unless quiet
 
@@ -178,6 +179,7 @@ class AnalysisOptions:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("log", None)
+        d.pop("jobs", None)  # how, not what: no result depends on it
         d["formats"] = list(self.formats)
         d["variants"] = None if self.variants is None else list(self.variants)
         d["example_ids"] = None if self.example_ids is None else list(self.example_ids)
@@ -508,7 +510,12 @@ def run_analysis(
                 last[0] = pct
                 log(f"  {done}/{total} ({pct}%)")
 
-        tables = compute_tables(store, options=mopt, progress=None if options.quiet else progress)
+        tables = compute_tables(
+            store,
+            options=mopt,
+            progress=None if options.quiet else progress,
+            jobs=options.jobs,
+        )
         # heatmap examples: read their matrices now (the only store access after the scan)
         n_layers = facts["sites"][site]["n_layers"]
         if options.example_ids and options.example_strategy != "ids":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -360,3 +361,69 @@ def test_heatmap_title_metrics_are_the_table_values(tmp_path):
                 assert d.jsd is None
             else:
                 np.testing.assert_allclose(d.jsd, pw["jsd"], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# --jobs: worker processes give the same tables and outputs as one process, bit for bit
+# ---------------------------------------------------------------------------------------------
+def test_jobs_give_identical_tables_bit_for_bit(tmp_path):
+    path, _ = _padded_store(tmp_path, n=11, all_special=True, seed=31)
+    st = open_store(path)
+    opts = MetricOptions(chunk_samples=3)  # 4 chunks: work for both workers
+    one = compute_tables(st, options=opts, jobs=1)
+    seen = []
+    two = compute_tables(st, options=opts, jobs=2, progress=lambda d, t: seen.append((d, t)))
+    assert one.run_info["workers"] == 0 and two.run_info["workers"] == 2
+    assert len(two.run_info["worker_peak_rss_kb"]) >= 1
+    assert seen == [(3, 11), (6, 11), (9, 11), (11, 11)]  # in chunk order
+    for name in ("per_sample", "pairwise", "head_similarity", "samples"):
+        assert_frame_equal(getattr(one, name), getattr(two, name), check_exact=True)
+    assert one.diagnostics.to_dict() == two.diagnostics.to_dict()
+
+
+def test_resolve_jobs():
+    import os
+
+    from attncmp.analyze.table import resolve_jobs
+
+    assert resolve_jobs(3) == 3 and resolve_jobs(1) == 1
+    assert resolve_jobs(None) == resolve_jobs(0) == len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match="jobs"):
+        resolve_jobs(-1)
+
+
+def test_analysis_outputs_identical_with_jobs(tmp_path):
+    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+
+    path, _ = _padded_store(tmp_path, n=12, seed=32)
+    outs = {}
+    for jobs in (1, 2):
+        d = tmp_path / f"out{jobs}"
+        opts = AnalysisOptions(chunk_samples=4, jobs=jobs, n_boot=200, examples=2, quiet=True)
+        run_analysis([str(path)], d, opts)
+        outs[jobs] = d
+    files = sorted(
+        p.relative_to(outs[1])
+        for p in outs[1].rglob("*")
+        if p.is_file() and p.suffix in (".csv", ".parquet")
+    )
+    assert len(files) >= 5
+    for rel in files:
+        assert (outs[1] / rel).read_bytes() == (outs[2] / rel).read_bytes(), rel
+    s1, s2 = (json.loads((outs[j] / "summary.json").read_text()) for j in (1, 2))
+    for s in (s1, s2):  # timing is the only thing allowed to differ
+        _drop_keys(s, {"seconds", "elapsed_s", "created", "timestamp", "timings"})
+    assert s1 == s2
+
+
+def _drop_keys(d, keys):
+    """Remove ``keys`` at any depth of a JSON object (in place)."""
+    if isinstance(d, dict):
+        for k in list(d):
+            if k in keys:
+                del d[k]
+            else:
+                _drop_keys(d[k], keys)
+    elif isinstance(d, list):
+        for x in d:
+            _drop_keys(x, keys)

@@ -144,7 +144,8 @@ class MetricTables:
     targets: list[str] = field(default_factory=list)
     n_planned: int | None = None
     seconds: float = 0.0
-    #: how the tables were computed (``jobs``, ``workers``, ``chunks``, ``worker_peak_rss_kb``);
+    #: how the tables were computed (``jobs``, ``workers``, ``chunks``, ``worker_peak_rss_kb``,
+    #: ``worker_cpu_s``);
     #: not saved, not part of the results
     run_info: dict[str, Any] = field(default_factory=dict)
 
@@ -1121,6 +1122,7 @@ class _ChunkResult:
     sim_n: dict[tuple[str, str], int]
     pid: int = 0
     peak_rss_kb: int = 0
+    cpu_s: float = 0.0  # the worker process's CPU seconds so far
 
 
 class _SiteState:
@@ -1227,6 +1229,7 @@ def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dic
         ctx.set_forkserver_preload(["attncmp.analyze.table"])
     run_info["workers"] = workers
     peaks: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     ex = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,
@@ -1240,10 +1243,12 @@ def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dic
         for fut in futures:  # in task order, whichever finishes first
             res = fut.result()
             peaks[res.pid] = max(peaks.get(res.pid, 0), res.peak_rss_kb)
+            cpu[res.pid] = max(cpu.get(res.pid, 0.0), res.cpu_s)
             yield res
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
         run_info["worker_peak_rss_kb"] = [peaks[p] for p in sorted(peaks)]
+        run_info["worker_cpu_s"] = sum(cpu.values())
 
 
 #: the worker process's own store handle and the caller's sample ids (set by _worker_init; one
@@ -1273,5 +1278,5 @@ def _worker_chunk(job: _SiteJob, lo: int, hi: int, tag: str) -> _ChunkResult:
     res = _run_chunk(chunk, job, _WORKER["root"], tag, ids)
     del chunk
     _release_memory()
-    res.pid, res.peak_rss_kb = os.getpid(), _peak_rss_kb()
+    res.pid, res.peak_rss_kb, res.cpu_s = os.getpid(), _peak_rss_kb(), time.process_time()
     return res

@@ -617,6 +617,14 @@ _analyze_options = [
         show_default=True,
         help="Write per_group_metrics.csv (metrics per node label group, e.g. all O atoms).",
     ),
+    click.option(
+        "--jobs",
+        "-j",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Worker processes of the metric engine (0: every available core); the results do "
+        "not depend on it.  [default: every available core]",
+    ),
     click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
 ]
 
@@ -652,6 +660,7 @@ def _options_from(kw: dict, quiet: bool):
         groups=_parse_groups(kw.pop("groups")),
         strata=_csv_list(kw.pop("strata", ())) or None,
         node_groups=kw.pop("node_groups", True),
+        jobs=kw.pop("jobs"),
         quiet=quiet,
     )
 

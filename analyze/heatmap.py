@@ -26,6 +26,7 @@ Typical use::
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,51 +290,42 @@ def metrics_note(threshold: float, special_excluded: bool) -> str:
     return f"title metrics: {sp}eff. tokens = count(weight > {threshold:g})"
 
 
-def _jsd_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    m = 0.5 * (p + q)
-
-    def kl(a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(a > 0, a * np.log(a / np.where(b > 0, b, 1.0)), 0.0)
-        return t.sum(axis=-1)
-
-    return np.clip(0.5 * kl(p, m) + 0.5 * kl(q, m), 0.0, np.log(2.0))
-
-
 def quick_metrics(
     data: HeatmapData, *, threshold: float = 0.1, exclude_special: bool = True
 ) -> tuple[dict[str, dict[str, float]], float | None]:
     """Sample-level (mean over rows) entropy, normalised entropy, max weight, effective tokens and
     Gini of the drawn distributions, plus the mean row JSD between the two models.
 
-    Same conventions as the analysis engine: rows restricted to non-special keys and renormalised
-    when ``exclude_special`` (unless that leaves no key), 0 log 0 = 0, normalised entropy of a
-    one-key row = 0, Gini on the ascending-sorted row ``(2 sum i p_(i)) / (n sum p) - (n + 1) / n``.
+    Computed by the analysis engine's own kernel (:func:`analyze.metrics.row_metrics`,
+    :func:`analyze.metrics.jensen_shannon`) in float32 like the engine, so the title states the
+    per-sample table's values and conventions: special keys dropped and rows renormalised when
+    ``exclude_special`` (a row whose keys are all special keeps them), rows summing to 0 or
+    putting all mass on special keys left out (NaN, not uniform), means over the kept rows.
     """
-    keep = ~data.col_special if exclude_special else np.ones(len(data.col_special), bool)
-    if not keep.any():
-        keep = np.ones_like(keep)
+    from .metrics import jensen_shannon, row_metrics
+
+    names = ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini")
     out: dict[str, dict[str, float]] = {}
     rows = []
     for m, mat in zip(data.models, data.matrices, strict=False):
-        p = np.asarray(mat, np.float64)[:, keep]
-        s = p.sum(axis=1, keepdims=True)
-        p = np.divide(p, s, out=np.full_like(p, 1.0 / p.shape[1]), where=s > 0)
-        rows.append(p)
-        n = p.shape[1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-        srt = np.sort(p, axis=1)
-        idx = np.arange(1, n + 1)
-        gini = (2.0 * (srt * idx).sum(axis=1)) / (n * srt.sum(axis=1)) - (n + 1) / n
-        out[m] = {
-            "entropy": float(h.mean()),
-            "norm_entropy": float((h / np.log(n)).mean()) if n > 1 else 0.0,
-            "max_weight": float(p.max(axis=1).mean()),
-            "effective_tokens": float((p > threshold).sum(axis=1).mean()),
-            "gini": float(gini.mean()),
-        }
-    jsd = float(_jsd_rows(rows[0], rows[1]).mean()) if rows[0].shape == rows[1].shape else None
+        w = np.asarray(mat, dtype=np.float32)
+        nq, nk = w.shape
+        rm = row_metrics(
+            w.ravel(),
+            np.arange(0, nq * nk + 1, nk),
+            special=np.tile(np.asarray(data.col_special, bool), nq),
+            threshold=threshold,
+            exclude_special=exclude_special,
+        )
+        rows.append((rm.p, nq, nk))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all rows dropped: NaN
+            out[m] = {k: float(np.nanmean(getattr(rm, k))) for k in names}
+    jsd = None
+    (pa, qa, ka), (pb, qb, kb) = rows
+    if (qa, ka) == (qb, kb):
+        j = jensen_shannon(pa, pb, np.arange(0, qa * ka + 1, ka))
+        jsd = float(np.nanmean(j)) if np.isfinite(j).any() else None
     return out, jsd
 
 

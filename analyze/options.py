@@ -50,6 +50,7 @@ class AnalysisOptions:
     strata_min_size: int = 5  # smaller strata are merged
     node_groups: bool = True  # per_group_metrics.csv: metrics per node label (element) group
     chunk_samples: int = 256
+    jobs: int | None = None  # metric-engine worker processes; None or 0: every available core
     quiet: bool = False
     log: Callable[[str], None] | None = None  # default: print to stderr unless quiet
 
@@ -95,6 +96,7 @@ class AnalysisOptions:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("log", None)
+        d.pop("jobs", None)  # how, not what: no result depends on it
         d["formats"] = list(self.formats)
         d["variants"] = None if self.variants is None else list(self.variants)
         d["example_ids"] = None if self.example_ids is None else list(self.example_ids)

@@ -204,7 +204,12 @@ def run_analysis(
                 last[0] = pct
                 log(f"  {done}/{total} ({pct}%)")
 
-        tables = compute_tables(store, options=mopt, progress=None if options.quiet else progress)
+        tables = compute_tables(
+            store,
+            options=mopt,
+            progress=None if options.quiet else progress,
+            jobs=options.jobs,
+        )
         # heatmap examples: read their matrices now (the only store access after the scan)
         n_layers = facts["sites"][site]["n_layers"]
         if options.example_ids and options.example_strategy != "ids":

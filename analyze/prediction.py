@@ -1,6 +1,7 @@
 """Prediction quality per variant, and how attention relates to prediction error.
 
-* :func:`compare_predictions`: MAE and RMSE per model; for each variant, the paired difference
+* :func:`compare_predictions`: MAE and RMSE per model, beside the naive baseline MAE (predicting
+  the mean target, :func:`naive_mae`); for each variant, the paired difference
   (``variant - baseline``) of MAE and of RMSE with a seeded paired bootstrap CI (samples
   resampled together), and a Wilcoxon signed-rank test on the per-sample ``|error|`` differences
   (:func:`analyze.stats.wilcoxon_signed_rank`).
@@ -30,7 +31,11 @@ __all__ = [
     "compare_predictions",
     "attention_error_correlation",
     "abs_errors",
+    "naive_mae",
 ]
+
+#: what the naive baseline predicts (stated in every PredictionComparison)
+NAIVE_METHOD = "leave-one-out mean of the analysed targets"
 
 
 def _target(tables: MetricTables, target: str | None) -> str:
@@ -59,11 +64,34 @@ def abs_errors(tables: MetricTables, model: str, target: str | None = None) -> n
     return out
 
 
+def naive_mae(y) -> float:
+    r"""MAE of the naive baseline that predicts the mean target, left-one-out.
+
+    Each sample is predicted by the mean of the *other* analysed targets,
+    :math:`\hat y_i = ar y_{-i} = (\sum_j y_j - y_i) / (n - 1)`, so the baseline never sees the
+    value it predicts (the in-sample mean would flatter it by a factor :math:`(n-1)/n`):
+
+    .. math:: \mathrm{MAE}_0 = rac1n \sum_i |y_i - ar y_{-i}|
+        = rac{n}{n-1} \cdot rac1n \sum_i |y_i - ar y|
+
+    Non-finite targets are left out; NaN for fewer than two targets. A model whose MAE is not
+    clearly below this has learned little about the target.
+    """
+    v = np.asarray(y, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 2:
+        return math.nan
+    return float(n / (n - 1) * np.mean(np.abs(v - v.mean())))
+
+
 @dataclass
 class PredictionComparison:
     """MAE/RMSE per model and paired differences vs the baseline (``variant - baseline``).
 
-    ``per_model``: ``model, n, mae, mae_ci_low, mae_ci_high, rmse``.
+    ``naive_mae``: the MAE of predicting the mean target (:func:`naive_mae`, ``naive_method``
+    says which mean) for this ``target``; also a column of ``per_model``.
+    ``per_model``: ``model, n, mae, mae_ci_low, mae_ci_high, rmse, naive_mae``.
     ``differences``: ``variant, n, mae_baseline, mae_variant, mae_diff, mae_diff_ci_low,
     mae_diff_ci_high, rmse_diff, rmse_diff_ci_low, rmse_diff_ci_high, pct_change_mae,
     wilcoxon_pvalue`` (Wilcoxon signed-rank on ``|e_variant| - |e_baseline|``).
@@ -78,6 +106,8 @@ class PredictionComparison:
     seed: int
     confidence: float = 0.95
     method: str = "paired bootstrap (BCa) over samples"
+    naive_mae: float = math.nan
+    naive_method: str = NAIVE_METHOD
 
 
 def _rmse(x, axis=-1):
@@ -99,6 +129,7 @@ def compare_predictions(
     s = tables.samples.sort("position")
     y = np.full(tables.n_samples, np.nan)
     y[s["position"].to_numpy()] = s[t].to_numpy().astype(float)
+    naive = naive_mae(y)
     err = {}
     for m in tables.models:
         col = _pred_col(tables, m, t)
@@ -117,6 +148,7 @@ def compare_predictions(
                 "mae_ci_low": b.ci[0],
                 "mae_ci_high": b.ci[1],
                 "rmse": float(np.sqrt(np.mean(e * e))) if len(e) else math.nan,
+                "naive_mae": naive,
             }
         )
     diffs = []
@@ -154,7 +186,14 @@ def compare_predictions(
             }
         )
     return PredictionComparison(
-        baseline, t, pl.DataFrame(rows), pl.DataFrame(diffs), n_boot, seed, confidence
+        baseline,
+        t,
+        pl.DataFrame(rows),
+        pl.DataFrame(diffs),
+        n_boot,
+        seed,
+        confidence,
+        naive_mae=naive,
     )
 
 

@@ -15,6 +15,7 @@ are averaged over heads first, then the row metrics are taken: the original meth
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from . import metrics as M
 from .metrics import Diagnostics
 
 __all__ = [
+    "resolve_jobs",
     "METRICS",
     "ROW_METRIC_COLUMNS",
     "MetricOptions",
@@ -42,7 +44,7 @@ HEAD_MEAN = "head-mean"
 
 #: metric columns of ``MetricTables.per_sample`` (all float64): the row metrics, then the
 #: per-(sample, layer, head) ones
-METRICS = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_pointing")
+METRICS = (*M.ROW_METRICS, "node_specificity", "gold_mass", "gold_chance", "gold_pointing")
 ROW_METRIC_COLUMNS = M.ROW_METRICS
 
 TABLE_FILES = {
@@ -104,10 +106,15 @@ class MetricTables:
     Attributes
     ----------
     per_sample : long table, one row per (sample, model, site, layer, head); columns
-        ``sample_id, position, model, site, layer, head, head_kind, n_rows, n_keys, n_gold_rows``,
-        the :data:`METRICS` and ``identical_rows``. ``head = -1`` / ``head_kind = "head-mean"`` is
-        the head-averaged distribution. ``n_rows`` counts the valid query rows averaged;
-        ``gold_mass`` / ``gold_pointing`` are NaN for samples without gold (not applicable).
+        ``sample_id, position, model, site, layer, head, head_kind, n_rows, n_keys, n_gold_rows,
+        n_all_special_rows``, the :data:`METRICS` and ``identical_rows``. ``head = -1`` /
+        ``head_kind = "head-mean"`` is the head-averaged distribution. ``n_rows`` counts the valid
+        query rows averaged; ``n_all_special_rows`` the rows left out because (nearly) all their
+        mass is on excluded special tokens (see :func:`analyze.metrics.block_metrics`);
+        ``gold_mass`` / ``gold_chance`` / ``gold_pointing`` are NaN for samples without gold (not
+        applicable); ``gold_chance`` is the gold mass a uniform row over the analysed keys would
+        have, averaged over the same rows as ``gold_mass``. ``identical_rows``: more than one
+        valid row and more than one key, and node specificity <= ``identical_tol``.
         Rows are ordered by site, model (baseline first), head kind (per head, then head-mean),
         sample position, layer and head, whatever ``chunk_samples`` was.
     pairwise : ``sample_id, position, baseline, variant, site, layer, head, head_kind, jsd, tv``:
@@ -137,6 +144,10 @@ class MetricTables:
     targets: list[str] = field(default_factory=list)
     n_planned: int | None = None
     seconds: float = 0.0
+    #: how the tables were computed (``jobs``, ``workers``, ``chunks``, ``worker_peak_rss_kb``,
+    #: ``worker_cpu_s``);
+    #: not saved, not part of the results
+    run_info: dict[str, Any] = field(default_factory=dict)
 
     # -- convenience ----------------------------------------------------------------------------
     def metric(
@@ -198,7 +209,7 @@ class MetricTables:
             f = f.with_columns(
                 pl.col("sample_id").replace_strict(pos, return_dtype=pl.Int64).alias("position")
             )
-        for col in (*METRICS, "n_rows", "n_keys", "n_gold_rows"):
+        for col in (*METRICS, *_GROUP_INT):
             if col not in f.columns:
                 f = f.with_columns(pl.lit(float("nan") if col in METRICS else 0).alias(col))
         if "identical_rows" not in f.columns:
@@ -326,6 +337,7 @@ def compute_tables(
     sites: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    jobs: int | None = 1,
 ) -> MetricTables:
     """Stream ``store`` and compute every per-sample metric (see :class:`MetricTables`).
 
@@ -335,6 +347,14 @@ def compute_tables(
     options : :class:`MetricOptions`.
     sites, models : restrict to these (default: all; the baseline always comes first).
     progress : called as ``progress(done, total)`` in units of sample-sites after each chunk.
+    jobs : worker processes (``None`` or 0: every core this process may use,
+        :func:`resolve_jobs`). With more than one, chunks are computed in a pool of processes
+        that each open the store themselves; every chunk is computed by the same code whatever
+        the number of workers and its results are combined in chunk order, so the tables are
+        identical to ``jobs=1`` bit for bit. Memory: each worker holds one chunk
+        (``options.chunk_samples`` samples of one site, every model) and its block temporaries
+        at a time, and writes its results to disk; the calling process holds only the final
+        tables.
     """
     from attncmp.store import Store, open_store
 
@@ -372,101 +392,78 @@ def compute_tables(
     want_each = options.heads in ("each", "both")
     want_mean = options.heads in ("mean", "both")
 
-    spill = _Spill()  # per-chunk results go to a temporary directory: memory ~ one chunk
-    per_acc = spill.table("per_sample", ("site", "model", "head_kind"), _empty_per_sample())
-    pair_acc = spill.table(
-        "pairwise", ("site", "baseline", "variant", "head_kind"), _empty_pairwise()
-    )
-    sim_parts: list[pl.DataFrame] = []
-    diag_rows: list[dict[str, Any]] = []
-    total_units = store.n_samples * len(sites)
-    done = 0
+    jobs = resolve_jobs(jobs)
+    site_jobs: list[_SiteJob] = []
     site_meta: dict[str, dict[str, Any]] = {}
-    id_series = pl.Series("sample_id", store.ids, dtype=pl.String)
+    for site in sites:
+        info = site_infos[site]
+        heads_of = {}
+        for m in models:
+            mi = store.sites(m)[site]
+            if mi.n_layers != info.n_layers:
+                raise ValueError(
+                    f"site {site!r}: model {m!r} has {mi.n_layers} layers, {baseline!r} has "
+                    f"{info.n_layers}; layers must correspond across models"
+                )
+            heads_of[m] = mi.n_heads
+        site_meta[site] = {
+            "query_axis": info.query_axis,
+            "key_axis": info.key_axis,
+            "n_layers": info.n_layers,
+            "n_heads": info.n_heads,
+            "n_heads_by_model": heads_of,
+            "description": info.description,
+        }
+        site_jobs.append(
+            _SiteJob(
+                site, info.n_layers, heads_of, models, pairs, options, crtol, want_each, want_mean
+            )
+        )
+    n = store.n_samples
+    step = options.chunk_samples
+    tasks = [(k, lo, min(n, lo + step)) for k in range(len(site_jobs)) for lo in range(0, n, step)]
+    total_units = n * len(sites)
+    states = {sj.site: _SiteState(models) for sj in site_jobs}
+    run_info: dict[str, Any] = {"jobs": jobs, "chunks": len(tasks), "workers": 0}
+
+    spill = _Spill()  # per-chunk results go to a temporary directory: memory ~ one chunk
+    per_acc = spill.table("per_sample", _PER_CONSTS, _empty_per_sample())
+    pair_acc = spill.table("pairwise", _PAIR_CONSTS, _empty_pairwise())
+    done = 0
     try:
-        for site in sites:
-            info = site_infos[site]
-            heads_of = {}
-            for m in models:
-                mi = store.sites(m)[site]
-                if mi.n_layers != info.n_layers:
-                    raise ValueError(
-                        f"site {site!r}: model {m!r} has {mi.n_layers} layers, {baseline!r} has "
-                        f"{info.n_layers}; layers must correspond across models"
-                    )
-                heads_of[m] = mi.n_heads
-            site_meta[site] = {
-                "query_axis": info.query_axis,
-                "key_axis": info.key_axis,
-                "n_layers": info.n_layers,
-                "n_heads": info.n_heads,
-                "n_heads_by_model": heads_of,
-                "description": info.description,
-            }
-            counts = {m: dict.fromkeys(_COUNT_KEYS, 0) for m in models}
-            sim_acc: dict[tuple[str, str], np.ndarray] = {}
-            sim_n: dict[tuple[str, str], int] = {}
-            for chunk in store.iter_chunks(site, models, options.chunk_samples):
-                res = _process_chunk(
-                    chunk,
-                    info.n_layers,
-                    heads_of,
-                    models,
-                    pairs,
-                    options,
-                    crtol,
-                    want_each,
-                    want_mean,
-                    counts,
-                    sim_acc,
-                    sim_n,
-                )
-                for key, cols in res[0]:
-                    per_acc.add(key, cols, id_series)
-                for key, cols in res[1]:
-                    pair_acc.add(key, cols, id_series)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total_units)
-                del chunk, res  # release before the next chunk is read (peak = one chunk)
-            for (a, b), acc in sim_acc.items():
-                n = sim_n[(a, b)]
-                La, Ha, Hb = acc.shape
-                li, hi, hj = np.meshgrid(np.arange(La), np.arange(Ha), np.arange(Hb), indexing="ij")
-                sim_parts.append(
-                    pl.DataFrame(
-                        {
-                            "baseline": [a] * acc.size,
-                            "variant": [b] * acc.size,
-                            "site": [site] * acc.size,
-                            "layer": li.ravel().astype(np.int64),
-                            "head_baseline": hi.ravel().astype(np.int64),
-                            "head_variant": hj.ravel().astype(np.int64),
-                            "mean_jsd": (acc / max(n, 1)).ravel(),
-                            "n_samples": np.full(acc.size, n, dtype=np.int64),
-                        }
-                    )
-                )
-            for m in models:
-                c = counts[m]
-                code = _reason_code(c)
-                degenerate = code in ("key_len_1", "uniform")
-                reason = DEGENERATE_REASONS.get(code, "")
-                diag_rows.append(
-                    {
-                        "model": m,
-                        "site": site,
-                        **c,
-                        "degenerate": degenerate,
-                        "reason": reason,
-                        "reason_code": code,
-                    }
-                )
+        for res in _chunk_results(store, site_jobs, tasks, jobs, spill.root, run_info):
+            for key, path in res.per:
+                per_acc.register(key, path)
+            for key, path in res.pair:
+                pair_acc.register(key, path)
+            states[res.site].absorb(res)  # in chunk order: float sums are order-fixed
+            done += res.n
+            if progress is not None:
+                progress(done, total_units)
+            del res
         _release_memory()  # hand the chunks' freed heap back before the tables are built
         per = per_acc.collect()
         pair = pair_acc.collect()
     finally:
         spill.close()
+    sim_parts: list[pl.DataFrame] = []
+    diag_rows: list[dict[str, Any]] = []
+    for sj in site_jobs:
+        st_ = states[sj.site]
+        sim_parts.extend(st_.similarity_frames(sj.site))
+        for m in models:
+            c = st_.counts[m]
+            code = _reason_code(c)
+            diag_rows.append(
+                {
+                    "model": m,
+                    "site": sj.site,
+                    **c,
+                    "degenerate": code in ("key_len_1", "uniform"),
+                    "reason": DEGENERATE_REASONS.get(code, ""),
+                    "reason_code": code,
+                }
+            )
     diag_frame = pl.DataFrame(diag_rows) if diag_rows else None
     diagnostics = Diagnostics(diag_frame, _messages(diag_rows))
     if store.is_partial:
@@ -492,6 +489,7 @@ def compute_tables(
         targets=list(store.targets),
         n_planned=store.n_planned,
         seconds=time.perf_counter() - t0,
+        run_info=run_info,
     )
 
 
@@ -513,6 +511,7 @@ def _empty_per_sample() -> pl.DataFrame:
         "n_rows": pl.Int32,
         "n_keys": pl.Int32,
         "n_gold_rows": pl.Int32,
+        "n_all_special_rows": pl.Int32,
         **{m: pl.Float64 for m in METRICS},
         "identical_rows": pl.Boolean,
     }
@@ -564,7 +563,7 @@ def _messages(rows: list[dict[str, Any]]) -> list[str]:
         if r["all_special_mass_rows"]:
             out.append(
                 f"{where}: {r['all_special_mass_rows']} rows put all mass on special tokens "
-                "(treated as uniform over the other tokens)"
+                "(excluded from the metrics; per sample: n_all_special_rows)"
             )
         if r["all_special_key_rows"]:
             out.append(f"{where}: {r['all_special_key_rows']} rows have only special keys (kept)")
@@ -578,7 +577,7 @@ def _messages(rows: list[dict[str, Any]]) -> list[str]:
 
 # per-(sample, layer, head) outputs of one model and head kind, filled block by block
 _GROUP_FLOAT = METRICS
-_GROUP_INT = ("n_rows", "n_keys", "n_gold_rows")
+_GROUP_INT = ("n_rows", "n_keys", "n_gold_rows", "n_all_special_rows")
 #: weights per 2-D block (rows of one length): small enough to stay in cache
 BLOCK_ELEMENTS = 1 << 18
 
@@ -588,8 +587,8 @@ def _new_groups(n: int, gold: bool) -> dict[str, np.ndarray]:
     for k in _GROUP_INT:
         out[k] = np.zeros(n, dtype=np.int64)
     if not gold:
-        out["gold_mass"][:] = np.nan
-        out["gold_pointing"][:] = np.nan
+        for k in M._GOLD_ROW:
+            out[k][:] = np.nan
     return out
 
 
@@ -624,7 +623,7 @@ def _segments(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 def _group_stats(rows: dict[str, np.ndarray], gs: np.ndarray, has_gold: bool):
     """Row -> group means of every row metric at once (NaN-ignoring): (names, means, counts)."""
-    names = list(M.ROW_METRICS) + (["gold_mass", "gold_pointing"] if has_gold else [])
+    names = list(M.ROW_METRICS) + (list(M._GOLD_ROW) if has_gold else [])
     V = np.stack([rows[n] for n in names])
     bad = np.isnan(V)
     if not bad.any():
@@ -640,7 +639,13 @@ def _group_stats(rows: dict[str, np.ndarray], gs: np.ndarray, has_gold: bool):
     return names, mean, cnt
 
 
-def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, gsizes, tol) -> None:
+def _informative(kept: np.ndarray, nkeys: np.ndarray) -> np.ndarray:
+    """Groups whose node specificity can show identical rows: more than one kept row and more
+    than one key (with one key every row is the same one-hot, whatever the model does)."""
+    return (kept > 1) & (nkeys > 1)
+
+
+def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, multi, tol) -> None:
     sl = slice(r0, r1)
     cnt["n_rows"] += r1 - r0
     cnt["rows_key_len_1"] += int(np.count_nonzero(rows["n_keys"][sl] == 1))
@@ -648,22 +653,18 @@ def _count(cnt, rows: dict[str, np.ndarray], r0: int, r1: int, spec, gsizes, tol
     cnt["all_special_mass_rows"] += int(np.count_nonzero(rows["all_special_mass"][sl]))
     cnt["all_special_key_rows"] += int(np.count_nonzero(rows["all_special_keys"][sl]))
     cnt["invalid_rows"] += int(np.count_nonzero(rows["invalid"][sl]))
-    multi = gsizes > 1
     cnt["head_groups"] += int(multi.sum())
     cnt["identical_row_heads"] += int(
         np.count_nonzero(multi & (np.nan_to_num(spec, nan=np.inf) <= tol))
     )
 
 
-def _cross_head_jsd(A: np.ndarray, ea: np.ndarray, B: np.ndarray, eb: np.ndarray) -> np.ndarray:
+def _cross_head_jsd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """JSD between every head of A and every head of B, per sample and layer.
 
-    A ``[s, L, Ha, K]`` and B ``[s, L, Hb, K]`` (mean rows) with entropies ``ea [s, L, Ha]``,
-    ``eb [s, L, Hb]``; returns ``[s, L, Ha, Hb]``."""
-    mix = (A[:, :, :, None, :] + B[:, :, None, :, :]) * 0.5
-    s, L, Ha, Hb, K = mix.shape
-    hm = np.maximum(-M._plogp_rows(mix.reshape(-1, K)), 0.0).reshape(s, L, Ha, Hb)
-    return np.clip(hm - 0.5 * ea[:, :, :, None] - 0.5 * eb[:, :, None, :], 0.0, M._LN2)
+    A ``[s, L, Ha, K]`` and B ``[s, L, Hb, K]`` (mean rows); returns ``[s, L, Ha, Hb]``."""
+    jsd, _ = M.block_divergence(A[:, :, :, None, :], B[:, :, None, :, :])
+    return jsd
 
 
 def _process_chunk(
@@ -892,6 +893,8 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
     )
     names, gmean, gcnt = _group_stats(r.rows, gs, has_gold)
     nkeys = np.maximum.reduceat(r.rows["n_keys"], gs)
+    n_all_sp = np.add.reduceat(r.rows["all_special_mass"].astype(np.int64), gs)
+    informative = _informative(r.group_rows, nkeys)
     g0 = 0
     by: dict[tuple[str, str], _Part] = {}
     for p in parts:
@@ -908,22 +911,20 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
         if has_gold:
             dst["n_gold_rows"][gid] = gcnt[len(M.ROW_METRICS), gsl]
         dst["n_keys"][gid] = nkeys[gsl]
+        dst["n_all_special_rows"][gid] = n_all_sp[gsl]
         spec = r.specificity[gsl]
         dst["node_specificity"][gid] = spec
         if p.kind == HEAD:
-            _count(ctx.counts[p.model], r.rows, p.r0, p.r1, spec, np.repeat(qs, LH), tol)
+            _count(ctx.counts[p.model], r.rows, p.r0, p.r1, spec, informative[gsl], tol)
         if want_mean and (p.kind == HEAD_MEAN or heads_of[p.model] == 1):
-            sp2 = np.nan_to_num(spec, nan=np.inf).reshape(nS, LH)
-            ctx.ident_mean[p.model][S] |= np.any(sp2 <= tol, axis=1)
-    ent = r.rows["entropy"]
+            ident = informative[gsl] & (np.nan_to_num(spec, nan=np.inf) <= tol)
+            ctx.ident_mean[p.model][S] |= np.any(ident.reshape(nS, LH), axis=1)
     for a, b in ctx.pairs:
         for kind, store_ in ((HEAD, ctx.pair_head), (HEAD_MEAN, ctx.pair_mean)):
             pa, pb = by.get((a, kind)), by.get((b, kind))
             if pa is None or pb is None or pa.H != pb.H or (a, b) not in store_:
                 continue
-            jsd, tv = M.block_divergence(
-                Xall[pa.r0 : pa.r1], Xall[pb.r0 : pb.r1], ent[pa.r0 : pa.r1], ent[pb.r0 : pb.r1]
-            )
+            jsd, tv = M.block_divergence(Xall[pa.r0 : pa.r1], Xall[pb.r0 : pb.r1])
             lgs = gs[pa.g0 : pa.g1] - pa.r0
             LH = L * pa.H
             gid = np.repeat(S * LH, LH) + np.tile(np.arange(LH), nS)
@@ -934,12 +935,7 @@ def _block(ctx: _ChunkContext, S: np.ndarray, kk: int) -> None:
         if pa is not None and pb is not None and (pa.H > 1 or pb.H > 1):
             A = r.mean_rows[pa.g0 : pa.g1].reshape(nS, L, pa.H, kk)
             B = r.mean_rows[pb.g0 : pb.g1].reshape(nS, L, pb.H, kk)
-            cj = _cross_head_jsd(
-                A,
-                r.mean_entropy[pa.g0 : pa.g1].reshape(nS, L, pa.H),
-                B,
-                r.mean_entropy[pb.g0 : pb.g1].reshape(nS, L, pb.H),
-            )
+            cj = _cross_head_jsd(A, B)
             acc = np.nan_to_num(cj, nan=0.0).sum(axis=0)
             if (a, b) in ctx.sim_acc:
                 ctx.sim_acc[(a, b)] += acc
@@ -956,11 +952,14 @@ def _frame(pos, Q, L, H, kind, g, tol) -> dict[str, np.ndarray]:
         "n_rows": g["n_rows"].astype(np.int32),
         "n_keys": g["n_keys"].astype(np.int32),
         "n_gold_rows": g["n_gold_rows"].astype(np.int32),
+        "n_all_special_rows": g["n_all_special_rows"].astype(np.int32),
     }
     for name in METRICS:
         cols[name] = g[name]
     spec = g["node_specificity"]
-    cols["identical_rows"] = (np.repeat(Q, L * H) > 1) & (np.nan_to_num(spec, nan=np.inf) <= tol)
+    cols["identical_rows"] = _informative(g["n_rows"], g["n_keys"]) & (
+        np.nan_to_num(spec, nan=np.inf) <= tol
+    )
     return cols
 
 
@@ -1018,27 +1017,37 @@ def _release_memory() -> None:
         pass
 
 
+_PER_CONSTS = ("site", "model", "head_kind")
+_PAIR_CONSTS = ("site", "baseline", "variant", "head_kind")
+
+
+def _spill_frame(
+    path: Path, const_names: tuple[str, ...], key: tuple, cols: dict, ids: pl.Series, columns
+) -> Path:
+    """Write one chunk's rows of one table (one key) as an uncompressed Arrow IPC file."""
+    n = len(cols["position"])
+    consts = [
+        pl.Series(name, [val], dtype=pl.String).new_from_index(0, n)
+        for name, val in zip(const_names, key, strict=True)
+    ]
+    f = pl.DataFrame(cols)
+    f = f.with_columns(ids.gather(cols["position"]), *consts).select(columns)
+    f.write_ipc(path, compression="uncompressed")
+    return path
+
+
 class _SpilledTable:
-    """Rows of one output table, written chunk by chunk as Arrow IPC files and read back in
-    canonical key order at the end (so memory holds one chunk's results, then the table)."""
+    """Rows of one output table, written chunk by chunk as Arrow IPC files (by whichever process
+    computed the chunk) and read back in canonical key order at the end (so memory holds one
+    chunk's results, then the table)."""
 
     def __init__(self, root: Path, name: str, const_names: tuple[str, ...], empty: pl.DataFrame):
         self.root, self.name, self.const_names, self.empty = root, name, const_names, empty
         self.files: dict[tuple, list[Path]] = {}
-        self.n = 0
 
-    def add(self, key: tuple, cols: dict[str, np.ndarray], ids: pl.Series) -> None:
-        n = len(cols["position"])
-        consts = [
-            pl.Series(name, [val], dtype=pl.String).new_from_index(0, n)
-            for name, val in zip(self.const_names, key, strict=True)
-        ]
-        f = pl.DataFrame(cols)
-        f = f.with_columns(ids.gather(cols["position"]), *consts).select(self.empty.columns)
-        path = self.root / f"{self.name}_{self.n:06d}.arrow"
-        self.n += 1
-        f.write_ipc(path, compression="uncompressed")
-        self.files.setdefault(key, []).append(path)
+    def register(self, key: tuple, path: Path) -> None:
+        """Add a chunk's file; keys keep the order of their first registration."""
+        self.files.setdefault(key, []).append(Path(path))
 
     def collect(self) -> pl.DataFrame:
         if not self.files:
@@ -1066,3 +1075,208 @@ class _Spill:
 
     def close(self) -> None:
         self._dir.cleanup()
+
+
+# ----------------------------------------------------------------------------------------------
+# chunks: computed in this process or in a pool of worker processes, combined in chunk order
+# ----------------------------------------------------------------------------------------------
+def resolve_jobs(jobs: int | None) -> int:
+    """Worker processes for ``jobs``: ``None`` or 0 -> the cores this process may run on
+    (``os.sched_getaffinity``, else ``os.cpu_count()``); a positive count is used as given."""
+    if jobs is None or jobs == 0:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    if jobs < 0:
+        raise ValueError(f"`jobs` must be >= 0 (0: every available core), got {jobs}")
+    return int(jobs)
+
+
+@dataclass(frozen=True)
+class _SiteJob:
+    """Everything needed to compute one site's chunks (small and picklable)."""
+
+    site: str
+    L: int
+    heads_of: dict[str, int]
+    models: list[str]
+    pairs: list[tuple[str, str]]
+    options: MetricOptions
+    crtol: float
+    want_each: bool
+    want_mean: bool
+
+
+@dataclass
+class _ChunkResult:
+    """One chunk's results: spilled table files by key, diagnostic counts and head-similarity
+    sums of this chunk alone (combined by the caller in chunk order)."""
+
+    site: str
+    n: int
+    per: list[tuple[tuple, str]]
+    pair: list[tuple[tuple, str]]
+    counts: dict[str, dict[str, int]]
+    sim_acc: dict[tuple[str, str], np.ndarray]
+    sim_n: dict[tuple[str, str], int]
+    pid: int = 0
+    peak_rss_kb: int = 0
+    cpu_s: float = 0.0  # the worker process's CPU seconds so far
+
+
+class _SiteState:
+    """A site's diagnostic counts and head-similarity sums over its chunks."""
+
+    def __init__(self, models: Sequence[str]) -> None:
+        self.counts = {m: dict.fromkeys(_COUNT_KEYS, 0) for m in models}
+        self.sim_acc: dict[tuple[str, str], np.ndarray] = {}
+        self.sim_n: dict[tuple[str, str], int] = {}
+
+    def absorb(self, res: _ChunkResult) -> None:
+        for m, c in res.counts.items():
+            for k, v in c.items():
+                self.counts[m][k] += v
+        for key, acc in res.sim_acc.items():  # chunk order: the float sums never depend on jobs
+            self.sim_acc[key] = self.sim_acc[key] + acc if key in self.sim_acc else acc
+            self.sim_n[key] = self.sim_n.get(key, 0) + res.sim_n[key]
+
+    def similarity_frames(self, site: str) -> list[pl.DataFrame]:
+        out = []
+        for (a, b), acc in self.sim_acc.items():
+            n = self.sim_n[(a, b)]
+            La, Ha, Hb = acc.shape
+            li, hi, hj = np.meshgrid(np.arange(La), np.arange(Ha), np.arange(Hb), indexing="ij")
+            out.append(
+                pl.DataFrame(
+                    {
+                        "baseline": [a] * acc.size,
+                        "variant": [b] * acc.size,
+                        "site": [site] * acc.size,
+                        "layer": li.ravel().astype(np.int64),
+                        "head_baseline": hi.ravel().astype(np.int64),
+                        "head_variant": hj.ravel().astype(np.int64),
+                        "mean_jsd": (acc / max(n, 1)).ravel(),
+                        "n_samples": np.full(acc.size, n, dtype=np.int64),
+                    }
+                )
+            )
+        return out
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory (``VmHWM``, Linux), 0 where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _run_chunk(chunk, job: _SiteJob, root: Path, tag: str, ids: pl.Series) -> _ChunkResult:
+    """Compute one chunk and spill its table rows to ``root`` (file names start with ``tag``)."""
+    counts = {m: dict.fromkeys(_COUNT_KEYS, 0) for m in job.models}
+    sim_acc: dict[tuple[str, str], np.ndarray] = {}
+    sim_n: dict[tuple[str, str], int] = {}
+    per_frames, pair_frames = _process_chunk(
+        chunk,
+        job.L,
+        job.heads_of,
+        job.models,
+        job.pairs,
+        job.options,
+        job.crtol,
+        job.want_each,
+        job.want_mean,
+        counts,
+        sim_acc,
+        sim_n,
+    )
+    out: dict[str, list[tuple[tuple, str]]] = {"p": [], "q": []}
+    for kind, frames, consts, empty in (
+        ("p", per_frames, _PER_CONSTS, _empty_per_sample()),
+        ("q", pair_frames, _PAIR_CONSTS, _empty_pairwise()),
+    ):
+        for i, (key, cols) in enumerate(frames):
+            path = root / f"{tag}_{kind}{i}.arrow"
+            out[kind].append((key, str(_spill_frame(path, consts, key, cols, ids, empty.columns))))
+    per, pair = out["p"], out["q"]
+    return _ChunkResult(job.site, len(chunk), per, pair, counts, sim_acc, sim_n)
+
+
+def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dict):
+    """Yield every chunk's :class:`_ChunkResult` in task order (site, then samples)."""
+    ids = pl.Series("sample_id", store.ids, dtype=pl.String)
+    workers = min(jobs, len(tasks))
+    if workers <= 1:  # in this process, reading chunk after chunk
+        run_info["workers"] = 0
+        for k, sj in enumerate(site_jobs):
+            for chunk in store.iter_chunks(sj.site, sj.models, sj.options.chunk_samples):
+                res = _run_chunk(chunk, sj, root, f"s{k}_c{int(chunk.index[0]):09d}", ids)
+                del chunk  # release before the next chunk is read (peak = one chunk)
+                yield res
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver (where there is one): workers do not inherit this process's open HDF5 files
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["attncmp.analyze.table"])
+    run_info["workers"] = workers
+    peaks: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    ex = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=([str(p) for p in store.paths], list(store.ids), str(root)),
+    )
+    try:
+        futures = [
+            ex.submit(_worker_chunk, site_jobs[k], lo, hi, f"s{k}_c{lo:09d}") for k, lo, hi in tasks
+        ]
+        for fut in futures:  # in task order, whichever finishes first
+            res = fut.result()
+            peaks[res.pid] = max(peaks.get(res.pid, 0), res.peak_rss_kb)
+            cpu[res.pid] = max(cpu.get(res.pid, 0.0), res.cpu_s)
+            yield res
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        run_info["worker_peak_rss_kb"] = [peaks[p] for p in sorted(peaks)]
+        run_info["worker_cpu_s"] = sum(cpu.values())
+
+
+#: the worker process's own store handle and the caller's sample ids (set by _worker_init; one
+#: per worker process, never used in the calling process)
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(paths: list[str], ids: list[str], root: str) -> None:
+    from attncmp.store import open_store
+
+    _WORKER["store"] = open_store(paths)
+    _WORKER["ids"] = pl.Series("sample_id", ids, dtype=pl.String)
+    _WORKER["root"] = Path(root)
+
+
+def _worker_chunk(job: _SiteJob, lo: int, hi: int, tag: str) -> _ChunkResult:
+    """One chunk in a worker: the caller's positions ``lo:hi``, read by sample id (a store being
+    written may have committed more samples since the caller opened it)."""
+    store, ids = _WORKER["store"], _WORKER["ids"]
+    want = ids[lo:hi].to_list()
+    if store.ids[lo:hi] == want:
+        positions = np.arange(lo, hi, dtype=np.int64)
+    else:
+        positions = np.array([store.index_of(s) for s in want], dtype=np.int64)
+    chunk = store.read_site(job.site, positions, job.models)
+    chunk.index = np.arange(lo, hi, dtype=np.int64)  # the caller's positions
+    res = _run_chunk(chunk, job, _WORKER["root"], tag, ids)
+    del chunk
+    _release_memory()
+    res.pid, res.peak_rss_kb, res.cpu_s = os.getpid(), _peak_rss_kb(), time.process_time()
+    return res

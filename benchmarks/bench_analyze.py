@@ -12,9 +12,12 @@ Synthetic store at realistic shapes: 2 models, 1 site nodes -> tokens, 8 heads, 
     per-head row of both models. The engine's time is the whole compute_tables run (reading,
     every metric, head-mean rows, pairwise JSD/TV, head similarity, per-sample tables).
 (b) the engine vs the floor: reading every weight from the store (same chunks) plus one
-    vectorised p*log(p) pass.
-(c) peak memory of compute_tables (each in a fresh subprocess; ru_maxrss and tracemalloc peak)
-    on the store and on a store 10x larger.
+    vectorised p*log(p) pass, on one core; the engine with --jobs 1 and with --jobs 2 (worker
+    processes), timed in interleaved rounds in the same run: engine(2 workers) / floor and the
+    speed-up of 2 workers over 1. CPU seconds include the worker processes.
+(c) peak memory of compute_tables (each in a fresh subprocess; VmHWM and tracemalloc peak) on the
+    store and on a store 10x larger, with 1 worker (in process) and with 2 (the peak of each
+    worker process, and of the calling process that assembles the tables).
 """
 
 from __future__ import annotations
@@ -106,11 +109,11 @@ def _clock():
     return time.perf_counter(), time.process_time()
 
 
-def _since(t):
-    return time.perf_counter() - t[0], time.process_time() - t[1]
+def _since(t, extra_cpu: float = 0.0):
+    return time.perf_counter() - t[0], time.process_time() - t[1] + extra_cpu
 
 
-def run_engine(path: Path, chunk: int, in_memory: bool = False):
+def run_engine(path: Path, chunk: int, in_memory: bool = False, jobs: int = 1):
     """compute_tables end to end; with ``in_memory`` the chunks are read first (not timed)."""
     from attncmp.analyze import MetricOptions, compute_tables
 
@@ -119,8 +122,8 @@ def run_engine(path: Path, chunk: int, in_memory: bool = False):
         chunks = list(st.iter_chunks(SITE.name, chunk_samples=chunk))
         st.iter_chunks = lambda *a, **k: iter(chunks)
     t = _clock()
-    tab = compute_tables(st, options=MetricOptions(chunk_samples=chunk))
-    return _since(t), tab
+    tab = compute_tables(st, options=MetricOptions(chunk_samples=chunk), jobs=jobs)
+    return _since(t, tab.run_info.get("worker_cpu_s", 0.0)), tab  # + the workers' CPU
 
 
 def run_floor(path: Path, chunk: int) -> float:
@@ -197,20 +200,23 @@ def hwm():  # peak RSS of this process (VmHWM; ru_maxrss would include the paren
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
-tracemalloc.start()
+if {jobs} == 1:
+    tracemalloc.start()  # (numpy's share; not for the pool run: it slows pickling)
 base = hwm()
 t0 = time.perf_counter()
-t = compute_tables(open_store({path!r}), options=MetricOptions(chunk_samples={chunk}))
+t = compute_tables(open_store({path!r}), options=MetricOptions(chunk_samples={chunk}),
+                   jobs={jobs})
 dt = time.perf_counter() - t0
-cur, peak = tracemalloc.get_traced_memory()
+cur, peak = tracemalloc.get_traced_memory() if {jobs} == 1 else (0, 0)
 print(json.dumps(dict(rss_kb=hwm(),
                       rss_before_kb=base, traced_peak=peak, seconds=dt,
-                      rows=len(t.per_sample))))
+                      rows=len(t.per_sample),
+                      workers=t.run_info.get("worker_peak_rss_kb", []))))
 """
 
 
-def peak_memory(path: Path, chunk: int) -> dict:
-    code = MEM_CHILD.format(root=str(ROOT), path=str(path), chunk=chunk)
+def peak_memory(path: Path, chunk: int, jobs: int = 1) -> dict:
+    code = MEM_CHILD.format(root=str(ROOT), path=str(path), chunk=chunk, jobs=jobs)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -225,6 +231,8 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where stores are written (kept/reused)")
     ap.add_argument("--no-memory", action="store_true", help="skip (c)")
     ap.add_argument("--memory-only", action="store_true", help="only (c)")
+    ap.add_argument("--parallel-only", action="store_true", help="only the timings of (b)")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds (best is reported)")
     a = ap.parse_args()
     if a.quick:
         a.samples, a.scale, a.old_rows = 300, 3, 3000
@@ -245,11 +253,18 @@ def main() -> None:
 
     if a.memory_only:
         return memory(a, work, small)
-    # warm the page cache and imports once, then time (best of 3; wall and CPU seconds)
+    # warm the page cache and imports once, then time (best of 3; wall and CPU seconds);
+    # floor, 1 worker and 2 workers alternate round by round, so they share the machine's load
     run_floor(small, a.chunk)
     best = lambda runs: (min(r[0] for r in runs), min(r[1] for r in runs))  # noqa: E731
-    floor = best([run_floor(small, a.chunk) for _ in range(3)])
-    eng = best([run_engine(small, a.chunk)[0] for _ in range(3)])
+    rounds = {"floor": [], "eng": [], "eng2": []}
+    for _ in range(a.rounds):
+        rounds["floor"].append(run_floor(small, a.chunk))
+        rounds["eng"].append(run_engine(small, a.chunk)[0])
+        rounds["eng2"].append(run_engine(small, a.chunk, jobs=2)[0])
+    floor, eng, eng2 = (best(rounds[k]) for k in ("floor", "eng", "eng2"))
+    if a.parallel_only:
+        return report_parallel(floor, eng, eng2, rounds, n_el)
     mem = best([run_engine(small, a.chunk, in_memory=True)[0] for _ in range(3)])
     four = best([vectorised_four(small, a.chunk) for _ in range(3)])
     old_t, old_n, old_total = old_per_row(small, a.old_rows)
@@ -289,8 +304,27 @@ def main() -> None:
         f"{n_el / floor[0] / 1e6:.0f} M weights/s (floor), wall"
     )
 
+    report_parallel(floor, eng, eng2, rounds, n_el)
     if not a.no_memory:
         memory(a, work, small)
+
+
+def report_parallel(floor, eng, eng2, rounds, n_el) -> None:
+    """(b) with worker processes: 2 workers vs the one-core floor and vs 1 worker."""
+    print(f"(b) --jobs 2 (2 worker processes): {eng2[0]:.2f} / {eng2[1]:.2f}")
+    print(f"    engine(2 workers) / floor(1 core): {eng2[0] / floor[0]:.2f}x wall   (goal <= 1.5x)")
+    print(
+        f"    speed-up 2 workers vs 1: {eng[0] / eng2[0]:.2f}x wall   (goal >= 1.7x); CPU "
+        f"seconds 2 workers / 1: {eng2[1] / eng[1]:.2f}"
+    )
+    print(
+        "    every round (wall s): "
+        + "; ".join(
+            f"floor {f[0]:.2f}, 1 worker {e[0]:.2f}, 2 workers {e2[0]:.2f}"
+            for f, e, e2 in zip(rounds["floor"], rounds["eng"], rounds["eng2"], strict=True)
+        )
+    )
+    print(f"    load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def memory(a, work: Path, small: Path) -> None:
@@ -313,6 +347,19 @@ def memory(a, work: Path, small: Path) -> None:
     print(
         f"    peak RSS ratio {a.scale}x/1x: {m2['rss_kb'] / m1['rss_kb']:.2f}   "
         f"tracemalloc ratio: {m2['traced_peak'] / m1['traced_peak']:.2f}   (goal <= 1.2)"
+    )
+    p1 = peak_memory(small, a.chunk, jobs=2)
+    p2 = peak_memory(big, a.chunk, jobs=2)
+    for name, m in (("1x", p1), (f"{a.scale}x", p2)):
+        w = ", ".join(f"{x / 1024:.0f}" for x in m["workers"])
+        print(
+            f"    --jobs 2, {name}: workers' peak RSS {w} MiB; calling process "
+            f"{m['rss_kb'] / 1024:.0f} MiB (assembles the tables); {m['seconds']:.1f} s"
+        )
+    print(
+        f"    per-worker peak RSS ratio {a.scale}x/1x: "
+        f"{max(p2['workers']) / max(p1['workers']):.2f}   (goal <= 1.2); calling process: "
+        f"{p2['rss_kb'] / p1['rss_kb']:.2f}"
     )
 
 

@@ -16,7 +16,8 @@ from scipy.stats import entropy as sp_entropy
 
 
 def ref_distribution(w_valid, special_valid, exclude_special):
-    """(p over the counted keys, kept-key mask, special mass) of one valid row."""
+    """(p over the counted keys, kept-key mask, special mass) of one valid row; p is None when
+    (nearly) all the mass is on excluded special keys (the row is dropped, not made uniform)."""
     w = np.asarray(w_valid, dtype=np.float64)
     sp = np.asarray(special_valid, dtype=bool)
     tot = w.sum()
@@ -25,7 +26,7 @@ def ref_distribution(w_valid, special_valid, exclude_special):
         keep = ~sp
         rest = w[keep]
         if rest.sum() <= 1e-6 * tot:
-            p = np.full(keep.sum(), 1.0 / keep.sum())
+            p = None
         else:
             p = rest / rest.sum()
     else:
@@ -46,6 +47,10 @@ def ref_row(
     w_valid, special_valid, gold_valid=None, *, threshold=0.1, top_k=3, exclude_special=True
 ):
     p, keep, smass = ref_distribution(w_valid, special_valid, exclude_special)
+    if p is None:
+        out = dict.fromkeys(_KEYS, math.nan)
+        out["n_keys"], out["special_mass"] = int(keep.sum()), smass
+        return out, None
     n = len(p)
     h = float(sp_entropy(p))
     out = {
@@ -60,22 +65,44 @@ def ref_row(
         "topk_mass": float(np.sort(p)[::-1][:top_k].sum()),
         "special_mass": smass,
         "gold_mass": math.nan,
+        "gold_chance": math.nan,
         "gold_pointing": math.nan,
     }
     if gold_valid is not None and np.asarray(gold_valid, dtype=bool)[keep].any():
         g = np.asarray(gold_valid, dtype=bool)[keep]
         out["gold_mass"] = float(p[g].sum())
+        out["gold_chance"] = g.sum() / n  # a uniform row over the n analysed keys
         out["gold_pointing"] = float(g[int(np.argmax(p))])
     return out, p
 
 
 def ref_specificity(ps):
-    """Mean KL(p_i || mean row) over the rows of one group (0 for one row)."""
-    ps = [np.asarray(p, dtype=np.float64) for p in ps]
+    """Mean KL(p_i || mean row) over the kept rows of one group (0 for one row; dropped rows,
+    None, are left out; NaN when none is kept)."""
+    ps = [np.asarray(p, dtype=np.float64) for p in ps if p is not None]
+    if not ps:
+        return math.nan
     if len(ps) == 1:
         return 0.0
     mean = np.mean(ps, axis=0)
     return float(np.mean([sp_entropy(p, mean) for p in ps]))
+
+
+_KEYS = (
+    "n_keys",
+    "entropy",
+    "norm_entropy",
+    "perplexity",
+    "max_weight",
+    "effective_tokens",
+    "gini",
+    "ipr",
+    "topk_mass",
+    "special_mass",
+    "gold_mass",
+    "gold_chance",
+    "gold_pointing",
+)
 
 
 def ref_jsd(p, q):
@@ -99,5 +126,6 @@ def ref_group(rows_valid, special_valid, gold_valid=None, **kw):
         vals = [r[key] for r in per if not (isinstance(r[key], float) and math.isnan(r[key]))]
         out[key] = float(np.mean(vals)) if vals else math.nan
     out["node_specificity"] = ref_specificity(ps)
-    out["n_rows"] = len(rows_valid)
+    out["n_rows"] = sum(p is not None for p in ps)
+    out["n_all_special_rows"] = len(ps) - out["n_rows"]
     return out, ps

@@ -95,3 +95,24 @@ def test_attention_error_correlation_defaults_to_the_headline_layer(tmp_path):
         attention_error_correlation(t, layer=3, **kw)
     with pytest.raises(ValueError, match="'all'"):
         attention_error_correlation(t, layer="last", **kw)
+
+
+def test_naive_mae_is_the_leave_one_out_mean_prediction(tables):
+    pc = compare_predictions(tables, n_boot=50, seed=1)
+    y = tables.samples.sort("position")["target"].to_numpy().astype(float)
+    n = len(y)
+    loo = [abs(y[i] - (y.sum() - y[i]) / (n - 1)) for i in range(n)]  # plain loop
+    assert pc.naive_mae == pytest.approx(float(np.mean(loo)), rel=1e-12)
+    assert (pc.per_model["naive_mae"] == pc.naive_mae).all()
+    assert "leave-one-out" in pc.naive_method
+    # the synthetic models learned the target: well below the naive baseline
+    assert (pc.per_model["mae"] < pc.naive_mae).all()
+
+
+def test_naive_mae_hand_values():
+    from attncmp.analyze.prediction import naive_mae
+
+    # y = 1, 2, 3, 6: leave-one-out means 11/3, 10/3, 3, 2 -> errors 8/3, 4/3, 0, 4
+    assert naive_mae([1, 2, 3, 6]) == pytest.approx((8 / 3 + 4 / 3 + 0 + 4) / 4)
+    assert naive_mae([5.0, float("nan"), 7.0]) == pytest.approx(2.0)  # NaN left out
+    assert np.isnan(naive_mae([1.0])) and np.isnan(naive_mae([]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -19,9 +20,22 @@ MODELS = ("full", "no_middle")
 
 
 def _padded_store(
-    tmp_path, *, n=9, L=2, H=3, qmax=6, kmax=9, dtype="float32", gold=True, seed=0, qmin=1, kmin=1
+    tmp_path,
+    *,
+    n=9,
+    L=2,
+    H=3,
+    qmax=6,
+    kmax=9,
+    dtype="float32",
+    gold=True,
+    seed=0,
+    qmin=1,
+    kmin=1,
+    all_special=False,
 ):
-    """Write a store from padded batch arrays (valid region only goes in); return the arrays."""
+    """Write a store from padded batch arrays (valid region only goes in); return the arrays.
+    ``all_special``: some rows put all their mass on the special tokens (first and last key)."""
     rng = np.random.default_rng(seed)
     q = rng.integers(qmin, qmax + 1, size=n)
     k = rng.integers(kmin, kmax + 1, size=n)
@@ -33,6 +47,11 @@ def _padded_store(
             e = np.exp(z - z.max(-1, keepdims=True))
             a[i, :, :, : q[i], : k[i]] = e / e.sum(-1, keepdims=True)
         A[m] = a
+    if all_special:  # the baseline's node 0 of every other sample, in every layer and head
+        for i in range(0, n, 2):
+            if k[i] >= 3:
+                A[MODELS[0]][i, :, :, 0, : k[i]] = 0.0
+                A[MODELS[0]][i, :, :, 0, [0, k[i] - 1]] = 0.5
     special = np.zeros((n, kmax), dtype=bool)
     for i in range(n):
         if k[i] >= 3:
@@ -92,20 +111,25 @@ def _reference(arr, opts: MetricOptions):
                     per[(i, m, lyr, h)] = out
                     ps[(m, h)] = p
             for h in [*range(H), -1]:
-                pa, pb = ps[(MODELS[0], h)], ps[(MODELS[1], h)]
+                both = [
+                    (x, y)
+                    for x, y in zip(ps[(MODELS[0], h)], ps[(MODELS[1], h)], strict=True)
+                    if x is not None and y is not None  # a dropped row has no divergence
+                ]
                 pair[(i, lyr, h)] = (
-                    np.mean([ref_jsd(x, y) for x, y in zip(pa, pb, strict=True)]),
-                    np.mean([ref_tv(x, y) for x, y in zip(pa, pb, strict=True)]),
+                    np.mean([ref_jsd(x, y) for x, y in both]) if both else math.nan,
+                    np.mean([ref_tv(x, y) for x, y in both]) if both else math.nan,
                 )
     return per, pair
 
 
 @pytest.mark.parametrize(
-    "dtype,exclude,threshold,top_k",
-    [("float32", True, 0.1, 3), ("float32", False, 0.25, 1), ("float16", True, 0.1, 2)],
+    "dtype,exclude,threshold,top_k,seed",
+    # fixed seeds (not hash() of a string, which Python randomises per process)
+    [("float32", True, 0.1, 3, 11), ("float32", False, 0.25, 1, 12), ("float16", True, 0.1, 2, 13)],
 )
-def test_tables_match_reference_on_padded_batches(tmp_path, dtype, exclude, threshold, top_k):
-    path, arr = _padded_store(tmp_path, dtype=dtype, seed=hash((dtype, exclude)) % 1000)
+def test_tables_match_reference_on_padded_batches(tmp_path, dtype, exclude, threshold, top_k, seed):
+    path, arr = _padded_store(tmp_path, dtype=dtype, seed=seed, all_special=exclude)
     opts = MetricOptions(threshold=threshold, exclude_special=exclude, top_k=top_k, chunk_samples=4)
     t = compute_tables(open_store(path), options=opts)
     per, pair = _reference(arr, opts)
@@ -116,21 +140,31 @@ def test_tables_match_reference_on_padded_batches(tmp_path, dtype, exclude, thre
         i = int(row["sample_id"][1:])
         ref = per[(i, row["model"], row["layer"], row["head"])]
         assert row["head_kind"] == ("head-mean" if row["head"] == -1 else "head")
-        assert row["n_rows"] == arr["q"][i] == ref["n_rows"]
+        assert row["n_rows"] == ref["n_rows"]
+        assert row["n_rows"] + row["n_all_special_rows"] == arr["q"][i]
+        assert row["n_all_special_rows"] == ref["n_all_special_rows"]
         assert row["n_keys"] == ref["n_keys"]
         for col in METRICS:
             want, got = ref[col], row[col]
-            if col == "effective_tokens":
-                assert abs(got - want) <= 1.0 / row["n_rows"] + 1e-9
-            elif math.isnan(want):
+            if math.isnan(want):
                 assert math.isnan(got), (col, row)
+            elif col == "effective_tokens":
+                assert abs(got - want) <= 1.0 / row["n_rows"] + 1e-9
             else:
                 np.testing.assert_allclose(got, want, **tol, err_msg=f"{col} {row}")
+    if exclude:  # the dropped rows were exercised, and reported
+        assert t.per_sample["n_all_special_rows"].sum() > 0
+        d = t.diagnostics.sites.filter(pl.col("model") == MODELS[0]).row(0, named=True)
+        assert d["all_special_mass_rows"] > 0
+        assert any("excluded from the metrics" in m for m in t.diagnostics.messages)
     assert len(t.pairwise) == n * L * (H + 1)
     for row in t.pairwise.iter_rows(named=True):
         i = int(row["sample_id"][1:])
         jsd, tv = pair[(i, row["layer"], row["head"])]
-        np.testing.assert_allclose(row["jsd"], jsd, rtol=1e-5, atol=1e-6)
+        if math.isnan(jsd):
+            assert math.isnan(row["jsd"]) and math.isnan(row["tv"])
+            continue
+        np.testing.assert_allclose(row["jsd"], jsd, rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(row["tv"], tv, rtol=1e-5, atol=1e-6)
 
 
@@ -224,6 +258,21 @@ def test_degenerate_site_and_identical_rows_are_reported(tmp_path):
     assert "identically" in cmp.verdict.explanation
 
 
+def test_single_key_samples_are_not_identical_rows(tmp_path):
+    # several nodes, one key: every row is the same one-hot whatever the model does, so node
+    # specificity 0 there is no evidence of broadcast attention (no flag, no warning)
+    path = write_synthetic_store(
+        tmp_path / "k1.h5", n_samples=8, nodes=(2, 5), tokens=(1, 1), seed=2
+    )
+    t = compute_tables(open_store(path), options=MetricOptions(exclude_special=False))
+    assert (t.per_sample["n_keys"] == 1).all() and (t.per_sample["n_rows"] > 1).all()
+    assert (t.per_sample["node_specificity"] == 0).all()
+    assert not t.per_sample["identical_rows"].any()
+    d = t.diagnostics.sites
+    assert (d["identical_row_samples"] == 0).all() and (d["identical_row_heads"] == 0).all()
+    assert not any("identically" in m for m in t.diagnostics.messages)
+
+
 @pytest.mark.parametrize(
     "heads,kinds", [("each", {"head"}), ("mean", {"head-mean"}), ("both", {"head", "head-mean"})]
 )
@@ -278,3 +327,103 @@ def test_accepts_a_path_and_reports_progress(tmp_path):
     )
     assert seen == [(4, 10), (8, 10), (10, 10)]
     assert t.main_site() == "atom_to_text"
+
+
+def test_heatmap_title_metrics_are_the_table_values(tmp_path):
+    # one implementation: the heatmap's title numbers equal the per-sample table (head-mean,
+    # last layer), including rows with all their mass on special tokens (left out by both, not
+    # made uniform)
+    from attncmp.analyze.heatmap import heatmap_data
+
+    path, arr = _padded_store(tmp_path, n=6, L=2, H=3, kmin=4, seed=21, all_special=True)
+    t = compute_tables(open_store(path))
+    with open_store(path) as st:
+        for sid in st.ids:
+            d = heatmap_data(st, sid)
+            for m in MODELS:
+                row = t.per_sample.filter(
+                    (pl.col("sample_id") == sid)
+                    & (pl.col("model") == m)
+                    & (pl.col("head") == -1)
+                    & (pl.col("layer") == arr["L"] - 1)
+                ).row(0, named=True)
+                for name, got in d.metrics[m].items():
+                    if math.isnan(row[name]):
+                        assert math.isnan(got), (sid, m, name)
+                    else:
+                        np.testing.assert_allclose(got, row[name], rtol=1e-5, atol=1e-6)
+            pw = t.pairwise.filter(
+                (pl.col("sample_id") == sid)
+                & (pl.col("head") == -1)
+                & (pl.col("layer") == arr["L"] - 1)
+            ).row(0, named=True)
+            if math.isnan(pw["jsd"]):
+                assert d.jsd is None
+            else:
+                np.testing.assert_allclose(d.jsd, pw["jsd"], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# --jobs: worker processes give the same tables and outputs as one process, bit for bit
+# ---------------------------------------------------------------------------------------------
+def test_jobs_give_identical_tables_bit_for_bit(tmp_path):
+    path, _ = _padded_store(tmp_path, n=11, all_special=True, seed=31)
+    st = open_store(path)
+    opts = MetricOptions(chunk_samples=3)  # 4 chunks: work for both workers
+    one = compute_tables(st, options=opts, jobs=1)
+    seen = []
+    two = compute_tables(st, options=opts, jobs=2, progress=lambda d, t: seen.append((d, t)))
+    assert one.run_info["workers"] == 0 and two.run_info["workers"] == 2
+    assert len(two.run_info["worker_peak_rss_kb"]) >= 1
+    assert seen == [(3, 11), (6, 11), (9, 11), (11, 11)]  # in chunk order
+    for name in ("per_sample", "pairwise", "head_similarity", "samples"):
+        assert_frame_equal(getattr(one, name), getattr(two, name), check_exact=True)
+    assert one.diagnostics.to_dict() == two.diagnostics.to_dict()
+
+
+def test_resolve_jobs():
+    import os
+
+    from attncmp.analyze.table import resolve_jobs
+
+    assert resolve_jobs(3) == 3 and resolve_jobs(1) == 1
+    assert resolve_jobs(None) == resolve_jobs(0) == len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match="jobs"):
+        resolve_jobs(-1)
+
+
+def test_analysis_outputs_identical_with_jobs(tmp_path):
+    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+
+    path, _ = _padded_store(tmp_path, n=12, seed=32)
+    outs = {}
+    for jobs in (1, 2):
+        d = tmp_path / f"out{jobs}"
+        opts = AnalysisOptions(chunk_samples=4, jobs=jobs, n_boot=200, examples=2, quiet=True)
+        run_analysis([str(path)], d, opts)
+        outs[jobs] = d
+    files = sorted(
+        p.relative_to(outs[1])
+        for p in outs[1].rglob("*")
+        if p.is_file() and p.suffix in (".csv", ".parquet")
+    )
+    assert len(files) >= 5
+    for rel in files:
+        assert (outs[1] / rel).read_bytes() == (outs[2] / rel).read_bytes(), rel
+    s1, s2 = (json.loads((outs[j] / "summary.json").read_text()) for j in (1, 2))
+    for s in (s1, s2):  # timing is the only thing allowed to differ
+        _drop_keys(s, {"seconds", "elapsed_s", "created", "timestamp", "timings"})
+    assert s1 == s2
+
+
+def _drop_keys(d, keys):
+    """Remove ``keys`` at any depth of a JSON object (in place)."""
+    if isinstance(d, dict):
+        for k in list(d):
+            if k in keys:
+                del d[k]
+            else:
+                _drop_keys(d[k], keys)
+    elif isinstance(d, list):
+        for x in d:
+            _drop_keys(x, keys)

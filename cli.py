@@ -256,6 +256,11 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     metavar="SECONDS",
     help="Commit computed batches to the store at least this often (0: after every batch).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing store file.  [default: continue it if made with the same settings]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract_cmd(**kw) -> None:
     """Run >= 2 model variants over the same samples and store their attention (HDF5).

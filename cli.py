@@ -7,6 +7,8 @@ Thin by design: every command parses its options, then calls into ``store``, ``e
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 __all__ = ["main"]
@@ -283,6 +285,14 @@ def extract_cmd(**kw) -> None:
         result = extract_from_cli_args(**kw)
     except (ExtractError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # an unusable --out path (name too long, read-only, no permission)
+        if exc.errno not in (errno.ENAMETOOLONG, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        name = str(exc.filename or kw.get("out") or "")
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise click.ClickException(
+            f"{shown}: {exc.strerror}; choose another --out / --save-dir"
+        ) from None
     except KeyboardInterrupt:
         raise click.ClickException(
             "interrupted; committed samples are kept: re-run the same command to continue"

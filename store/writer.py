@@ -170,6 +170,13 @@ class StoreWriter:
                 f"{path.name[:40]}...: file name too long ({len(os.fsencode(path.name))} bytes; "
                 f"use at most {_MAX_NAME})"
             )
+        try:
+            read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        if read_only or not os.access(path.parent, os.W_OK):
+            why = "Read-only file system" if read_only else "Permission denied"
+            raise StoreError(f"{path}: cannot be created ({why}); choose another directory")
         # leftovers first: checking a lock file closes a descriptor of it, which would drop a
         # lock this process holds on it (POSIX)
         atomic.clean_leftovers(path.parent)

@@ -7,6 +7,8 @@ Thin by design: every command parses its options, then calls into ``store``, ``e
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 __all__ = ["main"]
@@ -256,6 +258,11 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     metavar="SECONDS",
     help="Commit computed batches to the store at least this often (0: after every batch).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing store file.  [default: continue it if made with the same settings]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract_cmd(**kw) -> None:
     """Run >= 2 model variants over the same samples and store their attention (HDF5).
@@ -278,6 +285,14 @@ def extract_cmd(**kw) -> None:
         result = extract_from_cli_args(**kw)
     except (ExtractError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # an unusable --out path (name too long, read-only, no permission)
+        if exc.errno not in (errno.ENAMETOOLONG, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        name = str(exc.filename or kw.get("out") or "")
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise click.ClickException(
+            f"{shown}: {exc.strerror}; choose another --out / --save-dir"
+        ) from None
     except KeyboardInterrupt:
         raise click.ClickException(
             "interrupted; committed samples are kept: re-run the same command to continue"

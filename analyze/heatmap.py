@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from attncmp.store import atomic
 
 from .plotstyle import new_figure, safe_text, style
 
@@ -628,12 +629,14 @@ def plot_heatmap(
             return fig
         path = Path(path)
         if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            fig.savefig(path)
+            with atomic.atomic_path(path) as tmp:
+                fig.savefig(tmp, format=path.suffix.lower().lstrip("."))
             return [path]
         out = []
         for fmt in formats or ("png",):
             p = path.with_name(path.name + "." + fmt)
-            fig.savefig(p, format=fmt)
+            with atomic.atomic_path(p) as tmp:
+                fig.savefig(tmp, format=fmt)
             out.append(p)
         return out
 

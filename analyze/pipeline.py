@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from attncmp.store import open_store
+from attncmp.store import atomic, open_store
 
 from . import csvtables as T
+from . import outputset
 from . import registry as REG
 from .examples import choose_examples, example_metrics
 from .files import write_csv, write_json, write_text
@@ -79,6 +81,7 @@ def prepare_save_dir(save_dir: str | os.PathLike | None) -> Path:
             "--save-dir is empty; pass a directory for the outputs, e.g. ./analysis"
         )
     d = Path(save_dir).expanduser()
+    _check_utf8(d, "--save-dir")
     if d.exists() and not d.is_dir():
         raise AnalysisError(f"--save-dir {d}: exists and is not a directory; choose another path")
     try:
@@ -92,6 +95,46 @@ def prepare_save_dir(save_dir: str | os.PathLike | None) -> Path:
             f"--save-dir {d}: not writable ({why}); choose a directory you can write to"
         ) from None
     return d
+
+
+def _check_utf8(path: Path, what: str) -> None:
+    """Paths are written into summary.json and report.md (UTF-8): refuse one that is not."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "replace").decode("utf-8")
+        raise AnalysisError(
+            f"{what} {shown}: the path is not valid UTF-8; rename it or use another path"
+        ) from None
+
+
+def _write_set(out: Path, options: AnalysisOptions, write, *, keep: bool) -> AnalysisResult:
+    """Run ``write(stage)`` (which writes one analysis into the staging directory ``stage`` and
+    returns its result) and move the complete set into ``out`` (see :mod:`.outputset`): a failed
+    or killed run leaves the previous outputs in ``out`` whole."""
+    stage = outputset.new_stage(out)
+    base, caller_log = logger(options), options.log
+    options.log = lambda msg: base(msg.replace(str(stage), str(out)))
+    try:
+        res = write(stage)
+    except Exception as e:
+        outputset.discard(stage)
+        free = atomic.free_bytes(out)
+        if atomic.is_disk_full(e) or (free is not None and free < (4 << 20)):
+            raise AnalysisError(
+                f"disk full while writing the analysis into {out}: the previous outputs there are "
+                "kept; free space and re-run the same command"
+            ) from None
+        raise
+    except BaseException:
+        outputset.discard(stage)
+        raise
+    finally:
+        options.log = caller_log
+    moved = outputset.publish(stage, out, keep=keep)
+    res.save_dir = out
+    res.files = [moved.get(p, p) for p in res.files]
+    return res
 
 
 def check_request(store, options: AnalysisOptions) -> tuple[str, list[str], str]:
@@ -174,6 +217,8 @@ def run_analysis(
     paths = [Path(p) for p in store_paths]
     if not paths:
         raise AnalysisError("no store path given; pass the attention store (.h5) to analyse")
+    for p in paths:
+        _check_utf8(p, "store")
     with open_store(paths) as store:
         baseline, variants, site = check_request(store, options)
         check_strata(store, options)
@@ -225,6 +270,12 @@ def run_analysis(
             seed=options.seed,
             ids=options.example_ids,
         )
+        if options.example_strategy != "ids" and len(ids) < options.examples:
+            print(
+                f"note: --examples {options.examples}: the store has {store.n_samples} "
+                f"samples; drew {len(ids)} heatmap example(s)",
+                file=sys.stderr,
+            )
         examples = []
         for sid in ids:
             d = heatmap_data(
@@ -251,15 +302,6 @@ def run_analysis(
                 threshold=options.threshold,
                 exclude_special=options.exclude_special,
             )
-    if group_frame is not None:
-        write_csv(group_frame, out / "per_group_metrics.csv")
-    tables.save(out)
-    cache = out / CACHE_DIR
-    cache.mkdir(exist_ok=True)
-    for old in cache.glob("example_*.npz"):
-        old.unlink()
-    for k, d in enumerate(examples, 1):
-        d.save(cache / f"example_{k}.npz")
     state = {
         "format": SUMMARY_FORMAT,
         "version": SUMMARY_VERSION,
@@ -270,8 +312,19 @@ def run_analysis(
         "site": site,
         "example_ids": ids,
     }
-    write_json(jsonable(state), cache / "analysis_state.json")
-    return render(out, tables=tables, state=state, options=options, examples=examples)
+
+    def write(stage: Path) -> AnalysisResult:
+        if group_frame is not None:
+            write_csv(group_frame, stage / "per_group_metrics.csv")
+        tables.save(stage)
+        cache = stage / CACHE_DIR
+        cache.mkdir(exist_ok=True)
+        for k, d in enumerate(examples, 1):
+            d.save(cache / f"example_{k}.npz")
+        write_json(jsonable(state), cache / "analysis_state.json")
+        return render(stage, tables=tables, state=state, options=options, examples=examples)
+
+    return _write_set(out, options, write, keep=False)
 
 
 def replot(
@@ -298,6 +351,13 @@ def replot(
             f"{CACHE_DIR}/analysis_state.json);"
             " run `attncmp analyze STORE --save-dir DIR` first"
         )
+    from .table import TABLE_FILES
+
+    why = outputset.problem(d, inputs=set(TABLE_FILES.values()))
+    if why is not None:
+        raise AnalysisError(
+            f"{d}: {why}; re-run `attncmp analyze STORE --save-dir {d}` to write it again"
+        )
     state = json.loads(state_path.read_text())
     try:
         tables = MetricTables.load(d)
@@ -322,8 +382,13 @@ def replot(
             (d / CACHE_DIR).glob("example_*.npz"), key=lambda p: int(re.sub(r"\D", "", p.stem))
         )
     ]
-    return render(
-        d, tables=tables, state=state, options=options, examples=examples, workers=workers
+    return _write_set(
+        d,
+        options,
+        lambda stage: render(
+            stage, tables=tables, state=state, options=options, examples=examples, workers=workers
+        ),
+        keep=True,
     )
 
 

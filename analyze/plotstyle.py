@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from attncmp.store import atomic
 
 if TYPE_CHECKING:  # matplotlib itself is imported when a figure is made, not with this module
     from matplotlib.figure import Figure
@@ -315,6 +316,7 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)
     with style():
         for fmt in formats:
             p = stem.with_name(stem.name + "." + fmt)
-            fig.savefig(p, format=fmt, **kw)
+            with atomic.atomic_path(p) as tmp:  # never a half-written figure under its name
+                fig.savefig(tmp, format=fmt, **kw)
             paths.append(p)
     return paths

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from attncmp.store import atomic
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import ListedColormap, Normalize
@@ -430,12 +431,14 @@ def plot_text(
             return fig
         path = Path(path)
         if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            fig.savefig(path, dpi=MEASURE_DPI)
+            with atomic.atomic_path(path) as tmp:
+                fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=MEASURE_DPI)
             return [path]
         out = []
         for fmt in formats or ("png",):
             p = path.with_name(path.name + "." + fmt)
-            fig.savefig(p, format=fmt, dpi=MEASURE_DPI)
+            with atomic.atomic_path(p) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=MEASURE_DPI)
             out.append(p)
         return out
 

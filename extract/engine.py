@@ -116,6 +116,7 @@ class ExtractConfig:
     prefetch: int | None = None  # batches built ahead on a thread; None: 2 on GPU, 0 on CPU
     commit_every: float = 2.0  # seconds between commits (batches are grouped); 0: every batch
     progress_stream: Any = None  # default sys.stderr
+    overwrite: bool = False  # replace an existing store (default: continue it)
 
 
 @dataclass
@@ -1215,7 +1216,7 @@ class _Run:
         self._probe()
         spec = self._spec()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = StoreWriter.open_or_create(self.path, spec)
+        self.writer = StoreWriter.open_or_create(self.path, spec, overwrite=self.cfg.overwrite)
         self.timings["setup"] = time.perf_counter() - t - self.timings["load_models"]
         try:
             return self._loop(spec)

@@ -6,6 +6,7 @@ h5py + numpy only; never imports torch, ``extract`` or ``analyze``. See ``store_
 from .batch import FlatBatch, SampleRecord
 from .errors import (
     StoreConfigMismatch,
+    StoreDiskFullError,
     StoreError,
     StoreInputError,
     StoreReadError,
@@ -32,6 +33,7 @@ __all__ = [
     "SiteSpec",
     "Store",
     "StoreConfigMismatch",
+    "StoreDiskFullError",
     "StoreError",
     "StoreInfo",
     "StoreInputError",

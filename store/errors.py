@@ -24,3 +24,8 @@ class StoreReadError(StoreError):
     """Stored data cannot be read back (a chunk fails its Fletcher-32 checksum, cannot be
     decompressed, or the file is damaged); the message names the file, the HDF5 dataset and the
     samples affected."""
+
+
+class StoreDiskFullError(StoreError):
+    """The disk holding the store is (about to be) full. Raised before HDF5 writes anything it
+    could not finish: the committed samples are safe and the same command continues the store."""

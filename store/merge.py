@@ -3,8 +3,10 @@
 The shards must come from one run: same fingerprint apart from the ``shard`` field (models, sites,
 selection, seed, dtype, configuration...) and no sample in two files. The merged store is written
 with the ordinary writer (so it is a normal, resumable store with shard ``0/1``), batch by batch,
-so memory is bounded by the batch size. It is written to a temporary file beside ``out`` and
-renamed into place only when complete: a failed merge leaves no half-written output.
+so memory is bounded by the batch size. It is written to a hidden temporary file beside ``out``
+and renamed into place only when complete: a failed or killed merge leaves no half-written output
+under ``out`` and an existing ``out`` untouched (leftover temporary files of a killed merge are
+removed by the next one). The free space is checked against an estimate before starting.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import StoreError
-from .reader import Store, open_store
+from . import atomic
+from .errors import StoreDiskFullError, StoreError
+from .reader import Store, _open_h5, open_store
 from .schema import ModelSpec, SiteSpec, StoreSpec
 from .writer import StoreWriter
 
@@ -116,11 +119,20 @@ def merge_stores(
         raise StoreError(f"{out}: already exists; pass --overwrite to replace it")
     if not out.parent.exists():
         raise StoreError(f"{out}: directory {out.parent} does not exist; create it first")
-    tmp = out.with_name(out.name + ".merge.tmp")
+    atomic.clean_leftovers(out.parent)
+    tmp = atomic.temp_name(out)
     with open_store(paths) as st:  # checks fingerprints and overlap, orders by selection
         spec = replace(spec_of(st), shard_index=0, shard_count=1)
         if compression is not None:
             spec = replace(spec, compression=compression)
+    need = _estimate_bytes(paths, spec.compression)
+    free = atomic.free_bytes(out)
+    if free is not None and free < need:
+        raise StoreDiskFullError(
+            f"{out}: merging needs about {_mib(need)} but only {_mib(free)} are free on its "
+            "disk; free space or write the merged store elsewhere"
+        )
+    with open_store(paths) as st:
         total = st.n_samples
         done = 0
         try:
@@ -130,11 +142,17 @@ def merge_stores(
                     done += len(batch)
                     if progress is not None:
                         progress(done, total)
+        except StoreDiskFullError:
+            tmp.unlink(missing_ok=True)
+            raise StoreDiskFullError(
+                f"disk full while merging into {out} ({done} of {total} samples copied): nothing "
+                f"was written under {out}; free space and re-run the same command"
+            ) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         n_planned = st.n_planned
-    os.replace(tmp, out)
+    atomic.commit_file(tmp, out)
     return MergeResult(
         out=out,
         shards=paths,
@@ -142,3 +160,26 @@ def merge_stores(
         n_planned=n_planned,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _estimate_bytes(paths: Sequence[Path], compression: str) -> int:
+    """Bytes the merged store will take: the shards' dataset storage (chunks are re-compressed
+    with the same codec), or their uncompressed size when another codec is asked for."""
+    import h5py
+
+    total = 0
+    for p in paths:
+        with _open_h5(p) as f:
+            same = str(f.attrs.get("compression", "gzip")) == compression
+
+            def visit(_name: str, obj, same=same) -> None:
+                nonlocal total
+                if isinstance(obj, h5py.Dataset):
+                    total += obj.id.get_storage_size() if same else obj.size * obj.dtype.itemsize
+
+            f.visititems(visit)
+    return int(total * 1.05) + (4 << 20)

@@ -21,12 +21,19 @@ from typing import Any
 import h5py
 import numpy as np
 
+from . import atomic
 from . import encodings as E
 from . import schema as S
 from .batch import FlatBatch, SampleRecord, records_to_flat
-from .errors import StoreConfigMismatch, StoreError, StoreInputError
+from .errors import StoreConfigMismatch, StoreDiskFullError, StoreError, StoreInputError
 
-__all__ = ["StoreWriter", "axis_length", "sample_block_sizes"]
+__all__ = [
+    "StoreWriter",
+    "axis_length",
+    "dataset_storage",
+    "repack_if_grown",
+    "sample_block_sizes",
+]
 
 
 def axis_length(axis: str, n_nodes: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
@@ -120,11 +127,16 @@ class StoreWriter:
     """
 
     def __init__(
-        self, path: Path, f: h5py.File, spec: S.StoreSpec, lock: int | None = None
+        self, path: Path, f: h5py.File, spec: S.StoreSpec, lock: _Lock | None = None
     ) -> None:
         self.path = Path(path)
         self._f = f
-        self._lock = lock  # fd holding the "a writer has this store open" lock (see _lock_store)
+        self._lock = lock  # the "a writer has this store open" lock (see _Lock)
+        # an fd of the store used to reserve disk space ahead of HDF5 (see _reserve)
+        self._space_fd: int | None = _open_rdwr(self.path)
+        self._projected = False
+        self.repacked = False  # set by close(): the file was rewritten compactly
+        self._closed = False
         self.spec = spec
         self._sites = {s.name: s for s in spec.sites}
         self._selection = set(spec.selection_ids)
@@ -141,6 +153,11 @@ class StoreWriter:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, spec: S.StoreSpec, *, overwrite: bool = False):
+        """Create a new store (with ``overwrite``, replace an existing file).
+
+        The empty store is laid out under a temporary name and renamed into place once complete,
+        so a process killed while creating it leaves no file that the same command would refuse.
+        """
         path = Path(path)
         if path.exists() and not overwrite:
             raise StoreError(
@@ -148,17 +165,42 @@ class StoreWriter:
             )
         if not path.parent.exists():
             raise StoreError(f"{path}: directory {path.parent} does not exist; create it first")
-        f = h5py.File(path, "w", libver="latest")
-        lock = None
+        if len(os.fsencode(path.name)) > _MAX_NAME:
+            raise StoreError(
+                f"{path.name[:40]}...: file name too long ({len(os.fsencode(path.name))} bytes; "
+                f"use at most {_MAX_NAME})"
+            )
         try:
-            cls._layout(f, spec)
-            f.flush()
-            f.swmr_mode = True
-            lock = _lock_store(path)
+            read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        if read_only or not os.access(path.parent, os.W_OK):
+            why = "Read-only file system" if read_only else "Permission denied"
+            raise StoreError(f"{path}: cannot be created ({why}); choose another directory")
+        # leftovers first: checking a lock file closes a descriptor of it, which would drop a
+        # lock this process holds on it (POSIX)
+        atomic.clean_leftovers(path.parent)
+        lock = _Lock.acquire(path)
+        try:
+            _check_free(path, _LAYOUT_BYTES, 0, "creating")
+            tmp = atomic.temp_name(path)
+            try:
+                f = _h5_create(path, tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            try:
+                cls._layout(f, spec)
+                f.flush()
+                f.swmr_mode = True
+                atomic.commit_file(tmp, path)  # the open file follows the rename
+            except BaseException:
+                f.close()
+                tmp.unlink(missing_ok=True)
+                raise
         except BaseException:
-            f.close()
-            _unlock_store(lock)
-            path.unlink(missing_ok=True)
+            if lock is not None:
+                lock.release()
             raise
         return cls(path, f, spec, lock)
 
@@ -172,30 +214,51 @@ class StoreWriter:
         if not path.exists():
             raise StoreError(f"{path}: no such store")
         # refuse a store another live process is writing (its flag looks like a killed writer's:
-        # recovering by copy would replace the file under that writer and lose its samples)
-        _unlock_store(_lock_store(path))
+        # recovering by copy would replace the file under that writer and lose its samples); the
+        # lock is held from here on, so of two resumes started together exactly one continues
+        atomic.clean_leftovers(path.parent)
+        lock = _Lock.acquire(path)
         try:
-            f = h5py.File(path, "r+", libver="latest")
-        except OSError:
-            # a killed writer leaves HDF5's "open for SWMR write" flag set: copy the committed part
-            _recover_by_copy(path, spec)
-            f = h5py.File(path, "r+", libver="latest")
-        lock = None
-        try:
-            _check_compatible(path, f, spec)
-            _truncate_to_commit(f, spec)
-            f.flush()
-            f.swmr_mode = True
-            lock = _lock_store(path)
+            _check_free(path, _LAYOUT_BYTES, 0, "reopening")
+            try:
+                f = h5py.File(path, "r+", libver="latest")
+            except OSError:
+                # a killed writer leaves HDF5's "open for SWMR write" flag set: copy the
+                # committed part
+                _recover_by_copy(path, spec)
+                f = h5py.File(path, "r+", libver="latest")
+            try:
+                _check_compatible(path, f, spec)
+                _truncate_to_commit(f, spec)
+                f.flush()
+                f.swmr_mode = True
+            except BaseException:
+                f.close()
+                raise
         except BaseException:
-            f.close()
-            _unlock_store(lock)
+            if lock is not None:
+                lock.release()
             raise
         return cls(path, f, spec, lock)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, spec: S.StoreSpec) -> StoreWriter:
-        return cls.open(path, spec) if Path(path).exists() else cls.create(path, spec)
+    def open_or_create(
+        cls, path: str | os.PathLike, spec: S.StoreSpec, *, overwrite: bool = False
+    ) -> StoreWriter:
+        """Continue ``path`` if it exists, else create it.
+
+        ``overwrite`` replaces an existing file. A store without any committed sample (its first
+        batch failed) made with another configuration is replaced too: nothing is lost.
+        """
+        path = Path(path)
+        if overwrite or not path.exists():
+            return cls.create(path, spec, overwrite=True)
+        try:
+            return cls.open(path, spec)
+        except StoreConfigMismatch:
+            if _committed_count(path) != 0:
+                raise
+            return cls.create(path, spec, overwrite=True)
 
     @staticmethod
     def _layout(f: h5py.File, spec: S.StoreSpec) -> None:
@@ -307,6 +370,8 @@ class StoreWriter:
         self._check(batch)
         columns = self._columns(batch)
         n = self.n_committed + len(batch)
+        eoa = self._eoa()
+        self._reserve(eoa, self._bound(columns))
         try:
             for path, values, is_offsets in columns:
                 if is_offsets:
@@ -320,7 +385,75 @@ class StoreWriter:
             self._rollback()
             raise
         self._ids.update(batch.ids)
+        if not self._projected:
+            self._projected = True
+            self._project(len(batch), self._eoa() - eoa)
         return n
+
+    # -- disk space -----------------------------------------------------------------------------
+    # HDF5 cannot survive a full disk: a failed write leaves its caches and object ids in a state
+    # that crashes the process when the file is closed (or at interpreter exit). So HDF5 must
+    # never meet ENOSPC: before each batch the writer reserves (posix_fallocate) an upper bound
+    # of the bytes the batch can take, beyond HDF5's end of allocation, plus a slack for closing.
+    # A failed reservation stops cleanly with the store untouched; the unused reserved tail is cut
+    # off when the writer closes.
+    def _eoa(self) -> int:
+        """HDF5's end of allocated space (the bytes of the file it uses)."""
+        return int(self._f.id.get_filesize())
+
+    def _bound(self, columns: list[tuple[str, np.ndarray, bool]]) -> int:
+        """Upper bound of the bytes one batch adds: every chunk it touches, uncompressed, plus
+        chunk-index and metadata overhead."""
+        total = 0
+        for path, values, _is_offsets in columns:
+            n_new = len(values)
+            if n_new == 0:
+                continue
+            ds = self._dataset(path)
+            rows = ds.chunks[0] if ds.chunks else max(1, n_new)
+            row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+            start = self._len[path]
+            touched = (start + n_new - 1) // rows - start // rows + 1
+            total += touched * (rows * row_bytes + 512)
+        return total + _SLACK
+
+    def _reserve(self, eoa: int, nbytes: int) -> None:
+        fd = self._space_fd
+        if fd is None:
+            _check_free(self.path, nbytes, self.n_committed, "writing")
+            return
+        try:
+            size = os.fstat(fd).st_size
+            if size < eoa + nbytes:
+                _fallocate(fd, size, eoa + nbytes - size)
+        except OSError as e:
+            if atomic.is_disk_full(e):
+                raise _disk_full(self.path, self.n_committed, "writing", nbytes) from None
+            # no preallocation on this file system: check the free space instead
+            _check_free(self.path, nbytes, self.n_committed, "writing")
+
+    def _project(self, n_batch: int, grew: int) -> None:
+        """After the first batch: refuse early when the rest of this shard's samples will not
+        fit (projected from that batch's growth), instead of failing hours later."""
+        planned = len(S.shard_ids(self.spec.selection_ids, *self._shard))
+        left = planned - self.n_committed
+        free = atomic.free_bytes(self.path)
+        if left <= 0 or n_batch <= 0 or grew <= 0 or free is None:
+            return
+        size = os.path.getsize(self.path)
+        reserved = max(0, size - self._eoa())
+        need = int(grew / n_batch * left)
+        if need > free + reserved:
+            raise StoreDiskFullError(
+                f"{self.path}: the remaining {left} samples need about {_mib(need)} "
+                f"(projected from the first batch) but only {_mib(free)} are free on its disk; "
+                f"{self.n_committed} samples are committed and safe: free space and re-run the "
+                "same command to continue"
+            )
+
+    @property
+    def _shard(self) -> tuple[int, int]:
+        return self.spec.shard_index, self.spec.shard_count
 
     def _columns(self, batch: FlatBatch) -> list[tuple[str, np.ndarray, bool]]:
         """Every (dataset path, values to append, values-are-sizes-for-offsets) of one batch."""
@@ -492,10 +625,21 @@ class StoreWriter:
             raise StoreInputError(f"{where}: batch has gold masks but the store was made without")
 
     def close(self) -> None:
+        """Close the file, cut off the unused reserved space, repack the file if it has grown
+        (:func:`repack_if_grown`) and release the lock. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self._f.id.valid:
             self._f.close()
-        _unlock_store(self._lock)
-        self._lock = None
+        if self._space_fd is not None:
+            _trim_reserved(self.path, self._space_fd)
+            os.close(self._space_fd)
+            self._space_fd = None
+        self.repacked = repack_if_grown(self.path)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -504,41 +648,194 @@ class StoreWriter:
         self.close()
 
 
-# A writer holds an exclusive POSIX record lock on one byte far beyond any data of its store
-# file. HDF5 leaves a file open for SWMR writing unlocked, and its "open for writing" flag looks the
-# same for a live writer as for a killed one; this lock tells them apart (the kernel drops it when
-# the process dies). It is advisory and does not touch HDF5's own flock(), so SWMR readers are
-# unaffected. Where the file system cannot lock, writing proceeds unguarded.
-_LOCK_AT = 1 << 62
+# A writer holds an exclusive POSIX record lock on a hidden lock file beside its store
+# (``.NAME.lock``), from before it opens the store until it has closed it. HDF5 leaves a file open
+# for SWMR writing unlocked, and its "open for writing" flag looks the same for a live writer as for
+# a killed one; this lock tells them apart (the kernel drops it when the process dies). It lives in
+# its own file because POSIX drops every record lock a process holds on a file when the process
+# closes *any* descriptor of that file, which HDF5 and readers do. The lock file is removed on
+# close (and ignored when a killed writer left it). Where the file system cannot lock, writing
+# proceeds unguarded.
+class _Lock:
+    def __init__(self, lock_path: Path, fd: int) -> None:
+        self.path = lock_path
+        self.fd = fd
+
+    @classmethod
+    def acquire(cls, path: Path) -> _Lock | None:
+        """Lock ``path`` for this process (None where locking is unsupported). Raises
+        :class:`StoreError` when another live process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return None
+        lock_path = path.with_name(f".{path.name}.lock")
+        for _ in range(10):
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return None
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EACCES, errno.EAGAIN):
+                    raise StoreError(
+                        f"{path}: another process is writing this store right now; wait for it "
+                        "to finish (or stop it) before continuing, or write to another file"
+                    ) from None
+                return None
+            try:  # the lock file may have been removed and recreated meanwhile: retry
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            except OSError:
+                same = False
+            if same:
+                return cls(lock_path, fd)
+            os.close(fd)
+        return None  # pragma: no cover - lock file churning
+
+    def release(self) -> None:
+        try:
+            self.path.unlink()  # still locked: no one else can be holding this inode
+        except OSError:
+            pass
+        os.close(self.fd)
 
 
-def _lock_store(path: Path) -> int | None:
-    """Lock ``path`` for this process; return the fd (None if locking is unsupported here).
-    Raises :class:`StoreError` when another process holds the lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+# longest store file name: the temporary and lock names beside it add up to 25 bytes (255 max)
+_MAX_NAME = 230
+
+# bytes reserved beyond each batch's bound (closing the file writes a little metadata) and free
+# space needed to create or reopen a store
+_SLACK = 1 << 20
+_LAYOUT_BYTES = 2 << 20
+
+
+def _fallocate(fd: int, offset: int, length: int) -> None:
+    """Reserve ``length`` bytes of disk at ``offset`` (tests replace it to simulate a full disk)."""
+    os.posix_fallocate(fd, offset, length)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _disk_full(path: Path, n_committed: int, doing: str, need: int) -> StoreDiskFullError:
+    return StoreDiskFullError(
+        f"disk full while {doing} {path}: {n_committed} samples are committed and safe; free "
+        f"space (the next step needs about {_mib(need)}) and re-run the same command to continue"
+    )
+
+
+def _check_free(path: Path, need: int, n_committed: int, doing: str) -> None:
+    free = atomic.free_bytes(path)
+    if free is not None and free < need:
+        raise _disk_full(path, n_committed, doing, need)
+
+
+def _open_rdwr(path: Path) -> int | None:
+    if not hasattr(os, "posix_fallocate"):  # pragma: no cover - not POSIX
         return None
     try:
-        fd = os.open(path, os.O_RDWR)
+        return os.open(path, os.O_RDWR)
     except OSError:
         return None
+
+
+def _trim_reserved(path: Path, fd: int) -> None:
+    """Cut the unused reserved tail off a closed store (HDF5 uses nothing past its EOF)."""
+    from .reader import superblock_info
+
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _LOCK_AT)
+        sb = superblock_info(path)
+        if sb is not None and not sb.writing and sb.size > sb.eof > 0:
+            os.ftruncate(fd, sb.eof)
+    except OSError:
+        pass
+
+
+# A file is repacked on close when it exceeds its datasets' storage by more than this factor (plus
+# a small allowance for the fixed metadata of an almost empty store).
+REPACK_RATIO = 1.1
+_REPACK_ALLOWANCE = 64 << 10
+
+
+def dataset_storage(path: str | os.PathLike) -> int:
+    """Bytes the datasets of an HDF5 file occupy (compressed chunks; no metadata, no free space)."""
+    total = 0
+    with h5py.File(path, "r") as f:
+
+        def visit(_name: str, obj: Any) -> None:
+            nonlocal total
+            if isinstance(obj, h5py.Dataset):
+                total += obj.id.get_storage_size()
+
+        f.visititems(visit)
+    return total
+
+
+def repack_if_grown(path: str | os.PathLike) -> bool:
+    """Rewrite a closed store compactly when it has grown beyond ``REPACK_RATIO`` x its datasets.
+
+    In HDF5 SWMR write mode freed file space is never reused (a concurrent reader may still be
+    reading it), so every commit leaves the previous version of each dataset's last, partial chunk
+    behind: committed after every small batch, a store can grow to many times its data. Copying
+    every element into a fresh file (chunks are copied as they are, not recompressed) removes
+    that. The copy replaces the file atomically; it is skipped (the file kept as is) when the
+    disk lacks the space or anything fails. Returns True when the file was replaced.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        storage = dataset_storage(path)
+    except (OSError, RuntimeError):
+        return False
+    if size <= REPACK_RATIO * storage + _REPACK_ALLOWANCE:
+        return False
+    free = atomic.free_bytes(path)
+    if free is not None and free < storage + _LAYOUT_BYTES:
+        return False
+    tmp = atomic.temp_name(path)
+    try:
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for name in src:
+                src.copy(src[name], dst, name=name)
+        if tmp.stat().st_size >= size:
+            tmp.unlink()
+            return False
+        atomic.commit_file(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, Exception):
+            return False
+        raise
+    return True
+
+
+def _h5_create(path: Path, tmp: Path) -> h5py.File:
+    try:
+        return h5py.File(tmp, "w", libver="latest")
     except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EACCES, errno.EAGAIN):
-            raise StoreError(
-                f"{path}: another process is writing this store right now; wait for it to "
-                "finish (or stop it) before continuing, or write to another file"
-            ) from None
+        if atomic.is_disk_full(e):
+            raise _disk_full(path, 0, "creating", _LAYOUT_BYTES) from None
+        raise StoreError(f"{path}: cannot be created ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _committed_count(path: Path) -> int | None:
+    """Committed samples of the store at ``path`` (None if it cannot be read as a store)."""
+    from .reader import open_store
+
+    try:
+        with open_store(path) as st:
+            return st.n_samples
+    except StoreError:
         return None
-    return fd
-
-
-def _unlock_store(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _gold_present(b: FlatBatch) -> np.ndarray:
@@ -623,16 +920,22 @@ def _truncate_to_commit(f: h5py.File, spec: S.StoreSpec) -> None:
 
 def _recover_by_copy(path: Path, spec: S.StoreSpec) -> None:
     """Rebuild ``path`` from its committed samples (used when HDF5 refuses to reopen it for
-    writing because the previous writer was killed). The original is replaced atomically."""
+    writing because the previous writer was killed). The original is replaced atomically; the
+    caller holds the store's lock."""
     from .reader import open_store  # local import: reader imports writer helpers
 
-    tmp = path.with_name(path.name + ".recover.tmp")
+    tmp = atomic.temp_name(path)
     try:
+        _check_free(path, os.path.getsize(path) + _LAYOUT_BYTES, 0, "recovering")
         with open_store(path) as st:
             _check_compatible(path, st, spec)
-            with StoreWriter.create(tmp, spec, overwrite=True) as w:
-                for batch in st.iter_flat_batches(512):
-                    w.append(batch)
+            n = st.n_samples
+            try:
+                with StoreWriter.create(tmp, spec, overwrite=True) as w:
+                    for batch in st.iter_flat_batches(512):
+                        w.append(batch)
+            except StoreDiskFullError:
+                raise _disk_full(path, n, "recovering", os.path.getsize(path)) from None
     except StoreError:
         tmp.unlink(missing_ok=True)
         raise
@@ -641,4 +944,7 @@ def _recover_by_copy(path: Path, spec: S.StoreSpec) -> None:
         raise StoreError(
             f"{path}: cannot be reopened or recovered ({e}); move it aside and re-run"
         ) from None
-    os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    atomic.commit_file(tmp, path)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from attncmp.store import atomic
 
 from .data import Molecule, load_freesolv, make_split
 from .errors import CheckpointError, ReferenceModelError
@@ -333,12 +334,10 @@ def train_variant(
             "threads": threads,
             "versions": {"torch": str(torch.__version__), "numpy": str(np.__version__)},
         }
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            torch.save(checkpoint, tmp)
-            tmp.replace(path)  # never leave a half-written checkpoint under the real name
+        try:  # never a half-written checkpoint under the real name (temp name, fsync, rename)
+            with atomic.atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
         except (OSError, RuntimeError) as exc:  # torch's zip writer raises RuntimeError
-            tmp.unlink(missing_ok=True)
             raise ReferenceModelError(
                 f"{path}: cannot write the checkpoint ({exc.strerror or exc}); choose another --out"
             ) from None

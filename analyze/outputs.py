@@ -528,7 +528,10 @@ def run_analysis(
         "example_ids": ids,
     }
     (cache / "analysis_state.json").write_text(json.dumps(state, indent=2, default=str))
-    return render(out, tables=tables, state=state, options=options, examples=examples)
+    result = render(out, tables=tables, state=state, options=options, examples=examples)
+    from .explorer import add_explorer  # explorer.html: every sample, browsable offline
+
+    return add_explorer(result, paths, log=log)
 
 
 def replot(

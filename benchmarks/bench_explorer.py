@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--caps", default="0,500,100")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--reuse", action="store_true", help="keep DIR/store.h5 if it exists")
+    ap.add_argument("--no-budget", action="store_true", help="skip the default --max-mb run")
     a = ap.parse_args()
     d = Path(a.dir or tempfile.mkdtemp(prefix="bench_explorer_"))
     d.mkdir(parents=True, exist_ok=True)
@@ -45,17 +47,20 @@ def main() -> None:
         a.samples, sites=(SiteSpec("atom_to_text", n_layers=1, n_heads=a.heads),), has_gold=False
     )
     t = time.perf_counter()
-    with StoreWriter.create(store, spec, overwrite=True) as w:
-        for lo in range(0, a.samples, 64):
-            ids = spec.selection_ids[lo : lo + 64]
-            w.append(synthetic_batch(spec, ids, nodes=a.nodes, tokens=a.tokens))
+    if not (a.reuse and store.exists()):
+        with StoreWriter.create(store, spec, overwrite=True) as w:
+            for lo in range(0, a.samples, 64):
+                ids = spec.selection_ids[lo : lo + 64]
+                w.append(synthetic_batch(spec, ids, nodes=a.nodes, tokens=a.tokens))
     with open_store(store) as st:
         weights = int(np.sum(st.n_nodes * st.n_tokens)) * a.heads * len(st.models)
     print(
         f"store: {a.samples} samples, {weights / 1e6:.1f} M weights, "
         f"{store.stat().st_size / 2**20:.1f} MiB, written in {time.perf_counter() - t:.1f} s"
     )
-    runs = [(int(c), None) for c in a.caps.split(",")] + [(0, DEFAULT_MAX_MB)]
+    runs = [(int(c), None) for c in a.caps.split(",")] + (
+        [] if a.no_budget else [(0, DEFAULT_MAX_MB)]
+    )
     for cap, mb in runs:
         out = d / f"explorer_{cap}_{mb}.html"
         t = time.perf_counter()

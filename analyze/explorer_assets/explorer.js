@@ -462,7 +462,7 @@
     renderText(A, B, Q, K, info, smp, goldOn);
   }
   function cellText(q, k, qlab, klab, info, A, B, smp, goldOn) {
-    const i = q * K_(A) + k, a = A.v[i], b = B.v[i];
+    const i = q * A.K + k, a = A.v[i], b = B.v[i];
     const lines = [];
     lines.push((info.query_axis === "nodes" ? "node " : info.query_axis === "tokens" ? "token " : "") + qlab[q] + "  (query position " + q + ")");
     lines.push((info.key_axis === "tokens" ? "token \u201c" + klab[k] + "\u201d" : (info.key_axis === "nodes" ? "node " : "") + klab[k]) +
@@ -472,7 +472,6 @@
     lines.push("difference: " + sgn(b - a));
     return lines.join("\n");
   }
-  function K_(M) { return M.K; }
 
   // ---------------------------------------------------------------- nodes and groups
   function renderNodeBar(qlab, info) {

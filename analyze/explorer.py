@@ -47,6 +47,7 @@ import numpy as np
 import polars as pl
 from attncmp.store import open_store
 
+from .groups import node_groups
 from .outputs import AnalysisError
 
 __all__ = [
@@ -65,7 +66,7 @@ __all__ = [
 DEFAULT_MAX_MB = 64.0
 #: estimated file bytes per embedded weight (float16, shuffled, gzip, base64), to apply the budget;
 #: measured by benchmarks/bench_explorer.py
-BYTES_PER_WEIGHT = 2.0
+BYTES_PER_WEIGHT = 2.25
 EXPLORER_FORMAT = "attncmp-explorer"
 EXPLORER_VERSION = 1
 #: the page's numbers are shown with this many significant digits (float16 holds ~3.3)
@@ -624,6 +625,12 @@ def _collect(st, an, summary, caps, seed, sites, log):
             header = {
                 "id": smp.id,
                 "nodes": list(smp.node_labels),
+                # the node groups of the static outputs (analyze.groups): equal labels
+                "groups": [
+                    [g.label, g.display, list(g.members)]
+                    for g in node_groups(smp.node_labels)
+                    if g.size > 1
+                ],
                 "tokens": list(smp.tokens),
                 "special": [bool(x) for x in smp.special],
                 "gold": gold,

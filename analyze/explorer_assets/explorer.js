@@ -349,7 +349,6 @@
     if (axis === "tokens") return h.tokens.slice();
     return ["(pooled)"];
   }
-  function elementOf(label) { const m = /^[A-Z][a-z]?/.exec(label); return m ? m[0] : label; }
 
   function renderSample() {
     if (!current || !current.smp) return;
@@ -484,12 +483,10 @@
     const all = el("button", { type: "button", "data-group": "*", class: "grp" + (S.nodes ? "" : " active") }, "all nodes (mean)");
     all.addEventListener("click", () => selectNodes(null, null));
     bar.appendChild(all);
-    const groups = new Map();
-    labels.forEach((l, i) => { const e = elementOf(l); if (!groups.has(e)) groups.set(e, []); groups.get(e).push(i); });
-    for (const [e, idx] of groups) {
-      if (idx.length < 2) continue;
-      const lab = "all " + e + " (" + idx.length + ")";
-      const b = el("button", { type: "button", "data-group": e, class: "grp" + (S.nodeLabel === lab ? " active" : "") }, lab);
+    // node groups: nodes with equal labels (analyze.groups), the file lists those of 2+ nodes
+    for (const [lbl, display, idx] of current.smp.h.groups || []) {
+      const lab = "all " + display;
+      const b = el("button", { type: "button", "data-group": lbl, class: "grp" + (S.nodeLabel === lab ? " active" : "") }, lab);
       b.addEventListener("click", () => selectNodes(idx, lab));
       bar.appendChild(b);
     }

@@ -109,6 +109,13 @@ def test_embedded_weights_are_the_stored_values(analysed):
             assert header["nodes"] == smp.node_labels and header["tokens"] == smp.tokens
             assert header["special"] == smp.special.tolist()
             assert header["gold"] == np.flatnonzero(smp.gold.ravel()).tolist()
+            labels = smp.node_labels
+            want = [
+                [e, f"{e} (n={labels.count(e)})", [j for j, x in enumerate(labels) if x == e]]
+                for e in dict.fromkeys(labels)
+                if labels.count(e) > 1
+            ]
+            assert header["groups"] == want
             got = parts(header, vals)
             assert set(got) == {(s, m) for s in data["site_order"] for m in data["models"]}
             for (site, model), a in got.items():

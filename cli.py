@@ -843,6 +843,82 @@ def plot_text_cmd(
     click.echo(str(paths[0]))
 
 
+@main.command("view")
+@click.argument("source", type=click.Path(exists=True))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The HTML file.  [default: SOURCE/explorer.html for a save dir, else ./explorer.html]",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The store (repeat for shards), when SOURCE is a save dir whose store has moved.",
+)
+@click.option(
+    "--max-samples",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Embed the attention of at most N samples: the heatmap examples plus a seeded random "
+    "selection; every sample stays listed (0: embed all).",
+)
+@click.option(
+    "--max-mb",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Embed at most about this many MiB of attention, the same way (0: no budget; "
+    "`attncmp analyze` uses 64).",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed of that selection.  [default: the analysis' seed]"
+)
+@click.option(
+    "--site", "sites", multiple=True, help="Embed only this site (repeat).  [default: all]"
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def view_cmd(source, out, stores, max_samples, max_mb, seed, sites, quiet) -> None:
+    """Write explorer.html: one offline HTML file to browse every sample.
+
+    \b
+    attncmp view ./attention_comparison            # an analysis: statistics + report + attention
+    attncmp view attention_store.h5 --out x.html   # a store alone: samples and attention
+    attncmp view big_run/ --max-samples 300        # cap the embedded attention
+
+    Opens from disk in any current browser; no server, no network.
+    """
+    import sys
+    from pathlib import Path
+
+    try:
+        from attncmp.analyze.explorer import write_explorer
+
+        src = Path(source)
+        is_dir = src.is_dir()
+        if seed is None and is_dir and (src / "summary.json").is_file():
+            import json
+
+            opts = json.loads((src / "summary.json").read_text()).get("options") or {}
+            seed = int(opts.get("seed") or 0)
+        res = write_explorer(
+            out or (src / "explorer.html" if is_dir else Path("explorer.html")),
+            save_dir=src if is_dir else None,
+            stores=list(stores) or (None if is_dir else [src]),
+            max_samples=max_samples,
+            max_mb=max_mb or None,
+            seed=seed or 0,
+            sites=list(sites) or None,
+            log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+        )
+    except (*_analysis_errors(), OSError) as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    click.echo(res.describe())
+
+
 @main.command("compare")
 @_dual_option(
     "--checkpoint_full",

@@ -322,7 +322,10 @@ def run_analysis(
         for k, d in enumerate(examples, 1):
             d.save(cache / f"example_{k}.npz")
         write_json(jsonable(state), cache / "analysis_state.json")
-        return render(stage, tables=tables, state=state, options=options, examples=examples)
+        result = render(stage, tables=tables, state=state, options=options, examples=examples)
+        from .explorer import add_explorer  # explorer.html: every sample, browsable offline
+
+        return add_explorer(result, paths, log=log)
 
     return _write_set(out, options, write, keep=False)
 

@@ -95,7 +95,7 @@ def run_demo(
     lang: str = "en",
 ) -> DemoResult:
     """Train (or reuse) both reference variants, extract the test split, analyse it."""
-    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+    from attncmp.analyze.outputs import AnalysisOptions, prepare_save_dir, run_analysis
     from attncmp.extract.engine import ExtractConfig, run_extraction
     from attncmp.store import StoreConfigMismatch
 
@@ -103,7 +103,7 @@ def run_demo(
     log: Callable[[str], None] = (
         (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     )
-    save = Path(save_dir).expanduser()
+    save = prepare_save_dir(save_dir)  # a directory it cannot write is one clear line
     ckdir = save / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
 

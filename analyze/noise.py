@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from .compare import MAIN_METRICS, _values
+from .errors import AnalysisInputError
 from .table import HEAD_MEAN, MetricTables
 
 __all__ = ["NoiseFloor", "noise_floor", "parse_groups"]
@@ -112,11 +113,11 @@ def parse_groups(specs: Sequence[str] | str) -> dict[str, list[str]]:
         name = name.strip()
         models = [m.strip() for m in members.split(",") if m.strip()]
         if not sep or not name or not models:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"group {spec!r}: expected NAME=MODEL[,MODEL...], e.g. full=full_s1,full_s2"
             )
         if name in out:
-            raise ValueError(f"group {name!r} is declared twice")
+            raise AnalysisInputError(f"group {name!r} is declared twice")
         out[name] = models
     return out
 
@@ -142,14 +143,16 @@ def noise_floor(
     for g, ms in groups.items():
         for m in ms:
             if m not in tables.models:
-                raise ValueError(f"group {g!r}: model {m!r} is not in the store ({tables.models})")
+                raise AnalysisInputError(
+                    f"group {g!r}: model {m!r} is not in the store ({tables.models})"
+                )
             if m in seen:
-                raise ValueError(f"model {m!r} is in groups {seen[m]!r} and {g!r}")
+                raise AnalysisInputError(f"model {m!r} is in groups {seen[m]!r} and {g!r}")
             seen[m] = g
     metrics = list(metrics) if metrics is not None else list(MAIN_METRICS)
     site = site or tables.main_site()
     if site not in tables.sites:
-        raise ValueError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
+        raise AnalysisInputError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
     vals = _values(tables, site, metrics)
     n_layers = int(tables.sites[site]["n_layers"])
     rows = []

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 from attncmp.store import StoreError, open_store
 
+from .errors import AnalysisError
 from .heatmap import HeatmapData, default_site, heatmap_data
 from .plotstyle import parse_formats
 from .render import FigureJob, FigureRenderer
@@ -116,10 +117,6 @@ OUTPUT_FILES: dict[str, str] = {
     "gold_alignment.png": "gold mass and gold pointing accuracy (stores with gold masks)",
     "mae_comparison.png": "MAE / RMSE per model, per-sample |error|, MAE difference with CI",
 }
-
-
-class AnalysisError(Exception):
-    """A user-correctable problem with an analysis request (one line, names the fix)."""
 
 
 @dataclass

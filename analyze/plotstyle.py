@@ -25,6 +25,8 @@ import numpy as np
 if TYPE_CHECKING:  # matplotlib itself is imported when a figure is made, not with this module
     from matplotlib.figure import Figure
 
+from .errors import AnalysisError, AnalysisInputError
+
 __all__ = [
     "FORMATS",
     "MODEL_COLOURS",
@@ -298,10 +300,21 @@ def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
         if not f:
             continue
         if f not in FORMATS:
-            raise ValueError(f"`formats`: {f!r} is not one of {', '.join(FORMATS)}")
+            raise AnalysisInputError(f"`formats`: {f!r} is not one of {', '.join(FORMATS)}")
         if f not in out:
             out.append(f)
     return tuple(out) or ("png",)
+
+
+def write_figure(fig: Figure, path: str | Path, **savefig_kw) -> None:
+    """``fig.savefig(path, **savefig_kw)``; a file that cannot be written is an
+    :class:`AnalysisError` naming it (a user's path), not a bare ``OSError``."""
+    try:
+        fig.savefig(path, **savefig_kw)
+    except OSError as e:
+        raise AnalysisError(
+            f"{path}: cannot write the figure ({e.strerror or e}); choose a writable path"
+        ) from None
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
@@ -315,6 +328,6 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)
     with style():
         for fmt in formats:
             p = stem.with_name(stem.name + "." + fmt)
-            fig.savefig(p, format=fmt, **kw)
+            write_figure(fig, p, format=fmt, **kw)
             paths.append(p)
     return paths

@@ -31,7 +31,8 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.font_manager import FontProperties
 
-from .plotstyle import new_figure, safe_text, style
+from .errors import AnalysisError, AnalysisInputError
+from .plotstyle import new_figure, safe_text, style, write_figure
 
 __all__ = [
     "Focus",
@@ -68,7 +69,12 @@ DIFF_CMAP = _light("RdBu_r", 0.18, 0.82)
 def ensure_parent(path: str | Path) -> Path:
     """Create ``path``'s parent directory (so a write after long work cannot fail on it)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AnalysisError(
+            f"{p}: cannot create its directory ({e.strerror or e}); choose a writable path"
+        ) from None
     return p
 
 
@@ -343,14 +349,18 @@ def focus_for(
     labels = list(node_labels if node_labels is not None else data.node_labels_or_rows())
     if node is not None:
         if not 0 <= node < nq:
-            raise ValueError(f"`node` {node} out of range: the sample has {nq} nodes (0..{nq - 1})")
+            raise AnalysisInputError(
+                f"`node` {node} out of range: the sample has {nq} nodes (0..{nq - 1})"
+            )
         rows = (node,)
         name = f"node {safe_text(labels[node])}{node}"
     elif group is not None:
         rows = tuple(i for i, lab in enumerate(labels) if lab == group)
         if not rows:
             have = ", ".join(dict.fromkeys(labels))
-            raise ValueError(f"no node has the label {group!r}; the sample's labels: {have}")
+            raise AnalysisInputError(
+                f"no node has the label {group!r}; the sample's labels: {have}"
+            )
         name = f"node group {safe_text(group_label(group, len(rows)))}"
     else:
         rows = tuple(range(nq))
@@ -386,7 +396,7 @@ def plot_text(
     the :class:`~matplotlib.figure.Figure` is returned.
     """
     if data.key_axis != "tokens":
-        raise ValueError(
+        raise AnalysisInputError(
             f"site {data.site!r} attends over {data.key_axis}, not tokens; the text view needs a "
             "site whose keys are the tokens"
         )
@@ -430,12 +440,12 @@ def plot_text(
             return fig
         path = Path(path)
         if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            fig.savefig(path, dpi=MEASURE_DPI)
+            write_figure(fig, path, dpi=MEASURE_DPI)
             return [path]
         out = []
         for fmt in formats or ("png",):
             p = path.with_name(path.name + "." + fmt)
-            fig.savefig(p, format=fmt, dpi=MEASURE_DPI)
+            write_figure(fig, p, format=fmt, dpi=MEASURE_DPI)
             out.append(p)
         return out
 

@@ -44,6 +44,7 @@ from attncmp.store import (
     StoreWriter,
     shard_ids,
 )
+from attncmp.store.errors import one_line
 
 from .adapter import (
     ForwardOutput,
@@ -52,7 +53,7 @@ from .adapter import (
     parse_adapter_options,
     resolve_adapter,
 )
-from .checkpoint import TRUST_HINT, is_weights_only_refusal, load_failure_reason, sha256_file
+from .checkpoint import load_failure_reason, sha256_file, trust_hint, weights_only_refusal
 from .errors import (
     AdapterError,
     AttentionShapeError,
@@ -338,13 +339,6 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ExtractError(f"--device {device}: MPS is not available here; use --device cpu")
     return dev
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else ""
-    first = first if len(first) <= 200 else first[:197] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _versions() -> dict[str, str]:
@@ -658,9 +652,8 @@ class _Run:
             raise
         except Exception as exc:
             on = f" for model {model!r}" if model else ""
-            raise AdapterError(
-                f"adapter {self.adapter_label!r}: {what}{on} failed: {_one_line(exc)}"
-            ) from exc
+            why = one_line(exc, limit=200, with_type=True)
+            raise AdapterError(f"adapter {self.adapter_label!r}: {what}{on} failed: {why}") from exc
 
     def _load_models(self) -> None:
         self.handles: dict[str, Any] = {}
@@ -680,9 +673,10 @@ class _Run:
             except ExtractError:
                 raise
             except Exception as exc:
-                if not self.cfg.trust_checkpoint and is_weights_only_refusal(exc):
+                refused = None if self.cfg.trust_checkpoint else weights_only_refusal(exc)
+                if refused is not None:
                     raise CheckpointLoadError(
-                        f"model {name!r}: checkpoint {p}: {TRUST_HINT}"
+                        f"model {name!r}: checkpoint {p}: {trust_hint(refused)}"
                     ) from exc
                 raise CheckpointLoadError(
                     f"model {name!r}: loading checkpoint {p} failed: {load_failure_reason(exc)}"
@@ -1191,7 +1185,7 @@ class _Run:
             self.writer.append(fb)
         except OSError as exc:
             raise StoreWriteError(
-                f"{self.path}: writing failed ({_one_line(exc)}"
+                f"{self.path}: writing failed ({one_line(exc, limit=200, with_type=True)}"
                 + (" - out of disk space?" if "space" not in str(exc).lower() else "")
                 + f"); the {self.writer.n_committed} committed samples are preserved: free space "
                 "and re-run the same command to continue"

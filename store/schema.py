@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import encodings as E
+from .errors import StoreInputError
 
 SCHEMA_NAME = "attncmp-store"
 SCHEMA_VERSION = "1.0"  # "MAJOR.MINOR"; readers refuse a newer MAJOR
@@ -57,12 +58,12 @@ class SiteSpec:
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
-            raise ValueError(f"site name {self.name!r} must be non-empty and contain no '/'")
+            raise StoreInputError(f"site name {self.name!r} must be non-empty and contain no '/'")
         for axis in (self.query_axis, self.key_axis):
             if axis not in AXES:
-                raise ValueError(f"site {self.name!r}: axis {axis!r} is not one of {AXES}")
+                raise StoreInputError(f"site {self.name!r}: axis {axis!r} is not one of {AXES}")
         if self.n_layers < 1 or self.n_heads < 1:
-            raise ValueError(f"site {self.name!r}: n_layers and n_heads must be >= 1")
+            raise StoreInputError(f"site {self.name!r}: n_layers and n_heads must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
-            raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+            raise StoreInputError(f"model name {self.name!r} must be non-empty and contain no '/'")
 
 
 @dataclass(frozen=True)
@@ -101,25 +102,27 @@ class StoreSpec:
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if len(names) < 1 or len(set(names)) != len(names):
-            raise ValueError(f"model names must be unique and non-empty, got {names}")
+            raise StoreInputError(f"model names must be unique and non-empty, got {names}")
         snames = [s.name for s in self.sites]
         if len(set(snames)) != len(snames):
-            raise ValueError(f"site names must be unique, got {snames}")
+            raise StoreInputError(f"site names must be unique, got {snames}")
         if self.dtype not in ATTENTION_DTYPES:
-            raise ValueError(f"`dtype` must be one of {ATTENTION_DTYPES}, got {self.dtype!r}")
+            raise StoreInputError(f"`dtype` must be one of {ATTENTION_DTYPES}, got {self.dtype!r}")
         if self.compression not in COMPRESSIONS:
-            raise ValueError(
+            raise StoreInputError(
                 f"`compression` must be one of {COMPRESSIONS}, got {self.compression!r}"
             )
         for name, kind in self.meta_columns:
             if kind not in META_KINDS:
-                raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {META_KINDS}")
+                raise StoreInputError(
+                    f"metadata column {name!r}: kind {kind!r} not in {META_KINDS}"
+                )
         if len(set(self.selection_ids)) != len(self.selection_ids):
-            raise ValueError("`selection_ids` contains duplicate sample ids")
+            raise StoreInputError("`selection_ids` contains duplicate sample ids")
         if self.baseline is not None and self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not one of the models {names}")
+            raise StoreInputError(f"baseline {self.baseline!r} is not one of the models {names}")
         if not (0 <= self.shard_index < self.shard_count):
-            raise ValueError(f"shard {self.shard_index}/{self.shard_count} is out of range")
+            raise StoreInputError(f"shard {self.shard_index}/{self.shard_count} is out of range")
 
     @property
     def baseline_name(self) -> str:
@@ -160,7 +163,7 @@ def shard_ids(selection_ids: tuple[str, ...] | list[str], index: int, count: int
     ``numpy.array_split``); concatenating the shards in index order gives the selection order.
     """
     if not (0 <= index < count):
-        raise ValueError(f"shard {index}/{count} is out of range")
+        raise StoreInputError(f"shard {index}/{count} is out of range")
     n = len(selection_ids)
     base, extra = divmod(n, count)
     start = index * base + min(index, extra)

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import encodings as E
 from . import schema as S
-from .errors import StoreError
+from .errors import StoreError, one_line
 from .reader import _open_h5, superblock_info
 
 __all__ = ["Problem", "ValidationReport", "validate_store", "PROBLEM_KINDS"]
@@ -210,7 +210,7 @@ class _FileValidator:
             pass
         except Exception as e:  # noqa: BLE001 - a damaged file can fail anywhere
             kind = "checksum" if _is_filter_error(e) else "read"
-            self.problem(kind, path, f"could not be read: {_one_line(e)}")
+            self.problem(kind, path, f"could not be read: {one_line(e)}")
 
     # -- entry ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -238,7 +238,7 @@ class _FileValidator:
             pass
         except Exception as e:  # noqa: BLE001 - last resort: a report, never a traceback
             kind = "checksum" if _is_filter_error(e) else "read"
-            self.problem(kind, "", f"validation stopped: {_one_line(e)}")
+            self.problem(kind, "", f"validation stopped: {one_line(e)}")
 
     def _open(self) -> h5py.File:
         """Open as the reader does (same checks, same one-line messages), as a problem."""
@@ -359,7 +359,7 @@ class _FileValidator:
             self.problem(
                 "checksum",
                 path,
-                f"cannot be opened: its HDF5 metadata is damaged ({_one_line(e)}); the file is "
+                f"cannot be opened: its HDF5 metadata is damaged ({one_line(e)}); the file is "
                 "corrupted: restore a copy or re-extract",
             )
             raise _Reported from None
@@ -1009,7 +1009,7 @@ class _FileValidator:
             )
         else:
             msg = f"{len(bad)} chunk(s) cannot be read (first covers {c0}..{c1 - 1}): "
-            msg += _one_line(first_err)
+            msg += one_line(first_err)
         self.problem(kind, path, msg, count=len(bad))
 
     def _checksums(self) -> None:
@@ -1025,7 +1025,7 @@ class _FileValidator:
         except Exception as e:  # noqa: BLE001
             kind = "checksum" if "checksum" in str(e).lower() else "read"
             self.problem(
-                kind, "/", f"the file's HDF5 metadata is damaged, listing failed: {_one_line(e)}"
+                kind, "/", f"the file's HDF5 metadata is damaged, listing failed: {one_line(e)}"
             )
             return
         for path, ds in datasets:
@@ -1197,7 +1197,7 @@ def _reader_check(paths: list[Path], report: ValidationReport) -> None:
     except StoreError as e:
         report.problems.append(Problem("structure", "", None, f"the reader refuses it: {e}"))
     except Exception as e:  # noqa: BLE001
-        report.problems.append(Problem("read", "", None, f"the reader fails on it: {_one_line(e)}"))
+        report.problems.append(Problem("read", "", None, f"the reader fails on it: {one_line(e)}"))
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -1262,7 +1262,3 @@ def _first_ids(ids: Sequence[str] | None, idx: np.ndarray | Sequence[int]) -> st
 def _is_filter_error(e: BaseException) -> bool:
     text = str(e).lower()
     return "filter" in text or "checksum" in text or "fletcher" in text or "inflate" in text
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

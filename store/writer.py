@@ -344,7 +344,7 @@ class StoreWriter:
             path = f"samples/meta/{name}"
             try:
                 if len(vals) != nb:
-                    raise ValueError(f"{len(vals)} values for {nb} samples")
+                    raise StoreInputError(f"{len(vals)} values for {nb} samples")
                 if kind == "str":
                     strings(path, ["" if v is None else str(v) for v in vals])
                 elif kind == "float":

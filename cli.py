@@ -25,6 +25,9 @@ _BUG_LINE = (
 )
 
 
+_INTERRUPTED = "interrupted; committed samples are kept: re-run the same command to continue"
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -304,9 +307,7 @@ def extract_cmd(**kw) -> None:
     try:
         result = extract_from_cli_args(**kw)
     except KeyboardInterrupt:
-        raise click.ClickException(
-            "interrupted; committed samples are kept: re-run the same command to continue"
-        ) from None
+        raise click.ClickException(_INTERRUPTED) from None
     click.echo(result.summary())
 
 
@@ -432,17 +433,13 @@ def _csv_list(values) -> list[str]:
 
 
 def _parse_groups(specs) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for spec in specs or ():
-        name, sep, members = str(spec).partition("=")
-        items = [m.strip() for m in members.split(",") if m.strip()]
-        if not sep or not name.strip() or len(items) < 2:
-            raise click.BadParameter(
-                f"{spec!r}: expected NAME=MODEL1,MODEL2[,...] (two or more replicates)",
-                param_hint="--group",
-            )
-        groups[name.strip()] = items
-    return groups
+    from attncmp.analyze.errors import AnalysisInputError
+    from attncmp.analyze.noise import parse_groups
+
+    try:
+        return parse_groups(list(specs or ()))
+    except AnalysisInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--group") from None
 
 
 def _print_outcome(res) -> None:
@@ -865,68 +862,36 @@ def compare_cmd(
     The store is kept as SAVE_DIR/attention_store.h5; a later run with the same checkpoints and
     selection skips extraction, and an interrupted one continues it.
     """
-    import sys
-    from pathlib import Path
+    from attncmp.extract.checkpoint import named_checkpoints
 
-    pairs = []
-    if checkpoint_full:
-        pairs.append(("full", checkpoint_full))
-    if checkpoint_no_middle:
-        pairs.append(("no_middle", checkpoint_no_middle))
-    for m in models:
-        name, sep, path = str(m).partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise click.BadParameter(f"{m!r}: expected NAME=PATH", param_hint="--model")
-        pairs.append((name.strip(), path.strip()))
+    pairs = named_checkpoints(models, checkpoint_full, checkpoint_no_middle)
     if len(pairs) < 2:
         raise click.UsageError(
             "give two checkpoints: --checkpoint_full A.pt --checkpoint_no_middle B.pt "
             "(or --model NAME=PATH twice)"
         )
-    from attncmp.analyze.outputs import existing_store_matches, prepare_save_dir, run_analysis
+    from attncmp.workflows import run_compare
 
     options = _options_from(kw, quiet)
-    seed = options.seed
-    out = prepare_save_dir(save_dir)
-    store_path = out / "attention_store.h5"
-    skip, why = existing_store_matches(
-        store_path, pairs, split=split, seed=seed, num_samples=num_samples
-    )
-    if skip:
-        if not quiet:
-            print(
-                f"using the existing store {store_path} ({why}); extraction skipped",
-                file=sys.stderr,
-            )
-    else:
+    try:
         with _extract_extra("extraction"):
-            from attncmp.extract.engine import ExtractConfig, run_extraction
-
-        cfg = ExtractConfig(
-            models=[(n, str(Path(p))) for n, p in pairs],
-            adapter=adapter,
-            adapter_options=list(adapter_options),
-            out=store_path,
-            root_dir=root_dir,
-            split=split,
-            num_samples=num_samples,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
-            allow_training_samples=allow_training_samples,
-            trust_checkpoint=trust_checkpoint,
-            quiet=quiet,
-        )
-        try:
-            result = run_extraction(cfg)
-        except KeyboardInterrupt:
-            raise click.ClickException(
-                "interrupted; committed samples are kept: re-run the same command to continue"
-            ) from None
-        if not quiet:
-            print(result.summary(), file=sys.stderr)
-    res = run_analysis([store_path], out, options)
-    _print_outcome(res)
+            result = run_compare(
+                pairs,
+                save_dir,
+                options,
+                adapter=adapter,
+                adapter_options=list(adapter_options),
+                root_dir=root_dir,
+                split=split,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                device=device,
+                allow_training_samples=allow_training_samples,
+                trust_checkpoint=trust_checkpoint,
+            )
+    except KeyboardInterrupt:
+        raise click.ClickException(_INTERRUPTED) from None
+    _print_outcome(result.analysis)
 
 
 # === end analyze commands ===

@@ -104,7 +104,10 @@ class NoiseFloor:
 
 
 def parse_groups(specs: Sequence[str] | str) -> dict[str, list[str]]:
-    """Parse ``["full=full_s1,full_s2", "nm=nm_s1,nm_s2"]`` into ``{"full": [...], ...}``."""
+    """Parse ``--group`` values ``["full=full_s1,full_s2", "nm=nm_s1,nm_s2"]`` into
+    ``{"full": [...], ...}``: each group names two or more replicates (the same configuration
+    trained with other seeds), since one model has no seed-to-seed spread. The one parser of
+    ``--group`` (the CLI calls it too)."""
     if isinstance(specs, str):
         specs = [specs]
     out: dict[str, list[str]] = {}
@@ -112,9 +115,10 @@ def parse_groups(specs: Sequence[str] | str) -> dict[str, list[str]]:
         name, sep, members = spec.partition("=")
         name = name.strip()
         models = [m.strip() for m in members.split(",") if m.strip()]
-        if not sep or not name or not models:
+        if not sep or not name or len(models) < 2:
             raise AnalysisInputError(
-                f"group {spec!r}: expected NAME=MODEL[,MODEL...], e.g. full=full_s1,full_s2"
+                f"group {spec!r}: expected NAME=MODEL1,MODEL2[,...] (two or more replicates), "
+                "e.g. full=full_s1,full_s2"
             )
         if name in out:
             raise AnalysisInputError(f"group {name!r} is declared twice")

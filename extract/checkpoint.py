@@ -5,20 +5,47 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from attncmp.store.errors import one_line
 
-from .errors import CheckpointLoadError
+from .errors import CheckpointLoadError, ExtractError
 
 __all__ = [
     "load_failure_reason",
     "load_torch_checkpoint",
+    "named_checkpoints",
     "sha256_file",
     "trust_hint",
     "weights_only_refusal",
 ]
+
+
+def named_checkpoints(
+    models: Sequence[str | tuple[str, str]] = (),
+    checkpoint_full: str | os.PathLike | None = None,
+    checkpoint_no_middle: str | os.PathLike | None = None,
+) -> list[tuple[str, str]]:
+    """The model variants of a run as ``(name, checkpoint)`` pairs, in order: the original
+    spelling's ``checkpoint_full`` / ``checkpoint_no_middle`` (named ``full`` / ``no_middle``)
+    first, then each ``"NAME=PATH"`` of ``models`` (pairs pass through). The one parser of
+    ``--model NAME=PATH`` (``extract`` and ``compare``); raises :class:`ExtractError`."""
+    pairs: list[tuple[str, str]] = []
+    if checkpoint_full:
+        pairs.append(("full", str(checkpoint_full)))
+    if checkpoint_no_middle:
+        pairs.append(("no_middle", str(checkpoint_no_middle)))
+    for item in models:
+        if isinstance(item, tuple):
+            name, path, sep = str(item[0]), str(item[1]), "="
+        else:
+            name, sep, path = str(item).partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ExtractError(f"--model {item!r}: expected NAME=PATH, e.g. full=runs/full/best.pt")
+        pairs.append((name.strip(), path.strip()))
+    return pairs
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -53,7 +53,13 @@ from .adapter import (
     parse_adapter_options,
     resolve_adapter,
 )
-from .checkpoint import load_failure_reason, sha256_file, trust_hint, weights_only_refusal
+from .checkpoint import (
+    load_failure_reason,
+    named_checkpoints,
+    sha256_file,
+    trust_hint,
+    weights_only_refusal,
+)
 from .errors import (
     AdapterError,
     AttentionShapeError,
@@ -1317,16 +1323,7 @@ def extract_from_cli_args(
     puts the store at ``save_dir/attention_store.h5``. ``all_samples`` conflicts with
     ``num_samples``. Any other keyword is an :class:`ExtractConfig` field.
     """
-    pairs: list[tuple[str, str]] = []
-    if checkpoint_full:
-        pairs.append(("full", str(checkpoint_full)))
-    if checkpoint_no_middle:
-        pairs.append(("no_middle", str(checkpoint_no_middle)))
-    for text in models:
-        name, sep, path = str(text).partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ExtractError(f"--model {text!r}: expected NAME=PATH, e.g. full=runs/full/best.pt")
-        pairs.append((name.strip(), path.strip()))
+    pairs = named_checkpoints(models, checkpoint_full, checkpoint_no_middle)
     if all_samples and options.get("num_samples") is not None:
         raise ExtractError("--all and --num-samples exclude each other; give one")
     if save_dir is not None and out is not None:

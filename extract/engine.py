@@ -45,6 +45,7 @@ from attncmp.store import (
     shard_ids,
 )
 from attncmp.store.errors import one_line
+from attncmp.store.schema import row_sum_tolerance
 
 from .adapter import (
     ForwardOutput,
@@ -89,8 +90,6 @@ COMMIT_MAX_BYTES = 256 << 20  # commit early when this much attention is pending
 MAX_WARNINGS = 10  # invalid-attention warnings printed (all are recorded in the store)
 DTYPES = ("float16", "float32")
 _TORCH_DTYPE = {"float16": torch.float16, "float32": torch.float32}
-# row-sum tolerance of the source attention, by its dtype
-_ROW_TOL = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +117,6 @@ class ExtractConfig:
     on_invalid: str = "fail"  # fail | warn
     quiet: bool = False  # no progress bar
     compression: str = "gzip"  # gzip | lzf | none
-    row_sum_tol: float | None = None  # default by the attention's dtype (1e-3 fp32, 2e-2 16-bit)
     queue_size: int = 2  # batches in flight between the device and the writer thread
     prefetch: int | None = None  # batches built ahead on a thread; None: 2 on GPU, 0 on CPU
     commit_every: float = 2.0  # seconds between commits (batches are grouped); 0: every batch
@@ -284,6 +282,17 @@ def _host_to(dev: torch.device, arr: np.ndarray) -> torch.Tensor:
 def _lengths_to(dev: torch.device, n_query, n_key) -> tuple[torch.Tensor, torch.Tensor]:
     both = _host_to(dev, np.stack([np.asarray(n_query, np.int64), np.asarray(n_key, np.int64)]))
     return both[0], both[1]
+
+
+def _model_dtype(handle: Any) -> str | None:
+    """The floating dtype of the model's parameters ("float32", "bfloat16", ...): the dtype its
+    attention is computed in. None when the handle holds no ``nn.Module`` with float parameters."""
+    for m in (handle, getattr(handle, "model", None)):
+        if isinstance(m, torch.nn.Module):
+            for p in m.parameters():
+                if p.is_floating_point():
+                    return str(p.dtype).removeprefix("torch.")
+    return None
 
 
 def _attention_stats(att: torch.Tensor, nq: torch.Tensor, nk: torch.Tensor) -> torch.Tensor:
@@ -621,7 +630,9 @@ class _Run:
         self.baseline = cfg.baseline or self.names[0]
         self.invalid: dict[str, list[str]] = {}
         self._warned = 0
-        self.tol = cfg.row_sum_tol
+        # (model, site) -> row-sum tolerance of what is stored (store.schema.row_sum_tolerance of
+        # the model's dtype and the store dtype; recorded in the store, the same one validate uses)
+        self.tols: dict[tuple[str, str], float] = {}
 
     # -- setup --------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -663,6 +674,7 @@ class _Run:
 
     def _load_models(self) -> None:
         self.handles: dict[str, Any] = {}
+        self.source_dtypes: dict[str, str | None] = {}
         self.sha: dict[str, str] = {}
         for name, ckpt in self.cfg.models:
             p = Path(ckpt)
@@ -691,6 +703,7 @@ class _Run:
                 if isinstance(m, torch.nn.Module):
                     m.eval()
             self.handles[name] = h
+            self.source_dtypes[name] = _model_dtype(h)
 
     def _sites(self) -> None:
         per_model: dict[str, list[SiteSpec]] = {}
@@ -878,8 +891,13 @@ class _Run:
                         "num_samples": config["num_samples"],
                         "sites_skipped": self.skipped.get(name, []),
                     },
+                    source_dtype=self.source_dtypes.get(name),
                 )
             )
+            for site in self.sites:
+                self.tols[(name, site.name)] = row_sum_tolerance(
+                    c.dtype, self.source_dtypes.get(name)
+                )
         return StoreSpec(
             models=tuple(models),
             sites=tuple(self.sites),
@@ -1038,10 +1056,9 @@ class _Run:
                     f"adapter {label!r}: model {name!r} site {site.name!r}: attention dtype "
                     f"{att.dtype} is not floating point"
                 )
-            if self.tol is None:
-                self.tol = _ROW_TOL.get(att.dtype, 2e-2)
             nq_d, nk_d = lens[site.name]
-            parts.append(_attention_stats(att, nq_d, nk_d))  # [B, 3]
+            # sanity of what is stored: the weights as cast to the store dtype
+            parts.append(_attention_stats(att.to(store_dtype), nq_d, nk_d))  # [B, 3]
             flats[site.name] = gather_valid(att, nq, nk, lengths_dev=(nq_d, nk_d)).to(store_dtype)
         pred = torch.as_tensor(out.predictions)
         T = len(self.target_names)
@@ -1101,10 +1118,10 @@ class _Run:
         # 1. lengths reported by the models agree with each other and with describe()
         self._check_lengths(job)
         # 2. attention sanity
-        tol = self.tol if self.tol is not None else 1e-3
         problems: dict[str, list[str]] = {}
         for n, o in job.outputs.items():
             for s_i, site in enumerate(self.sites):
+                tol = self.tols[(n, site.name)]
                 st = o.stats[:, 2 + 3 * s_i : 5 + 3 * s_i].numpy()  # [B, 3]
                 for j in np.nonzero((st[:, 0] > 0) | (st[:, 1] > tol) | (st[:, 2] < 0))[0]:
                     what = []

@@ -36,9 +36,22 @@ FLAT_CHUNK = 1 << 16  # 64 Ki elements: 128 KiB float16, 256 KiB float32
 BYTES_CHUNK = 1 << 16
 SAMPLE_CHUNK = 1 << 12
 
-# row-sum tolerance by stored dtype (float16 has an 11-bit significand: ~1e-3 per element, and
-# rounding errors accumulate over up to a few hundred keys)
-ROW_SUM_TOL = {"float16": 2e-2, "float32": 1e-4}
+# How far an attention row's sum may be from 1, by the dtype the weights passed through: the one
+# table for the engine's check, the writer's record and validate. 16-bit floats have 11 (float16)
+# or 8 (bfloat16) significant bits, and rounding errors accumulate over up to a few hundred keys;
+# 32/64-bit softmax rows are exact to ~1e-6, the rest is room for adapters that average or
+# renormalise. A row computed in one dtype and stored in another gets the looser of the two
+# (row_sum_tolerance), recorded per model and site in the store.
+ROW_SUM_TOL = {"float64": 1e-3, "float32": 1e-3, "float16": 2e-2, "bfloat16": 2e-2}
+
+
+def row_sum_tolerance(store_dtype: str, source_dtype: str | None = None) -> float:
+    """The row-sum tolerance of weights computed in ``source_dtype`` (None: not known, only the
+    storage counts) and stored as ``store_dtype``: the looser of their :data:`ROW_SUM_TOL` entries.
+    A dtype missing from the table counts as 16-bit (the loosest)."""
+    loosest = max(ROW_SUM_TOL.values())
+    dtypes = [store_dtype] if source_dtype is None else [store_dtype, source_dtype]
+    return max(ROW_SUM_TOL.get(str(d).removeprefix("torch."), loosest) for d in dtypes)
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,9 @@ class ModelSpec:
 
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    # the dtype the model computes attention in ("float32", "bfloat16", ...; None: not known);
+    # with the store's dtype it sets each site's recorded row-sum tolerance (row_sum_tolerance)
+    source_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

@@ -767,6 +767,7 @@ class _FileValidator:
             "key_axis": ka,
             "n_layers": int(nl),
             "n_heads": int(nh),
+            "tol": self._row_sum_tolerance(path, a),
         }
         self.sites[m][s] = info
         sizes = None
@@ -904,12 +905,33 @@ class _FileValidator:
                 with self.guard(path):
                     self._sanity_one(path, info)
 
+    def _row_sum_tolerance(self, path: str, a) -> float:
+        """The site's recorded row-sum tolerance (section 7.2), else the table's for the store
+        dtype; a recorded value looser than the table allows for any dtype is a problem."""
+        default = S.row_sum_tolerance(self.dtype)
+        raw = a.get("row_sum_tolerance")
+        if raw is None:
+            return default
+        try:
+            tol = float(raw)
+        except (TypeError, ValueError):
+            tol = float("nan")
+        if not 0 < tol <= max(S.ROW_SUM_TOL.values()):
+            self.problem(
+                "structure",
+                path,
+                f"attribute row_sum_tolerance is {raw!r}, expected a number in "
+                f"(0, {max(S.ROW_SUM_TOL.values()):g}]",
+            )
+            return default
+        return max(tol, default)
+
     def _sanity_one(self, path: str, info: dict[str, Any]) -> None:
         ds = self.f[path]
         off = info["offsets"]
         k = info["k"]
         rows_per = info["n_layers"] * info["n_heads"] * info["q"]
-        tol = S.ROW_SUM_TOL[self.dtype]
+        tol = info["tol"]
         acc = {kind: _Acc() for kind in ("nan", "negative", "row-sum")}
         n = self.n
         a = 0
@@ -943,7 +965,7 @@ class _FileValidator:
         what = {
             "nan": "contain NaN or Inf",
             "negative": "contain negative weights",
-            "row-sum": f"do not sum to 1 within {tol:g} ({self.dtype})",
+            "row-sum": f"do not sum to 1 within {tol:g} (stored {self.dtype})",
         }
         for kind, ac in acc.items():
             if not ac.rows:

@@ -264,6 +264,9 @@ class StoreWriter:
                 sg.attrs["n_heads"] = s.n_heads
                 sg.attrs["description"] = s.description
                 sg.attrs["layout"] = "layer,head,query,key"
+                sg.attrs["row_sum_tolerance"] = S.row_sum_tolerance(spec.dtype, m.source_dtype)
+                if m.source_dtype is not None:
+                    sg.attrs["source_dtype"] = m.source_dtype
                 _resizable(sg, "data", np.dtype(spec.dtype), comp)
                 _make_offsets(sg)
         if spec.has_gold:

@@ -28,15 +28,6 @@ _BUG_LINE = (
 _INTERRUPTED = "interrupted; committed samples are kept: re-run the same command to continue"
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("attncmp")
-    except Exception:  # pragma: no cover - not installed
-        return "0.0.0+unknown"
-
-
 class _Cli(click.Group):
     """The command group: maps :class:`AttncmpError` to one line, shows bugs as bugs."""
 
@@ -70,7 +61,7 @@ def _extract_extra(what: str):
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="attncmp")
+@click.version_option(package_name="attncmp", prog_name="attncmp")
 def main() -> None:
     """Compare the attention of model variants: extract once, analyze many times."""
 

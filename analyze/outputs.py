@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from attncmp.store import open_store
+from attncmp.store.schema import tool_version
 
 from .errors import AnalysisError
 from .heatmap import HeatmapData, default_site, heatmap_data
@@ -1299,7 +1300,7 @@ def build_summary(
     return {
         "format": SUMMARY_FORMAT,
         "version": SUMMARY_VERSION,
-        "attncmp_version": _version(),
+        "attncmp_version": tool_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "store": {k: v for k, v in facts.items() if k not in ("provenance", "config")},
         "store_config": facts.get("config", {}),
@@ -1446,12 +1447,3 @@ def _warnings(
     for s in notes:
         out.append({"kind": "skipped", "message": s})
     return out
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("attncmp")
-    except Exception:  # noqa: BLE001
-        return "0.0.0+unknown"

@@ -45,7 +45,7 @@ from attncmp.store import (
     shard_ids,
 )
 from attncmp.store.errors import one_line
-from attncmp.store.schema import row_sum_tolerance
+from attncmp.store.schema import row_sum_tolerance, tool_version
 
 from .adapter import (
     ForwardOutput,
@@ -359,14 +359,8 @@ def resolve_device(device: str) -> torch.device:
 def _versions() -> dict[str, str]:
     import h5py
 
-    try:
-        from importlib.metadata import version
-
-        attncmp = version("attncmp")
-    except Exception:
-        attncmp = "0.0.0+unknown"
     return {
-        "attncmp": attncmp,
+        "attncmp": tool_version(),
         "torch": torch.__version__,
         "h5py": h5py.__version__,
         "numpy": np.__version__,

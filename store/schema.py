@@ -162,6 +162,17 @@ class StoreSpec:
         }
 
 
+def tool_version() -> str:
+    """The installed attncmp version (``0.0.0+unknown`` when run from an uninstalled tree): the
+    one lookup behind ``--version``, the store's ``tool_version`` and summary.json."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("attncmp")
+    except PackageNotFoundError:  # pragma: no cover - not installed
+        return "0.0.0+unknown"
+
+
 def dumps(obj: Any) -> str:
     """Canonical JSON used for every JSON-valued attribute (sorted keys, no NaN)."""
     return json.dumps(obj, sort_keys=True, default=str, allow_nan=False)

@@ -205,7 +205,7 @@ class StoreWriter:
         a["schema"] = S.SCHEMA_NAME
         a["schema_version"] = S.SCHEMA_VERSION
         a["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        a["tool_version"] = _tool_version()
+        a["tool_version"] = S.tool_version()
         a["config"] = S.dumps(spec.config)
         a["fingerprint"] = S.dumps(spec.fingerprint())
         a["models"] = S.dumps([m.name for m in spec.models])
@@ -287,8 +287,10 @@ class StoreWriter:
         return set(self._ids)
 
     def remaining_ids(self) -> list[str]:
-        """The planned ids (in selection order) not yet committed."""
-        return [i for i in self.spec.selection_ids if i not in self._ids]
+        """This shard's planned ids (in selection order) not yet committed; other shards' ids are
+        never this writer's to append."""
+        mine = S.shard_ids(self.spec.selection_ids, self.spec.shard_index, self.spec.shard_count)
+        return [i for i in mine if i not in self._ids]
 
     # -- appending ------------------------------------------------------------------------------
     def append(self, batch: FlatBatch | Sequence[SampleRecord]) -> int:
@@ -548,15 +550,6 @@ def _gold_present(b: FlatBatch) -> np.ndarray:
     if b.gold_present is None:
         return np.zeros(len(b), dtype=bool)
     return np.asarray(b.gold_present, dtype=bool)
-
-
-def _tool_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("attncmp")
-    except Exception:
-        return "0.0.0+unknown"
 
 
 def _read_string_array(g: h5py.Group, n: int) -> list[str]:

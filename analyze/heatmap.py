@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnalysisInputError
-from .plotstyle import new_figure, safe_text, style, write_figure
+from .plotstyle import new_figure, safe_text, style, write_figures
 
 __all__ = [
     "HeatmapData",
@@ -639,16 +639,7 @@ def plot_heatmap(
         fig = _draw(data, max_tokens=max_tokens, max_nodes=max_nodes, title=title)
         if path is None:
             return fig
-        path = Path(path)
-        if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            write_figure(fig, path)
-            return [path]
-        out = []
-        for fmt in formats or ("png",):
-            p = path.with_name(path.name + "." + fmt)
-            write_figure(fig, p, format=fmt)
-            out.append(p)
-        return out
+        return write_figures(fig, path, formats)
 
 
 def _wrap(lines: list[str], width_in: float, font: float) -> list[str]:

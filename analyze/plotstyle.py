@@ -317,6 +317,25 @@ def write_figure(fig: Figure, path: str | Path, **savefig_kw) -> None:
         ) from None
 
 
+def write_figures(
+    fig: Figure, path: str | Path, formats: Sequence[str] | None = None, **savefig_kw
+) -> list[Path]:
+    """Write a fixed-layout ``fig`` (no tight bounding box) to ``path`` in the format its suffix
+    names (``.png``/``.pdf``/``.svg``, ``formats`` None), else as ``path.<fmt>`` for each of
+    ``formats`` (default png); ``savefig_kw`` (e.g. ``dpi``) go to every write. Returns the
+    written paths."""
+    path = Path(path)
+    if formats is None and path.suffix.lower().lstrip(".") in FORMATS:
+        write_figure(fig, path, **savefig_kw)
+        return [path]
+    out = []
+    for fmt in formats or ("png",):
+        p = path.with_name(path.name + "." + fmt)
+        write_figure(fig, p, format=fmt, **savefig_kw)
+        out.append(p)
+    return out
+
+
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Write ``fig`` as ``stem.<fmt>`` for each format; returns the written paths. A figure with a
     layout engine is saved with a tight bounding box; one with a fixed layout (``layout=None``)

@@ -32,7 +32,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.font_manager import FontProperties
 
 from .errors import AnalysisError, AnalysisInputError
-from .plotstyle import new_figure, safe_text, style, write_figure
+from .plotstyle import new_figure, safe_text, style, write_figures
 
 __all__ = [
     "Focus",
@@ -438,16 +438,7 @@ def plot_text(
         fig = _draw(data, layout, foci, width, raster=raster)
         if path is None:
             return fig
-        path = Path(path)
-        if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            write_figure(fig, path, dpi=MEASURE_DPI)
-            return [path]
-        out = []
-        for fmt in formats or ("png",):
-            p = path.with_name(path.name + "." + fmt)
-            write_figure(fig, p, format=fmt, dpi=MEASURE_DPI)
-            out.append(p)
-        return out
+        return write_figures(fig, path, formats, dpi=MEASURE_DPI)
 
 
 _HEADER_H = 0.62

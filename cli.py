@@ -1,30 +1,68 @@
 """The ``attncmp`` command line.
 
-Thin by design: every command parses its options, then calls into ``store``, ``extract`` or
-``analyze``. Stage packages are imported lazily inside the command bodies so that, e.g.,
+Thin by design: every command parses its options, then calls into ``store``, ``extract``,
+``analyze`` or ``workflows``. Packages are imported lazily inside the command bodies so that, e.g.,
 ``attncmp analyze --help`` never loads torch.
+
+Errors: an :class:`~attncmp.store.errors.AttncmpError` (anything a user can cause) is printed as
+one line with exit status 1, as are click's own usage errors (status 2). Any other exception is a
+bug: its traceback is shown, followed by one line asking for a report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import sys
+import traceback
 
 import click
 
 __all__ = ["main"]
 
+_BUG_LINE = (
+    "attncmp: internal error ({what}); this is a bug in attncmp, not a problem with your input. "
+    "Please report it with the traceback above."
+)
 
-def _version() -> str:
+
+_INTERRUPTED = "interrupted; committed samples are kept: re-run the same command to continue"
+
+
+class _Cli(click.Group):
+    """The command group: maps :class:`AttncmpError` to one line, shows bugs as bugs."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from attncmp.store.errors import AttncmpError, one_line
+
+            if isinstance(exc, AttncmpError):
+                raise click.ClickException(one_line(exc)) from None
+            traceback.print_exc(file=sys.stderr)
+            click.echo(_BUG_LINE.format(what=one_line(exc, limit=120, with_type=True)), err=True)
+            ctx.exit(70)  # EX_SOFTWARE: internal software error
+
+
+@contextlib.contextmanager
+def _extract_extra(what: str):
+    """Imports inside need the extraction extra: a missing torch/tokenizers is one line."""
     try:
-        from importlib.metadata import version
+        yield
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("torch", "tokenizers"):
+            raise
+        raise click.ClickException(
+            f"{what} needs the extraction extra ({exc.name} is missing): "
+            'pip install "attncmp[extract]"'
+        ) from None
 
-        return version("attncmp")
-    except Exception:  # pragma: no cover - not installed
-        return "0.0.0+unknown"
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="attncmp")
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="attncmp", prog_name="attncmp")
 def main() -> None:
     """Compare the attention of model variants: extract once, analyze many times."""
 
@@ -47,10 +85,6 @@ def store() -> None:
 
 
 # === store commands (owner: store) ===
-def _store_error(exc: Exception) -> click.ClickException:
-    return click.ClickException(" ".join(str(exc).split()))
-
-
 _STORE_PATHS = click.Path(exists=True, dir_okay=False, readable=True)
 
 
@@ -60,13 +94,9 @@ _STORE_PATHS = click.Path(exists=True, dir_okay=False, readable=True)
 def store_info_cmd(paths: tuple[str, ...], as_json: bool) -> None:
     """Summarise a store (or the shard files of one run): models, sites, samples, sizes on disk
     and the compression ratio vs a dense padded float32 layout."""
-    from attncmp.store.errors import StoreError
     from attncmp.store.info import store_info
 
-    try:
-        info = store_info(list(paths))
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    info = store_info(list(paths))
     if as_json:
         import json
 
@@ -109,7 +139,6 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     import sys
     from pathlib import Path
 
-    from attncmp.store.errors import StoreError
     from attncmp.store.merge import merge_stores
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)  # before any work (issue 11)
@@ -122,12 +151,9 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
                 bars.append(stack.enter_context(bar))
             bars[0].update(done - bars[0].pos)
 
-        try:
-            result = merge_stores(
-                out, list(shards), overwrite=overwrite, progress=None if quiet else progress
-            )
-        except StoreError as exc:
-            raise _store_error(exc) from None
+        result = merge_stores(
+            out, list(shards), overwrite=overwrite, progress=None if quiet else progress
+        )
     click.echo(
         f"merged {len(result.shards)} shard(s): {result.n_samples} samples -> {result.out} "
         f"({result.seconds:.1f} s)"
@@ -273,18 +299,10 @@ def extract_cmd(**kw) -> None:
 
     Re-running the same command after a crash continues where the store's commit marker says.
     """
-    try:
+    with _extract_extra("extraction"):
         from attncmp.extract.engine import extract_from_cli_args
-        from attncmp.extract.errors import ExtractError
-        from attncmp.store import StoreError
-    except ImportError as exc:  # pragma: no cover - torch missing
-        raise click.ClickException(
-            f'extraction needs torch ({exc}); install it with: pip install "attncmp[extract]"'
-        ) from None
     try:
         result = extract_from_cli_args(**kw)
-    except (ExtractError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
     except OSError as exc:  # an unusable --out path (name too long, read-only, no permission)
         if exc.errno not in (errno.ENAMETOOLONG, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
@@ -294,9 +312,7 @@ def extract_cmd(**kw) -> None:
             f"{shown}: {exc.strerror}; choose another --out / --save-dir"
         ) from None
     except KeyboardInterrupt:
-        raise click.ClickException(
-            "interrupted; committed samples are kept: re-run the same command to continue"
-        ) from None
+        raise click.ClickException(_INTERRUPTED) from None
     click.echo(result.summary())
 
 
@@ -345,26 +361,18 @@ def train(variant, epochs, seed, split_seed, out, device, quick, quiet) -> None:
     Writes a checkpoint (loadable with torch.load(weights_only=True)) that records the split,
     seeds, tokenizer, config and test metrics; prints the checkpoint path on stdout.
     """
-    try:
-        from attncmp.extract.reference.errors import ReferenceModelError
+    with _extract_extra("training"):
         from attncmp.extract.reference.train import train_variant
-    except ImportError as exc:
-        raise click.ClickException(
-            f"training needs the extract extra ({exc.name} missing): pip install 'attncmp[extract]'"
-        ) from None
-    try:
-        result = train_variant(
-            variant,
-            epochs=epochs,
-            seed=seed,
-            split_seed=split_seed,
-            out=out,
-            device=device,
-            quick=quick,
-            quiet=quiet,
-        )
-    except (ReferenceModelError, ValueError, OSError) as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+    result = train_variant(
+        variant,
+        epochs=epochs,
+        seed=seed,
+        split_seed=split_seed,
+        out=out,
+        device=device,
+        quick=quick,
+        quiet=quiet,
+    )
     m = result.metrics
     click.echo(
         f"{variant}: test MAE {m['test_mae']:.3f} RMSE {m['test_rmse']:.3f} kcal/mol "
@@ -409,29 +417,12 @@ def demo(
     save_dir: str, device: str, quick: bool, epochs: int | None, seed: int, lang: str, quiet: bool
 ) -> None:
     """Train two reference models on embedded FreeSolv, extract, analyze (no GPU, no network)."""
-    try:
-        from attncmp.workflows import format_demo, run_demo
-    except ImportError as exc:  # torch missing
-        raise click.ClickException(
-            f"the demo needs the extraction extra ({exc.name} is missing): "
-            'pip install "attncmp[extract]"'
-        ) from None
-    from attncmp.store import StoreError
+    from attncmp.workflows import format_demo, run_demo
 
-    try:
+    with _extract_extra("the demo"):
         result = run_demo(
             save_dir, device=device, quick=quick, epochs=epochs, seed=seed, quiet=quiet, lang=lang
         )
-    except (StoreError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
-    except Exception as exc:
-        if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in (
-            "extract",
-            "analyze",
-            "store",
-        ):
-            raise click.ClickException(str(exc).splitlines()[0]) from None
-        raise
     click.echo(format_demo(result))
 
 
@@ -439,19 +430,6 @@ def demo(
 # analyze / plot / compare
 # ---------------------------------------------------------------------------------------------
 # === analyze commands (owner: analyze) ===
-def _analysis_errors():
-    """Exceptions that are user mistakes: shown as one line, never a traceback."""
-    from attncmp.analyze.outputs import AnalysisError
-    from attncmp.store import StoreError
-
-    return (AnalysisError, StoreError, ValueError, KeyError)
-
-
-def _one_line(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return msg.strip("'\"") if isinstance(exc, KeyError) else msg
-
-
 def _csv_list(values) -> list[str]:
     out: list[str] = []
     for v in values or ():
@@ -460,17 +438,13 @@ def _csv_list(values) -> list[str]:
 
 
 def _parse_groups(specs) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for spec in specs or ():
-        name, sep, members = str(spec).partition("=")
-        items = [m.strip() for m in members.split(",") if m.strip()]
-        if not sep or not name.strip() or len(items) < 2:
-            raise click.BadParameter(
-                f"{spec!r}: expected NAME=MODEL1,MODEL2[,...] (two or more replicates)",
-                param_hint="--group",
-            )
-        groups[name.strip()] = items
-    return groups
+    from attncmp.analyze.errors import AnalysisInputError
+    from attncmp.analyze.noise import parse_groups
+
+    try:
+        return parse_groups(list(specs or ()))
+    except AnalysisInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--group") from None
 
 
 def _print_outcome(res) -> None:
@@ -697,13 +671,9 @@ def analyze_cmd(stores, save_dir, quiet, **kw) -> None:
 
     Torch-free. A store still being written is analysed as far as it is committed.
     """
-    try:
-        from attncmp.analyze.outputs import run_analysis
+    from attncmp.analyze.outputs import run_analysis
 
-        options = _options_from(kw, quiet)
-        res = run_analysis(list(stores), save_dir, options)
-    except _analysis_errors() as exc:
-        raise click.ClickException(_one_line(exc)) from None
+    res = run_analysis(list(stores), save_dir, _options_from(kw, quiet))
     _print_outcome(res)
 
 
@@ -732,21 +702,17 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
     """Re-render every figure, table and report.md of an analysis from its cache (seconds)."""
     import sys
 
-    try:
-        from attncmp.analyze.outputs import replot
-        from attncmp.analyze.plotstyle import parse_formats
+    from attncmp.analyze.outputs import replot
+    from attncmp.analyze.plotstyle import parse_formats
 
-        formats = parse_formats(fmt) if fmt else None
-        res = replot(
-            save_dir,
-            formats=formats,
-            lang=lang,
-            quiet=quiet,
-            log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
-            workers=jobs,
-        )
-    except _analysis_errors() as exc:
-        raise click.ClickException(_one_line(exc)) from None
+    res = replot(
+        save_dir,
+        formats=parse_formats(fmt) if fmt else None,
+        lang=lang,
+        quiet=quiet,
+        log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+        workers=jobs,
+    )
     click.echo(f"re-rendered {len(res.files)} files in {res.save_dir}")
 
 
@@ -768,20 +734,17 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
 )
 def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out) -> None:
     """Draw one sample's node x token attention: both models, shared scale, difference."""
-    try:
-        from attncmp.analyze.heatmap import heatmap_data, plot_heatmap
-        from attncmp.analyze.textview import ensure_parent
-        from attncmp.store import open_store
+    from attncmp.analyze.heatmap import heatmap_data, plot_heatmap
+    from attncmp.analyze.textview import ensure_parent
+    from attncmp.store import open_store
 
-        out = out or f"heatmap_{sample_id}.png"
-        ensure_parent(out)  # before any work: a missing directory is created, not an error
-        with open_store(store) as st:
-            data = heatmap_data(
-                st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
-            )
-        paths = plot_heatmap(data, out)
-    except (*_analysis_errors(), OSError) as exc:
-        raise click.ClickException(_one_line(exc)) from None
+    out = out or f"heatmap_{sample_id}.png"
+    ensure_parent(out)  # before any work: a missing directory is created, not an error
+    with open_store(store) as st:
+        data = heatmap_data(
+            st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
+        )
+    paths = plot_heatmap(data, out)
     click.echo(str(paths[0]))
 
 
@@ -826,20 +789,17 @@ def plot_text_cmd(
 ) -> None:
     """Draw one sample's text as a wrapped paragraph, each token's background its attention
     (both models on one scale, and the difference): mean over nodes, and chosen nodes/groups."""
-    try:
-        from attncmp.analyze.heatmap import heatmap_data
-        from attncmp.analyze.textview import ensure_parent, plot_text
-        from attncmp.store import open_store
+    from attncmp.analyze.heatmap import heatmap_data
+    from attncmp.analyze.textview import ensure_parent, plot_text
+    from attncmp.store import open_store
 
-        out = out or f"text_{sample_id}.png"
-        ensure_parent(out)  # before any work
-        with open_store(store) as st:
-            data = heatmap_data(
-                st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
-            )
-        paths = plot_text(data, out, nodes=nodes, groups=groups, auto_groups=all_groups)
-    except (*_analysis_errors(), OSError) as exc:
-        raise click.ClickException(_one_line(exc)) from None
+    out = out or f"text_{sample_id}.png"
+    ensure_parent(out)  # before any work
+    with open_store(store) as st:
+        data = heatmap_data(
+            st, sample_id, site=site, baseline=baseline, variant=variant, layer=layer, head=head
+        )
+    paths = plot_text(data, out, nodes=nodes, groups=groups, auto_groups=all_groups)
     click.echo(str(paths[0]))
 
 
@@ -894,28 +854,25 @@ def view_cmd(source, out, stores, max_samples, max_mb, seed, sites, quiet) -> No
     import sys
     from pathlib import Path
 
-    try:
-        from attncmp.analyze.explorer import write_explorer
+    from attncmp.analyze.explorer import write_explorer
 
-        src = Path(source)
-        is_dir = src.is_dir()
-        if seed is None and is_dir and (src / "summary.json").is_file():
-            import json
+    src = Path(source)
+    is_dir = src.is_dir()
+    if seed is None and is_dir and (src / "summary.json").is_file():
+        import json
 
-            opts = json.loads((src / "summary.json").read_text()).get("options") or {}
-            seed = int(opts.get("seed") or 0)
-        res = write_explorer(
-            out or (src / "explorer.html" if is_dir else Path("explorer.html")),
-            save_dir=src if is_dir else None,
-            stores=list(stores) or (None if is_dir else [src]),
-            max_samples=max_samples,
-            max_mb=max_mb or None,
-            seed=seed or 0,
-            sites=list(sites) or None,
-            log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
-        )
-    except (*_analysis_errors(), OSError) as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        opts = json.loads((src / "summary.json").read_text()).get("options") or {}
+        seed = int(opts.get("seed") or 0)
+    res = write_explorer(
+        out or (src / "explorer.html" if is_dir else Path("explorer.html")),
+        save_dir=src if is_dir else None,
+        stores=list(stores) or (None if is_dir else [src]),
+        max_samples=max_samples,
+        max_mb=max_mb or None,
+        seed=seed or 0,
+        sites=list(sites) or None,
+        log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+    )
     click.echo(res.describe())
 
 
@@ -1021,82 +978,36 @@ def compare_cmd(
     The store is kept as SAVE_DIR/attention_store.h5; a later run with the same checkpoints and
     selection skips extraction, and an interrupted one continues it.
     """
-    import sys
-    from pathlib import Path
+    from attncmp.extract.checkpoint import named_checkpoints
 
-    pairs = []
-    if checkpoint_full:
-        pairs.append(("full", checkpoint_full))
-    if checkpoint_no_middle:
-        pairs.append(("no_middle", checkpoint_no_middle))
-    for m in models:
-        name, sep, path = str(m).partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise click.BadParameter(f"{m!r}: expected NAME=PATH", param_hint="--model")
-        pairs.append((name.strip(), path.strip()))
+    pairs = named_checkpoints(models, checkpoint_full, checkpoint_no_middle)
     if len(pairs) < 2:
         raise click.UsageError(
             "give two checkpoints: --checkpoint_full A.pt --checkpoint_no_middle B.pt "
             "(or --model NAME=PATH twice)"
         )
-    try:
-        from attncmp.analyze.outputs import existing_store_matches, prepare_save_dir, run_analysis
+    from attncmp.workflows import run_compare
 
-        options = _options_from(kw, quiet)
-        seed = options.seed
-        out = prepare_save_dir(save_dir)
-        store_path = out / "attention_store.h5"
-        skip, why = existing_store_matches(
-            store_path, pairs, split=split, seed=seed, num_samples=num_samples
-        )
-    except _analysis_errors() as exc:
-        raise click.ClickException(_one_line(exc)) from None
-    if skip:
-        if not quiet:
-            print(
-                f"using the existing store {store_path} ({why}); extraction skipped",
-                file=sys.stderr,
+    options = _options_from(kw, quiet)
+    try:
+        with _extract_extra("extraction"):
+            result = run_compare(
+                pairs,
+                save_dir,
+                options,
+                adapter=adapter,
+                adapter_options=list(adapter_options),
+                root_dir=root_dir,
+                split=split,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                device=device,
+                allow_training_samples=allow_training_samples,
+                trust_checkpoint=trust_checkpoint,
             )
-    else:
-        try:
-            from attncmp.extract.engine import ExtractConfig, run_extraction
-            from attncmp.extract.errors import ExtractError
-        except ImportError as exc:
-            raise click.ClickException(
-                f'extraction needs torch ({exc}); install it with: pip install "attncmp[extract]"'
-            ) from None
-        from attncmp.store import StoreError
-
-        cfg = ExtractConfig(
-            models=[(n, str(Path(p))) for n, p in pairs],
-            adapter=adapter,
-            adapter_options=list(adapter_options),
-            out=store_path,
-            root_dir=root_dir,
-            split=split,
-            num_samples=num_samples,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
-            allow_training_samples=allow_training_samples,
-            trust_checkpoint=trust_checkpoint,
-            quiet=quiet,
-        )
-        try:
-            result = run_extraction(cfg)
-        except (ExtractError, StoreError) as exc:
-            raise click.ClickException(_one_line(exc)) from None
-        except KeyboardInterrupt:
-            raise click.ClickException(
-                "interrupted; committed samples are kept: re-run the same command to continue"
-            ) from None
-        if not quiet:
-            print(result.summary(), file=sys.stderr)
-    try:
-        res = run_analysis([store_path], out, options)
-    except _analysis_errors() as exc:
-        raise click.ClickException(_one_line(exc)) from None
-    _print_outcome(res)
+    except KeyboardInterrupt:
+        raise click.ClickException(_INTERRUPTED) from None
+    _print_outcome(result.analysis)
 
 
 # === end analyze commands ===

@@ -1,21 +1,37 @@
-"""``attncmp demo``: the whole job on embedded data, on a fresh machine without GPU or network.
+"""Workflows: pipelines that run extraction, then analysis (the one layer above both stages).
 
-Steps: train the two reference variants (``full`` and ``no_middle``; fixed seeds, recorded split)
-or reuse their cached checkpoints, extract the held-out test split with the built-in ``reference``
-adapter into ``SAVE_DIR/attention_store.h5``, run the full analysis into ``SAVE_DIR``, and print
-the test MAE of both variants and of the mean predictor, the verdict and where the report is.
+``run_demo`` (``attncmp demo``): the whole job on embedded data, on a fresh machine without GPU or
+network. Train the two reference variants (``full`` and ``no_middle``; fixed seeds, recorded
+split) or reuse their cached checkpoints, extract the held-out test split with the built-in
+``reference`` adapter into ``SAVE_DIR/attention_store.h5``, run the full analysis into
+``SAVE_DIR``, and report the test MAE of both variants and of the mean predictor, the verdict and
+where the report is.
+
+``run_compare`` (``attncmp compare``, the original ``compare_attention_weights.py``): extract the
+given checkpoints into ``SAVE_DIR/attention_store.h5`` unless a complete store of exactly these
+checkpoint files and selection is already there (:func:`store_is_current`), then analyse it.
+
+torch is imported only when extraction actually runs, so re-analysing a current store works
+without the extraction extra.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = [
+    "CompareResult",
+    "DemoResult",
+    "format_demo",
+    "run_compare",
+    "run_demo",
+    "store_is_current",
+]
 
 VARIANTS = ("full", "no_middle")
 QUICK_SAMPLES = 24  # test molecules extracted in --quick mode (the test split has 64)
@@ -95,7 +111,7 @@ def run_demo(
     lang: str = "en",
 ) -> DemoResult:
     """Train (or reuse) both reference variants, extract the test split, analyse it."""
-    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+    from attncmp.analyze.outputs import AnalysisOptions, prepare_save_dir, run_analysis
     from attncmp.extract.engine import ExtractConfig, run_extraction
     from attncmp.store import StoreConfigMismatch
 
@@ -103,7 +119,7 @@ def run_demo(
     log: Callable[[str], None] = (
         (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     )
-    save = Path(save_dir).expanduser()
+    save = prepare_save_dir(save_dir)  # a directory it cannot write is one clear line
     ckdir = save / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
 
@@ -169,3 +185,121 @@ def format_demo(result: DemoResult) -> str:
     lines.append(f"  report:  {result.report}")
     lines.append(f"  done in {result.seconds:.0f} s")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CompareResult:
+    """What one ``compare`` run produced."""
+
+    store: Path
+    analysis: Any  # analyze.outputs.AnalysisResult
+    extraction: Any = None  # extract.engine.ExtractionResult; None when extraction was skipped
+    skipped: str | None = None  # why extraction was skipped (None when it ran)
+
+
+def store_is_current(
+    path: str | Path,
+    models: Sequence[tuple[str, str]],
+    *,
+    split: str | None = None,
+    seed: int | None = None,
+    num_samples: int | None = None,
+) -> tuple[bool, str]:
+    """Whether ``path`` is a complete store of exactly these ``(name, checkpoint)`` models (the
+    same checkpoint files by SHA-256) and selection, so extraction can be skipped.
+
+    Returns ``(True, reason)`` to skip, ``(False, reason)`` to (re-)run extraction, which then
+    continues a partial store or refuses a different configuration with its own message.
+    """
+    from attncmp.extract.checkpoint import sha256_file
+    from attncmp.store import open_store
+    from attncmp.store.errors import AttncmpError
+
+    p = Path(path)
+    if not p.exists():
+        return False, "no store yet"
+    try:
+        with open_store(p) as st:
+            if st.is_partial:
+                return False, f"store has {st.n_samples}/{st.n_planned} samples; continuing it"
+            if [m for m, _ in models] != st.models:
+                return False, f"store models {st.models} differ"
+            if split is not None and st.split and st.split != split:
+                return False, f"store split {st.split!r} differs"
+            if seed is not None and st.selection_seed is not None and st.selection_seed != seed:
+                return False, f"store seed {st.selection_seed} differs"
+            cfg = st.config
+            if num_samples is not None and cfg.get("num_samples") not in (None, num_samples):
+                return False, f"store num_samples {cfg.get('num_samples')} differs"
+            for name, ckpt in models:
+                want = st.provenance(name).get("checkpoint_sha256")
+                if not want:
+                    return False, f"store lacks the checkpoint hash of {name}"
+                if not Path(ckpt).is_file() or sha256_file(ckpt) != want:
+                    return False, f"checkpoint of {name} changed since extraction"
+            return True, f"complete store with {st.n_samples} samples"
+    except AttncmpError as e:
+        return False, str(e)
+
+
+def run_compare(
+    models: Sequence[tuple[str, str]],
+    save_dir: str | Path,
+    options: Any,
+    *,
+    adapter: str = "reference",
+    adapter_options: Sequence[str] = (),
+    root_dir: str | None = None,
+    split: str = "test",
+    num_samples: int | None = 100,
+    batch_size: int = 32,
+    device: str = "auto",
+    allow_training_samples: bool = False,
+    trust_checkpoint: bool = False,
+) -> CompareResult:
+    """Extract ``models`` (``(name, checkpoint)`` pairs, the first is the baseline; ``adapter``
+    with its ``adapter_options`` strings) into
+    ``save_dir/attention_store.h5`` unless that store is current, then analyse it with
+    ``options`` (an :class:`analyze.outputs.AnalysisOptions`; its seed is also the selection
+    seed). Progress goes to stderr unless ``options.quiet``."""
+    from attncmp.analyze.outputs import prepare_save_dir, run_analysis
+
+    quiet = bool(options.quiet)
+    out = prepare_save_dir(save_dir)
+    store_path = out / "attention_store.h5"
+    skip, why = store_is_current(
+        store_path, models, split=split, seed=options.seed, num_samples=num_samples
+    )
+    extraction = None
+    if skip:
+        _log(quiet, f"using the existing store {store_path} ({why}); extraction skipped")
+    else:
+        from attncmp.extract.engine import ExtractConfig, run_extraction
+
+        cfg = ExtractConfig(
+            models=[(n, str(Path(p))) for n, p in models],
+            adapter=adapter,
+            adapter_options=list(adapter_options),
+            out=store_path,
+            root_dir=root_dir,
+            split=split,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            seed=options.seed,
+            device=device,
+            allow_training_samples=allow_training_samples,
+            trust_checkpoint=trust_checkpoint,
+            quiet=quiet,
+        )
+        extraction = run_extraction(cfg)
+        _log(quiet, extraction.summary())
+    analysis = run_analysis([store_path], out, options)
+    return CompareResult(store_path, analysis, extraction, why if skip else None)
+
+
+def _log(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)

@@ -75,6 +75,7 @@ import numpy as np
 import polars as pl
 
 from . import registry as REG
+from .errors import AnalysisInputError
 from .stats import (
     PAIRED_COLUMNS,
     PairedResult,
@@ -135,7 +136,7 @@ def expected_sign(direction: str | None) -> int:
         return 1
     if direction == "higher":
         return -1
-    raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
+    raise AnalysisInputError(f"direction must be 'lower' or 'higher', got {direction!r}")
 
 
 @dataclass(frozen=True)
@@ -444,7 +445,7 @@ def match_heads(cost: Any) -> tuple[np.ndarray, np.ndarray, float]:
 
     c = np.asarray(cost, dtype=np.float64)
     if c.ndim != 2:
-        raise ValueError(f"`cost` must be a 2-D matrix, got shape {c.shape}")
+        raise AnalysisInputError(f"`cost` must be a 2-D matrix, got shape {c.shape}")
     c = np.where(np.isfinite(c), c, np.nanmax(c[np.isfinite(c)]) + 1 if np.isfinite(c).any() else 1)
     r, k = linear_sum_assignment(c)
     return r, k, float(c[r, k].sum())
@@ -622,7 +623,7 @@ def _hypothesis_layers(spec: Sequence[int] | str | None, n_layers: int) -> list[
     if spec == "all":
         return list(range(n_layers))
     if isinstance(spec, str):
-        raise ValueError(
+        raise AnalysisInputError(
             f"`hypothesis_layers` must be 'last', 'all' or layer indices, got {spec!r}"
         )
     out = []
@@ -630,12 +631,12 @@ def _hypothesis_layers(spec: Sequence[int] | str | None, n_layers: int) -> list[
         i = int(x)
         j = i + n_layers if i < 0 else i
         if not 0 <= j < n_layers:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"`hypothesis_layers`: layer {i} does not exist (the site has {n_layers} layers)"
             )
         out.append(j)
     if not out:
-        raise ValueError("`hypothesis_layers` is empty")
+        raise AnalysisInputError("`hypothesis_layers` is empty")
     return sorted(set(out))
 
 
@@ -691,24 +692,28 @@ def compare(
         (default), ``"BCa"`` or ``"percentile"`` (bootstrap with ``n_boot`` resamples).
     """
     if correction not in ("holm", "bh"):
-        raise ValueError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
+        raise AnalysisInputError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
     if heads not in ("each", "mean", "both"):
-        raise ValueError(f"`heads` must be 'each', 'mean' or 'both', got {heads!r}")
+        raise AnalysisInputError(f"`heads` must be 'each', 'mean' or 'both', got {heads!r}")
     if head_matching not in HEAD_MATCHING:
-        raise ValueError(f"`head_matching` must be one of {HEAD_MATCHING}, got {head_matching!r}")
+        raise AnalysisInputError(
+            f"`head_matching` must be one of {HEAD_MATCHING}, got {head_matching!r}"
+        )
     if primary not in ("wilcoxon", "t"):
-        raise ValueError(f"`primary` must be 'wilcoxon' or 't', got {primary!r}")
+        raise AnalysisInputError(f"`primary` must be 'wilcoxon' or 't', got {primary!r}")
     if not (0 < alpha < 1):
-        raise ValueError(f"`alpha` must be in (0, 1), got {alpha}")
+        raise AnalysisInputError(f"`alpha` must be in (0, 1), got {alpha}")
     baseline = baseline or tables.baseline
     if baseline not in tables.models:
-        raise ValueError(f"`baseline` {baseline!r} is not one of the models {tables.models}")
+        raise AnalysisInputError(
+            f"`baseline` {baseline!r} is not one of the models {tables.models}"
+        )
     if variants is None:
         variants = [m for m in tables.models if m != baseline]
     variants = list(variants)
     bad = [v for v in variants if v not in tables.models or v == baseline]
     if bad:
-        raise ValueError(
+        raise AnalysisInputError(
             f"`variants` {bad} must be models other than the baseline; have {tables.models}"
         )
     directions = dict(directions)
@@ -722,7 +727,7 @@ def compare(
         metrics = list(metrics)
         bad = [m for m in metrics if m not in known]
         if bad:
-            raise ValueError(f"`metrics` {bad} are not per-sample metric columns")
+            raise AnalysisInputError(f"`metrics` {bad} are not per-sample metric columns")
     secondary_metrics = [m for m in secondary_metrics if m in known and m not in metrics]
     degenerate = tables.diagnostics.degenerate_sites()
     skipped: list[str] = []
@@ -737,7 +742,7 @@ def compare(
         sites = list(sites)
         bad = [s for s in sites if s not in tables.sites]
         if bad:
-            raise ValueError(f"`sites` {bad} not in the tables; have {list(tables.sites)}")
+            raise AnalysisInputError(f"`sites` {bad} not in the tables; have {list(tables.sites)}")
     if main_site is None:
         main_site = tables.main_site()
         if main_site not in sites:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from .errors import AnalysisInputError
 from .metrics import jensen_shannon, row_metrics
 from .textview import merge_pieces
 
@@ -195,7 +196,7 @@ def group_metrics_table(
     site = site or default_site(store)
     info = store.sites()[site]
     if (info.query_axis, info.key_axis) != ("nodes", "tokens"):
-        raise ValueError(
+        raise AnalysisInputError(
             f"`site` {site!r} is {info.query_axis} -> {info.key_axis}; node groups "
             "need a nodes -> tokens site"
         )

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from attncmp.store import atomic
 
-from .plotstyle import new_figure, safe_text, style
+from .errors import AnalysisInputError
+from .plotstyle import new_figure, safe_text, style, write_figures
 
 __all__ = [
     "HeatmapData",
@@ -172,7 +172,7 @@ def resolve_layer_head(
     if lay < 0:
         lay += n_layers
     if not 0 <= lay < n_layers:
-        raise ValueError(
+        raise AnalysisInputError(
             f"`layer` {layer} out of range: the site has {n_layers} layer(s) (0..{n_layers - 1})"
         )
     if head is None or (isinstance(head, str) and head.lower() in ("mean", "head-mean")):
@@ -180,13 +180,13 @@ def resolve_layer_head(
     try:
         h = int(head)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise AnalysisInputError(
             f"`head` {head!r} is neither a head index (0..{n_heads - 1}) nor 'mean'"
         ) from None
     if h == -1:
         return lay, None
     if not 0 <= h < n_heads:
-        raise ValueError(
+        raise AnalysisInputError(
             f"`head` {head} out of range: the site has {n_heads} head(s) "
             f"(0..{n_heads - 1}, or 'mean')"
         )
@@ -225,22 +225,26 @@ def heatmap_data(
     """
     baseline = baseline or store.baseline
     if baseline not in store.models:
-        raise ValueError(
+        raise AnalysisInputError(
             f"`baseline` {baseline!r} is not in the store; models: {', '.join(store.models)}"
         )
     if variant is None:
         others = [m for m in store.models if m != baseline]
         if not others:
-            raise ValueError("the store holds one model only; a heatmap comparison needs two")
+            raise AnalysisInputError(
+                "the store holds one model only; a heatmap comparison needs two"
+            )
         variant = others[0]
     if variant not in store.models or variant == baseline:
-        raise ValueError(
+        raise AnalysisInputError(
             f"`variant` {variant!r} must be another model of the store: {', '.join(store.models)}"
         )
     site = site or default_site(store)
     sites = store.sites(baseline)
     if site not in sites:
-        raise ValueError(f"`site` {site!r} is not in the store; sites: {', '.join(sorted(sites))}")
+        raise AnalysisInputError(
+            f"`site` {site!r} is not in the store; sites: {', '.join(sorted(sites))}"
+        )
     info = sites[site]
     lay, hd = resolve_layer_head(info.n_layers, info.n_heads, layer, head)
     smp = store.sample(sample_id, with_attention=False)
@@ -627,18 +631,7 @@ def plot_heatmap(
         fig = _draw(data, max_tokens=max_tokens, max_nodes=max_nodes, title=title)
         if path is None:
             return fig
-        path = Path(path)
-        if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            with atomic.atomic_path(path) as tmp:
-                fig.savefig(tmp, format=path.suffix.lower().lstrip("."))
-            return [path]
-        out = []
-        for fmt in formats or ("png",):
-            p = path.with_name(path.name + "." + fmt)
-            with atomic.atomic_path(p) as tmp:
-                fig.savefig(tmp, format=fmt)
-            out.append(p)
-        return out
+        return write_figures(fig, path, formats)
 
 
 def _wrap(lines: list[str], width_in: float, font: float) -> list[str]:

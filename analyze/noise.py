@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from .compare import MAIN_METRICS, _values
+from .errors import AnalysisInputError
 from .table import HEAD_MEAN, MetricTables
 
 __all__ = ["NoiseFloor", "noise_floor", "parse_groups"]
@@ -103,7 +104,10 @@ class NoiseFloor:
 
 
 def parse_groups(specs: Sequence[str] | str) -> dict[str, list[str]]:
-    """Parse ``["full=full_s1,full_s2", "nm=nm_s1,nm_s2"]`` into ``{"full": [...], ...}``."""
+    """Parse ``--group`` values ``["full=full_s1,full_s2", "nm=nm_s1,nm_s2"]`` into
+    ``{"full": [...], ...}``: each group names two or more replicates (the same configuration
+    trained with other seeds), since one model has no seed-to-seed spread. The one parser of
+    ``--group`` (the CLI calls it too)."""
     if isinstance(specs, str):
         specs = [specs]
     out: dict[str, list[str]] = {}
@@ -111,12 +115,13 @@ def parse_groups(specs: Sequence[str] | str) -> dict[str, list[str]]:
         name, sep, members = spec.partition("=")
         name = name.strip()
         models = [m.strip() for m in members.split(",") if m.strip()]
-        if not sep or not name or not models:
-            raise ValueError(
-                f"group {spec!r}: expected NAME=MODEL[,MODEL...], e.g. full=full_s1,full_s2"
+        if not sep or not name or len(models) < 2:
+            raise AnalysisInputError(
+                f"group {spec!r}: expected NAME=MODEL1,MODEL2[,...] (two or more replicates), "
+                "e.g. full=full_s1,full_s2"
             )
         if name in out:
-            raise ValueError(f"group {name!r} is declared twice")
+            raise AnalysisInputError(f"group {name!r} is declared twice")
         out[name] = models
     return out
 
@@ -142,14 +147,16 @@ def noise_floor(
     for g, ms in groups.items():
         for m in ms:
             if m not in tables.models:
-                raise ValueError(f"group {g!r}: model {m!r} is not in the store ({tables.models})")
+                raise AnalysisInputError(
+                    f"group {g!r}: model {m!r} is not in the store ({tables.models})"
+                )
             if m in seen:
-                raise ValueError(f"model {m!r} is in groups {seen[m]!r} and {g!r}")
+                raise AnalysisInputError(f"model {m!r} is in groups {seen[m]!r} and {g!r}")
             seen[m] = g
     metrics = list(metrics) if metrics is not None else list(MAIN_METRICS)
     site = site or tables.main_site()
     if site not in tables.sites:
-        raise ValueError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
+        raise AnalysisInputError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
     vals = _values(tables, site, metrics)
     n_layers = int(tables.sites[site]["n_layers"])
     rows = []

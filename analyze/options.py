@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import AnalysisError
 from .plotstyle import parse_formats
 
 __all__ = ["AnalysisError", "AnalysisOptions", "EXAMPLE_STRATEGIES", "logger"]
@@ -15,10 +16,6 @@ __all__ = ["AnalysisError", "AnalysisOptions", "EXAMPLE_STRATEGIES", "logger"]
 EXAMPLE_STRATEGIES = ("divergent", "random", "ids")
 HEAD_MATCHINGS = ("sorted", "crossfit", "index", "hungarian")
 CI_METHODS = ("t", "BCa", "percentile")
-
-
-class AnalysisError(Exception):
-    """A user-correctable problem with an analysis request (one line, names the fix)."""
 
 
 @dataclass

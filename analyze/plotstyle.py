@@ -26,6 +26,8 @@ from attncmp.store import atomic
 if TYPE_CHECKING:  # matplotlib itself is imported when a figure is made, not with this module
     from matplotlib.figure import Figure
 
+from .errors import AnalysisError, AnalysisInputError
+
 __all__ = [
     "FORMATS",
     "MODEL_COLOURS",
@@ -299,10 +301,44 @@ def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
         if not f:
             continue
         if f not in FORMATS:
-            raise ValueError(f"`formats`: {f!r} is not one of {', '.join(FORMATS)}")
+            raise AnalysisInputError(f"`formats`: {f!r} is not one of {', '.join(FORMATS)}")
         if f not in out:
             out.append(f)
     return tuple(out) or ("png",)
+
+
+def write_figure(fig: Figure, path: str | Path, **savefig_kw) -> None:
+    """``fig.savefig(path, **savefig_kw)``; a file that cannot be written is an
+    :class:`AnalysisError` naming it (a user's path), not a bare ``OSError``."""
+    path = Path(path)
+    if "format" not in savefig_kw and path.suffix.lower().lstrip(".") in FORMATS:
+        savefig_kw["format"] = path.suffix.lower().lstrip(".")
+    try:
+        with atomic.atomic_path(path) as tmp:  # never a half-written figure under its name
+            fig.savefig(tmp, **savefig_kw)
+    except OSError as e:
+        raise AnalysisError(
+            f"{path}: cannot write the figure ({e.strerror or e}); choose a writable path"
+        ) from None
+
+
+def write_figures(
+    fig: Figure, path: str | Path, formats: Sequence[str] | None = None, **savefig_kw
+) -> list[Path]:
+    """Write a fixed-layout ``fig`` (no tight bounding box) to ``path`` in the format its suffix
+    names (``.png``/``.pdf``/``.svg``, ``formats`` None), else as ``path.<fmt>`` for each of
+    ``formats`` (default png); ``savefig_kw`` (e.g. ``dpi``) go to every write. Returns the
+    written paths."""
+    path = Path(path)
+    if formats is None and path.suffix.lower().lstrip(".") in FORMATS:
+        write_figure(fig, path, **savefig_kw)
+        return [path]
+    out = []
+    for fmt in formats or ("png",):
+        p = path.with_name(path.name + "." + fmt)
+        write_figure(fig, p, format=fmt, **savefig_kw)
+        out.append(p)
+    return out
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
@@ -316,7 +352,6 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png",)
     with style():
         for fmt in formats:
             p = stem.with_name(stem.name + "." + fmt)
-            with atomic.atomic_path(p) as tmp:  # never a half-written figure under its name
-                fig.savefig(tmp, format=fmt, **kw)
+            write_figure(fig, p, format=fmt, **kw)
             paths.append(p)
     return paths

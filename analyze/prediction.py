@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from .compare import _values
+from .errors import AnalysisInputError
 from .stats import bootstrap, partial_spearman, spearman_with_ci, wilcoxon_signed_rank
 from .table import HEAD_MEAN, MetricTables
 
@@ -42,7 +43,7 @@ def _target(tables: MetricTables, target: str | None) -> str:
     targets = tables.targets or ["target"]
     t = target or targets[0]
     if t not in targets:
-        raise ValueError(f"`target` {t!r} is not one of the store's targets {targets}")
+        raise AnalysisInputError(f"`target` {t!r} is not one of the store's targets {targets}")
     return t
 
 
@@ -57,7 +58,9 @@ def abs_errors(tables: MetricTables, model: str, target: str | None = None) -> n
     s = tables.samples.sort("position")
     col = _pred_col(tables, model, t)
     if col not in s.columns:
-        raise ValueError(f"no predictions for model {model!r} (column {col!r}) in the samples")
+        raise AnalysisInputError(
+            f"no predictions for model {model!r} (column {col!r}) in the samples"
+        )
     out = np.full(tables.n_samples, np.nan)
     pos = s["position"].to_numpy()
     out[pos] = np.abs(s[col].to_numpy().astype(float) - s[t].to_numpy().astype(float))
@@ -204,13 +207,15 @@ def _layers(layer: int | Sequence[int] | str, n_layers: int) -> list[int]:
     """Layer indices from ``layer`` (an index, negative from the end; a sequence; ``"all"``)."""
     if isinstance(layer, str):
         if layer != "all":
-            raise ValueError(f"`layer` must be an index, a list of indices or 'all', got {layer!r}")
+            raise AnalysisInputError(
+                f"`layer` must be an index, a list of indices or 'all', got {layer!r}"
+            )
         return list(range(n_layers))
     asked = [layer] if isinstance(layer, (int, np.integer)) else list(layer)
     out = []
     for lyr in asked:
         if not isinstance(lyr, (int, np.integer)) or not -n_layers <= lyr < n_layers:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"`layer` {lyr!r} is out of range for a site with {n_layers} layers "
                 f"(0..{n_layers - 1}, or -1 for the last)"
             )
@@ -248,7 +253,7 @@ def attention_error_correlation(
     site = site or tables.main_site()
     baseline = baseline or tables.baseline
     if site not in tables.sites:
-        raise ValueError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
+        raise AnalysisInputError(f"`site` {site!r} not in the tables; have {list(tables.sites)}")
     n_layers = int(tables.sites[site]["n_layers"])
     layers = _layers(layer, n_layers)
     vals = _values(tables, site, [*metrics, "n_keys"])

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from .compare import DEFAULT_DIRECTIONS, _values, classify
+from .errors import AnalysisInputError
 from .metrics import metric_range
 from .prediction import abs_errors
 from .stats import correct_pvalues, paired_test
@@ -55,7 +56,7 @@ def _column(tables: MetricTables, name: str, baseline: str) -> np.ndarray | list
         name = (tables.targets or ["target"])[0]
     col = name if name in s.columns else f"meta_{name}"
     if col not in s.columns:
-        raise ValueError(
+        raise AnalysisInputError(
             f"stratifier {name!r} is not a sample column; choose from "
             f"{', '.join(available_stratifiers(tables))}"
         )
@@ -174,9 +175,9 @@ def compare_strata(
     correction, expected, verdict``. ``mean_diff`` is ``variant - baseline``.
     """
     if bins < 1:
-        raise ValueError(f"`bins` must be >= 1, got {bins}")
+        raise AnalysisInputError(f"`bins` must be >= 1, got {bins}")
     if correction not in ("holm", "bh"):
-        raise ValueError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
+        raise AnalysisInputError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
     baseline = baseline or tables.baseline
     variants = (
         list(variants) if variants is not None else [m for m in tables.models if m != baseline]
@@ -187,7 +188,7 @@ def compare_strata(
     n_layers = int(tables.sites[site]["n_layers"])
     layers = range(n_layers) if layer is None else [layer]
     if min_size < 1:
-        raise ValueError(f"`min_size` must be >= 1, got {min_size}")
+        raise AnalysisInputError(f"`min_size` must be >= 1, got {min_size}")
     by = list(by)
     if by == list(BUILTIN):
         cols = tables.samples.columns

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from attncmp.store import StoreError
+from attncmp.store.schema import tool_version
 
 from . import registry as REG
 
@@ -182,7 +183,7 @@ def build_summary(
     return {
         "format": SUMMARY_FORMAT,
         "version": SUMMARY_VERSION,
-        "attncmp_version": _version(),
+        "attncmp_version": tool_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "store": {k: v for k, v in facts.items() if k not in ("provenance", "config")},
         "store_config": facts.get("config", {}),
@@ -413,12 +414,3 @@ def _warnings(
     if comparison.head_matching == "hungarian" and comparison.families["per-head"].size:
         out.append({"kind": "uncalibrated_heads", "message": "head_matching='hungarian'"})
     return out
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("attncmp")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"

@@ -13,19 +13,13 @@ from pathlib import Path
 
 import numpy as np
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter
+from attncmp.store.synthetic import softmax_rows
 
 __all__ = ["write_synthetic_store", "DEFAULT_SITES"]
 
 DEFAULT_SITES = (
     SiteSpec("atom_to_text", "nodes", "tokens", n_layers=1, n_heads=4, description="fine-grained"),
 )
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
 
 
 def write_synthetic_store(
@@ -98,7 +92,7 @@ def write_synthetic_store(
                 for m in models:
                     shape = (s.n_layers, s.n_heads, 1 if m in identical_rows else q, k)
                     z = rng.standard_normal(shape) + base[:, :, : shape[2]]
-                    a = _softmax(z * sharp[m])
+                    a = softmax_rows(z * sharp[m])
                     att[m][s.name] = np.broadcast_to(a, (s.n_layers, s.n_heads, q, k)).copy()
             g = None
             if gold:

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from . import metrics as M
+from .errors import AnalysisError, AnalysisInputError
 from .metrics import Diagnostics
 
 __all__ = [
@@ -88,15 +89,17 @@ class MetricOptions:
 
     def __post_init__(self) -> None:
         if self.heads not in ("each", "mean", "both"):
-            raise ValueError(f"`heads` must be 'each', 'mean' or 'both', got {self.heads!r}")
+            raise AnalysisInputError(
+                f"`heads` must be 'each', 'mean' or 'both', got {self.heads!r}"
+            )
         if self.pairs not in ("all", "baseline"):
-            raise ValueError(f"`pairs` must be 'all' or 'baseline', got {self.pairs!r}")
+            raise AnalysisInputError(f"`pairs` must be 'all' or 'baseline', got {self.pairs!r}")
         if not (0.0 <= self.threshold < 1.0):
-            raise ValueError(f"`threshold` must be in [0, 1), got {self.threshold}")
+            raise AnalysisInputError(f"`threshold` must be in [0, 1), got {self.threshold}")
         if self.top_k < 1:
-            raise ValueError(f"`top_k` must be >= 1, got {self.top_k}")
+            raise AnalysisInputError(f"`top_k` must be >= 1, got {self.top_k}")
         if self.chunk_samples < 1:
-            raise ValueError(f"`chunk_samples` must be >= 1, got {self.chunk_samples}")
+            raise AnalysisInputError(f"`chunk_samples` must be >= 1, got {self.chunk_samples}")
 
 
 @dataclass
@@ -196,10 +199,10 @@ class MetricTables:
         key = ["sample_id", "model", "site", "layer", "head", "head_kind"]
         missing = [c for c in key if c not in f.columns]
         if missing:
-            raise ValueError(f"`per_sample` lacks columns {missing}")
+            raise AnalysisInputError(f"`per_sample` lacks columns {missing}")
         dup = f.select(key).is_duplicated()
         if dup.any():
-            raise ValueError(
+            raise AnalysisInputError(
                 f"`per_sample` has {int(dup.sum())} rows sharing (sample_id, model, site, layer, "
                 "head, head_kind); one row per key is expected"
             )
@@ -292,14 +295,14 @@ class MetricTables:
         d = Path(directory)
         meta_path = d / TABLE_FILES["meta"]
         if not meta_path.exists():
-            raise FileNotFoundError(
+            raise AnalysisError(
                 f"{meta_path}: no saved metric tables here; run `attncmp analyze` first"
             )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != "attncmp-metric-tables":
-            raise ValueError(f"{meta_path}: not an attncmp metric-tables file")
+            raise AnalysisInputError(f"{meta_path}: not an attncmp metric-tables file")
         if int(meta.get("version", 0)) > 1:
-            raise ValueError(
+            raise AnalysisInputError(
                 f"{meta_path}: tables version {meta['version']} is newer; upgrade attncmp"
             )
         opts = MetricOptions(**meta["options"])
@@ -369,7 +372,7 @@ def compute_tables(
         models = list(models)
         bad = [m for m in models if m not in all_models]
         if bad:
-            raise ValueError(f"`models`: {bad} not in the store; it has {all_models}")
+            raise AnalysisInputError(f"`models`: {bad} not in the store; it has {all_models}")
     if baseline in models:
         models = [baseline] + [m for m in models if m != baseline]
     else:
@@ -381,7 +384,9 @@ def compute_tables(
         sites = list(sites)
         bad = [s for s in sites if s not in site_infos]
         if bad:
-            raise ValueError(f"`sites`: {bad} not in the store; it has {sorted(site_infos)}")
+            raise AnalysisInputError(
+                f"`sites`: {bad} not in the store; it has {sorted(site_infos)}"
+            )
     if options.pairs == "all":
         pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
     else:
@@ -401,7 +406,7 @@ def compute_tables(
         for m in models:
             mi = store.sites(m)[site]
             if mi.n_layers != info.n_layers:
-                raise ValueError(
+                raise AnalysisInputError(
                     f"site {site!r}: model {m!r} has {mi.n_layers} layers, {baseline!r} has "
                     f"{info.n_layers}; layers must correspond across models"
                 )
@@ -1089,7 +1094,7 @@ def resolve_jobs(jobs: int | None) -> int:
         except AttributeError:  # not on Linux
             return max(1, os.cpu_count() or 1)
     if jobs < 0:
-        raise ValueError(f"`jobs` must be >= 0 (0: every available core), got {jobs}")
+        raise AnalysisInputError(f"`jobs` must be >= 0 (0: every available core), got {jobs}")
     return int(jobs)
 
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from attncmp.store import atomic
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.font_manager import FontProperties
 
-from .plotstyle import new_figure, safe_text, style
+from .errors import AnalysisError, AnalysisInputError
+from .plotstyle import new_figure, safe_text, style, write_figures
 
 __all__ = [
     "Focus",
@@ -69,7 +69,12 @@ DIFF_CMAP = _light("RdBu_r", 0.18, 0.82)
 def ensure_parent(path: str | Path) -> Path:
     """Create ``path``'s parent directory (so a write after long work cannot fail on it)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AnalysisError(
+            f"{p}: cannot create its directory ({e.strerror or e}); choose a writable path"
+        ) from None
     return p
 
 
@@ -344,14 +349,18 @@ def focus_for(
     labels = list(node_labels if node_labels is not None else data.node_labels_or_rows())
     if node is not None:
         if not 0 <= node < nq:
-            raise ValueError(f"`node` {node} out of range: the sample has {nq} nodes (0..{nq - 1})")
+            raise AnalysisInputError(
+                f"`node` {node} out of range: the sample has {nq} nodes (0..{nq - 1})"
+            )
         rows = (node,)
         name = f"node {safe_text(labels[node])}{node}"
     elif group is not None:
         rows = tuple(i for i, lab in enumerate(labels) if lab == group)
         if not rows:
             have = ", ".join(dict.fromkeys(labels))
-            raise ValueError(f"no node has the label {group!r}; the sample's labels: {have}")
+            raise AnalysisInputError(
+                f"no node has the label {group!r}; the sample's labels: {have}"
+            )
         name = f"node group {safe_text(group_label(group, len(rows)))}"
     else:
         rows = tuple(range(nq))
@@ -387,7 +396,7 @@ def plot_text(
     the :class:`~matplotlib.figure.Figure` is returned.
     """
     if data.key_axis != "tokens":
-        raise ValueError(
+        raise AnalysisInputError(
             f"site {data.site!r} attends over {data.key_axis}, not tokens; the text view needs a "
             "site whose keys are the tokens"
         )
@@ -429,18 +438,7 @@ def plot_text(
         fig = _draw(data, layout, foci, width, raster=raster)
         if path is None:
             return fig
-        path = Path(path)
-        if formats is None and path.suffix.lower().lstrip(".") in ("png", "pdf", "svg"):
-            with atomic.atomic_path(path) as tmp:
-                fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=MEASURE_DPI)
-            return [path]
-        out = []
-        for fmt in formats or ("png",):
-            p = path.with_name(path.name + "." + fmt)
-            with atomic.atomic_path(p) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=MEASURE_DPI)
-            out.append(p)
-        return out
+        return write_figures(fig, path, formats, dpi=MEASURE_DPI)
 
 
 _HEADER_H = 0.62

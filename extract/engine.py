@@ -44,6 +44,8 @@ from attncmp.store import (
     StoreWriter,
     shard_ids,
 )
+from attncmp.store.errors import one_line
+from attncmp.store.schema import row_sum_tolerance, tool_version
 
 from .adapter import (
     ForwardOutput,
@@ -52,7 +54,13 @@ from .adapter import (
     parse_adapter_options,
     resolve_adapter,
 )
-from .checkpoint import TRUST_HINT, is_weights_only_refusal, load_failure_reason, sha256_file
+from .checkpoint import (
+    load_failure_reason,
+    named_checkpoints,
+    sha256_file,
+    trust_hint,
+    weights_only_refusal,
+)
 from .errors import (
     AdapterError,
     AttentionShapeError,
@@ -82,8 +90,6 @@ COMMIT_MAX_BYTES = 256 << 20  # commit early when this much attention is pending
 MAX_WARNINGS = 10  # invalid-attention warnings printed (all are recorded in the store)
 DTYPES = ("float16", "float32")
 _TORCH_DTYPE = {"float16": torch.float16, "float32": torch.float32}
-# row-sum tolerance of the source attention, by its dtype
-_ROW_TOL = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +117,6 @@ class ExtractConfig:
     on_invalid: str = "fail"  # fail | warn
     quiet: bool = False  # no progress bar
     compression: str = "gzip"  # gzip | lzf | none
-    row_sum_tol: float | None = None  # default by the attention's dtype (1e-3 fp32, 2e-2 16-bit)
     queue_size: int = 2  # batches in flight between the device and the writer thread
     prefetch: int | None = None  # batches built ahead on a thread; None: 2 on GPU, 0 on CPU
     commit_every: float = 2.0  # seconds between commits (batches are grouped); 0: every batch
@@ -280,6 +285,17 @@ def _lengths_to(dev: torch.device, n_query, n_key) -> tuple[torch.Tensor, torch.
     return both[0], both[1]
 
 
+def _model_dtype(handle: Any) -> str | None:
+    """The floating dtype of the model's parameters ("float32", "bfloat16", ...): the dtype its
+    attention is computed in. None when the handle holds no ``nn.Module`` with float parameters."""
+    for m in (handle, getattr(handle, "model", None)):
+        if isinstance(m, torch.nn.Module):
+            for p in m.parameters():
+                if p.is_floating_point():
+                    return str(p.dtype).removeprefix("torch.")
+    return None
+
+
 def _attention_stats(att: torch.Tensor, nq: torch.Tensor, nk: torch.Tensor) -> torch.Tensor:
     """Per-sample sanity statistics over the valid region, on the device: ``[B, 3]`` float32 of
     (any non-finite, max |row sum - 1|, min weight)."""
@@ -341,24 +357,11 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else ""
-    first = first if len(first) <= 200 else first[:197] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def _versions() -> dict[str, str]:
     import h5py
 
-    try:
-        from importlib.metadata import version
-
-        attncmp = version("attncmp")
-    except Exception:
-        attncmp = "0.0.0+unknown"
     return {
-        "attncmp": attncmp,
+        "attncmp": tool_version(),
         "torch": torch.__version__,
         "h5py": h5py.__version__,
         "numpy": np.__version__,
@@ -622,7 +625,9 @@ class _Run:
         self.baseline = cfg.baseline or self.names[0]
         self.invalid: dict[str, list[str]] = {}
         self._warned = 0
-        self.tol = cfg.row_sum_tol
+        # (model, site) -> row-sum tolerance of what is stored (store.schema.row_sum_tolerance of
+        # the model's dtype and the store dtype; recorded in the store, the same one validate uses)
+        self.tols: dict[tuple[str, str], float] = {}
 
     # -- setup --------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -659,12 +664,12 @@ class _Run:
             raise
         except Exception as exc:
             on = f" for model {model!r}" if model else ""
-            raise AdapterError(
-                f"adapter {self.adapter_label!r}: {what}{on} failed: {_one_line(exc)}"
-            ) from exc
+            why = one_line(exc, limit=200, with_type=True)
+            raise AdapterError(f"adapter {self.adapter_label!r}: {what}{on} failed: {why}") from exc
 
     def _load_models(self) -> None:
         self.handles: dict[str, Any] = {}
+        self.source_dtypes: dict[str, str | None] = {}
         self.sha: dict[str, str] = {}
         for name, ckpt in self.cfg.models:
             p = Path(ckpt)
@@ -681,9 +686,10 @@ class _Run:
             except ExtractError:
                 raise
             except Exception as exc:
-                if not self.cfg.trust_checkpoint and is_weights_only_refusal(exc):
+                refused = None if self.cfg.trust_checkpoint else weights_only_refusal(exc)
+                if refused is not None:
                     raise CheckpointLoadError(
-                        f"model {name!r}: checkpoint {p}: {TRUST_HINT}"
+                        f"model {name!r}: checkpoint {p}: {trust_hint(refused)}"
                     ) from exc
                 raise CheckpointLoadError(
                     f"model {name!r}: loading checkpoint {p} failed: {load_failure_reason(exc)}"
@@ -692,6 +698,7 @@ class _Run:
                 if isinstance(m, torch.nn.Module):
                     m.eval()
             self.handles[name] = h
+            self.source_dtypes[name] = _model_dtype(h)
 
     def _sites(self) -> None:
         per_model: dict[str, list[SiteSpec]] = {}
@@ -879,8 +886,13 @@ class _Run:
                         "num_samples": config["num_samples"],
                         "sites_skipped": self.skipped.get(name, []),
                     },
+                    source_dtype=self.source_dtypes.get(name),
                 )
             )
+            for site in self.sites:
+                self.tols[(name, site.name)] = row_sum_tolerance(
+                    c.dtype, self.source_dtypes.get(name)
+                )
         return StoreSpec(
             models=tuple(models),
             sites=tuple(self.sites),
@@ -1039,10 +1051,9 @@ class _Run:
                     f"adapter {label!r}: model {name!r} site {site.name!r}: attention dtype "
                     f"{att.dtype} is not floating point"
                 )
-            if self.tol is None:
-                self.tol = _ROW_TOL.get(att.dtype, 2e-2)
             nq_d, nk_d = lens[site.name]
-            parts.append(_attention_stats(att, nq_d, nk_d))  # [B, 3]
+            # sanity of what is stored: the weights as cast to the store dtype
+            parts.append(_attention_stats(att.to(store_dtype), nq_d, nk_d))  # [B, 3]
             flats[site.name] = gather_valid(att, nq, nk, lengths_dev=(nq_d, nk_d)).to(store_dtype)
         pred = torch.as_tensor(out.predictions)
         T = len(self.target_names)
@@ -1102,10 +1113,10 @@ class _Run:
         # 1. lengths reported by the models agree with each other and with describe()
         self._check_lengths(job)
         # 2. attention sanity
-        tol = self.tol if self.tol is not None else 1e-3
         problems: dict[str, list[str]] = {}
         for n, o in job.outputs.items():
             for s_i, site in enumerate(self.sites):
+                tol = self.tols[(n, site.name)]
                 st = o.stats[:, 2 + 3 * s_i : 5 + 3 * s_i].numpy()  # [B, 3]
                 for j in np.nonzero((st[:, 0] > 0) | (st[:, 1] > tol) | (st[:, 2] < 0))[0]:
                     what = []
@@ -1192,7 +1203,7 @@ class _Run:
             self.writer.append(fb)
         except OSError as exc:
             raise StoreWriteError(
-                f"{self.path}: writing failed ({_one_line(exc)}"
+                f"{self.path}: writing failed ({one_line(exc, limit=200, with_type=True)}"
                 + (" - out of disk space?" if "space" not in str(exc).lower() else "")
                 + f"); the {self.writer.n_committed} committed samples are preserved: free space "
                 "and re-run the same command to continue"
@@ -1324,16 +1335,7 @@ def extract_from_cli_args(
     puts the store at ``save_dir/attention_store.h5``. ``all_samples`` conflicts with
     ``num_samples``. Any other keyword is an :class:`ExtractConfig` field.
     """
-    pairs: list[tuple[str, str]] = []
-    if checkpoint_full:
-        pairs.append(("full", str(checkpoint_full)))
-    if checkpoint_no_middle:
-        pairs.append(("no_middle", str(checkpoint_no_middle)))
-    for text in models:
-        name, sep, path = str(text).partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ExtractError(f"--model {text!r}: expected NAME=PATH, e.g. full=runs/full/best.pt")
-        pairs.append((name.strip(), path.strip()))
+    pairs = named_checkpoints(models, checkpoint_full, checkpoint_no_middle)
     if all_samples and options.get("num_samples") is not None:
         raise ExtractError("--all and --num-samples exclude each other; give one")
     if save_dir is not None and out is not None:

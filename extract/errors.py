@@ -1,11 +1,14 @@
 """Exceptions of the extraction stage (torch-free, safe to import anywhere).
 
 Every message is one line that names the problem (file, model, sample, site) and says how to fix
-it; the CLI prints it as is, without a traceback. Store problems (config mismatch on append, bad
-store files) surface as :class:`store.StoreError` and are reported the same way.
+it; the CLI prints it as is, without a traceback. All derive from
+:class:`attncmp.store.errors.AttncmpError`; store problems (config mismatch on append, bad store
+files) surface as :class:`attncmp.store.StoreError` and are reported the same way.
 """
 
 from __future__ import annotations
+
+from attncmp.store.errors import AttncmpError
 
 __all__ = [
     "AdapterError",
@@ -21,7 +24,7 @@ __all__ = [
 ]
 
 
-class ExtractError(Exception):
+class ExtractError(AttncmpError):
     """Base class: a problem with an extraction run that the user can act on."""
 
 

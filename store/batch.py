@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import StoreInputError
+
 
 @dataclass
 class SampleRecord:
@@ -62,7 +64,7 @@ def _as_row(x: Any) -> np.ndarray:
 def records_to_flat(records: Sequence[SampleRecord]) -> FlatBatch:
     """Concatenate per-sample records into a :class:`FlatBatch`."""
     if not records:
-        raise ValueError("`records` is empty")
+        raise StoreInputError("`records` is empty")
     models = list(records[0].attention)
     meta_cols = list(records[0].meta)
     attention: dict[str, dict[str, list[np.ndarray]]] = {
@@ -72,11 +74,13 @@ def records_to_flat(records: Sequence[SampleRecord]) -> FlatBatch:
     gold_parts: list[np.ndarray] = []
     for i, r in enumerate(records):
         if list(r.attention) != models:
-            raise ValueError(f"sample {r.id!r}: models {list(r.attention)} differ from {models}")
+            raise StoreInputError(
+                f"sample {r.id!r}: models {list(r.attention)} differ from {models}"
+            )
         for m in models:
             for s, parts in attention[m].items():
                 if s not in r.attention[m]:
-                    raise ValueError(f"sample {r.id!r}: model {m!r} lacks site {s!r}")
+                    raise StoreInputError(f"sample {r.id!r}: model {m!r} lacks site {s!r}")
                 parts.append(np.asarray(r.attention[m][s]).reshape(-1))
         if r.gold is not None:
             gold_present[i] = True

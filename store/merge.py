@@ -47,7 +47,9 @@ def spec_of(st: Store) -> StoreSpec:
     """
     fp = _fingerprint(st)
     return StoreSpec(
-        models=tuple(ModelSpec(m, st.provenance(m)) for m in st.models),
+        models=tuple(
+            ModelSpec(m, st.provenance(m), source_dtype=_source_dtype(st, m)) for m in st.models
+        ),
         sites=tuple(SiteSpec(**d) for d in fp["sites"]),
         selection_ids=tuple(st.selection_ids),
         targets=tuple(st.targets),
@@ -62,6 +64,11 @@ def spec_of(st: Store) -> StoreSpec:
         shard_index=int(st.attrs.get("shard_index", 0)),
         shard_count=int(st.attrs.get("shard_count", 1)),
     )
+
+
+def _source_dtype(st: Store, model: str) -> str | None:
+    """The model's recorded attention source dtype (section 7.2), None when not recorded."""
+    return next((s.source_dtype for s in st.sites(model).values() if s.source_dtype), None)
 
 
 def _fingerprint(st: Store) -> dict:

@@ -36,6 +36,8 @@ class SiteInfo:
     n_layers: int
     n_heads: int
     description: str = ""
+    row_sum_tolerance: float = 0.0  # rows sum to 1 within this (section 7.2)
+    source_dtype: str | None = None  # the dtype the model computed the attention in, if recorded
 
 
 @dataclass
@@ -572,6 +574,10 @@ class Store:
                 n_layers=int(a["n_layers"]),
                 n_heads=int(a["n_heads"]),
                 description=str(a.get("description", "")),
+                row_sum_tolerance=float(
+                    a.get("row_sum_tolerance", S.row_sum_tolerance(self.attention_dtype))
+                ),
+                source_dtype=None if a.get("source_dtype") is None else str(a["source_dtype"]),
             )
         return out
 

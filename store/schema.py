@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import encodings as E
+from .errors import StoreInputError
 
 SCHEMA_NAME = "attncmp-store"
 SCHEMA_VERSION = "1.0"  # "MAJOR.MINOR"; readers refuse a newer MAJOR
@@ -35,9 +36,22 @@ FLAT_CHUNK = 1 << 16  # 64 Ki elements: 128 KiB float16, 256 KiB float32
 BYTES_CHUNK = 1 << 16
 SAMPLE_CHUNK = 1 << 12
 
-# row-sum tolerance by stored dtype (float16 has an 11-bit significand: ~1e-3 per element, and
-# rounding errors accumulate over up to a few hundred keys)
-ROW_SUM_TOL = {"float16": 2e-2, "float32": 1e-4}
+# How far an attention row's sum may be from 1, by the dtype the weights passed through: the one
+# table for the engine's check, the writer's record and validate. 16-bit floats have 11 (float16)
+# or 8 (bfloat16) significant bits, and rounding errors accumulate over up to a few hundred keys;
+# 32/64-bit softmax rows are exact to ~1e-6, the rest is room for adapters that average or
+# renormalise. A row computed in one dtype and stored in another gets the looser of the two
+# (row_sum_tolerance), recorded per model and site in the store.
+ROW_SUM_TOL = {"float64": 1e-3, "float32": 1e-3, "float16": 2e-2, "bfloat16": 2e-2}
+
+
+def row_sum_tolerance(store_dtype: str, source_dtype: str | None = None) -> float:
+    """The row-sum tolerance of weights computed in ``source_dtype`` (None: not known, only the
+    storage counts) and stored as ``store_dtype``: the looser of their :data:`ROW_SUM_TOL` entries.
+    A dtype missing from the table counts as 16-bit (the loosest)."""
+    loosest = max(ROW_SUM_TOL.values())
+    dtypes = [store_dtype] if source_dtype is None else [store_dtype, source_dtype]
+    return max(ROW_SUM_TOL.get(str(d).removeprefix("torch."), loosest) for d in dtypes)
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,12 @@ class SiteSpec:
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
-            raise ValueError(f"site name {self.name!r} must be non-empty and contain no '/'")
+            raise StoreInputError(f"site name {self.name!r} must be non-empty and contain no '/'")
         for axis in (self.query_axis, self.key_axis):
             if axis not in AXES:
-                raise ValueError(f"site {self.name!r}: axis {axis!r} is not one of {AXES}")
+                raise StoreInputError(f"site {self.name!r}: axis {axis!r} is not one of {AXES}")
         if self.n_layers < 1 or self.n_heads < 1:
-            raise ValueError(f"site {self.name!r}: n_layers and n_heads must be >= 1")
+            raise StoreInputError(f"site {self.name!r}: n_layers and n_heads must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -71,10 +85,13 @@ class ModelSpec:
 
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    # the dtype the model computes attention in ("float32", "bfloat16", ...; None: not known);
+    # with the store's dtype it sets each site's recorded row-sum tolerance (row_sum_tolerance)
+    source_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
-            raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+            raise StoreInputError(f"model name {self.name!r} must be non-empty and contain no '/'")
 
 
 @dataclass(frozen=True)
@@ -101,25 +118,27 @@ class StoreSpec:
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if len(names) < 1 or len(set(names)) != len(names):
-            raise ValueError(f"model names must be unique and non-empty, got {names}")
+            raise StoreInputError(f"model names must be unique and non-empty, got {names}")
         snames = [s.name for s in self.sites]
         if len(set(snames)) != len(snames):
-            raise ValueError(f"site names must be unique, got {snames}")
+            raise StoreInputError(f"site names must be unique, got {snames}")
         if self.dtype not in ATTENTION_DTYPES:
-            raise ValueError(f"`dtype` must be one of {ATTENTION_DTYPES}, got {self.dtype!r}")
+            raise StoreInputError(f"`dtype` must be one of {ATTENTION_DTYPES}, got {self.dtype!r}")
         if self.compression not in COMPRESSIONS:
-            raise ValueError(
+            raise StoreInputError(
                 f"`compression` must be one of {COMPRESSIONS}, got {self.compression!r}"
             )
         for name, kind in self.meta_columns:
             if kind not in META_KINDS:
-                raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {META_KINDS}")
+                raise StoreInputError(
+                    f"metadata column {name!r}: kind {kind!r} not in {META_KINDS}"
+                )
         if len(set(self.selection_ids)) != len(self.selection_ids):
-            raise ValueError("`selection_ids` contains duplicate sample ids")
+            raise StoreInputError("`selection_ids` contains duplicate sample ids")
         if self.baseline is not None and self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not one of the models {names}")
+            raise StoreInputError(f"baseline {self.baseline!r} is not one of the models {names}")
         if not (0 <= self.shard_index < self.shard_count):
-            raise ValueError(f"shard {self.shard_index}/{self.shard_count} is out of range")
+            raise StoreInputError(f"shard {self.shard_index}/{self.shard_count} is out of range")
 
     @property
     def baseline_name(self) -> str:
@@ -143,6 +162,17 @@ class StoreSpec:
         }
 
 
+def tool_version() -> str:
+    """The installed attncmp version (``0.0.0+unknown`` when run from an uninstalled tree): the
+    one lookup behind ``--version``, the store's ``tool_version`` and summary.json."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("attncmp")
+    except PackageNotFoundError:  # pragma: no cover - not installed
+        return "0.0.0+unknown"
+
+
 def dumps(obj: Any) -> str:
     """Canonical JSON used for every JSON-valued attribute (sorted keys, no NaN)."""
     return json.dumps(obj, sort_keys=True, default=str, allow_nan=False)
@@ -160,7 +190,7 @@ def shard_ids(selection_ids: tuple[str, ...] | list[str], index: int, count: int
     ``numpy.array_split``); concatenating the shards in index order gives the selection order.
     """
     if not (0 <= index < count):
-        raise ValueError(f"shard {index}/{count} is out of range")
+        raise StoreInputError(f"shard {index}/{count} is out of range")
     n = len(selection_ids)
     base, extra = divmod(n, count)
     start = index * base + min(index, extra)

@@ -83,7 +83,8 @@ def synthetic_spec(
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in float32 (rows sum to 1 up to float32 rounding)."""
+    """Softmax over the last axis in the input's dtype (rows sum to 1 up to its rounding); the
+    one softmax of the synthetic-store generators."""
     z = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)

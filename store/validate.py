@@ -33,7 +33,7 @@ import numpy as np
 
 from . import encodings as E
 from . import schema as S
-from .errors import StoreError
+from .errors import StoreError, one_line
 from .reader import _open_h5, superblock_info
 
 __all__ = ["Problem", "ValidationReport", "validate_store", "PROBLEM_KINDS"]
@@ -210,7 +210,7 @@ class _FileValidator:
             pass
         except Exception as e:  # noqa: BLE001 - a damaged file can fail anywhere
             kind = "checksum" if _is_filter_error(e) else "read"
-            self.problem(kind, path, f"could not be read: {_one_line(e)}")
+            self.problem(kind, path, f"could not be read: {one_line(e)}")
 
     # -- entry ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -238,7 +238,7 @@ class _FileValidator:
             pass
         except Exception as e:  # noqa: BLE001 - last resort: a report, never a traceback
             kind = "checksum" if _is_filter_error(e) else "read"
-            self.problem(kind, "", f"validation stopped: {_one_line(e)}")
+            self.problem(kind, "", f"validation stopped: {one_line(e)}")
 
     def _open(self) -> h5py.File:
         """Open as the reader does (same checks, same one-line messages), as a problem."""
@@ -359,7 +359,7 @@ class _FileValidator:
             self.problem(
                 "checksum",
                 path,
-                f"cannot be opened: its HDF5 metadata is damaged ({_one_line(e)}); the file is "
+                f"cannot be opened: its HDF5 metadata is damaged ({one_line(e)}); the file is "
                 "corrupted: restore a copy or re-extract",
             )
             raise _Reported from None
@@ -767,6 +767,7 @@ class _FileValidator:
             "key_axis": ka,
             "n_layers": int(nl),
             "n_heads": int(nh),
+            "tol": self._row_sum_tolerance(path, a),
         }
         self.sites[m][s] = info
         sizes = None
@@ -904,12 +905,33 @@ class _FileValidator:
                 with self.guard(path):
                     self._sanity_one(path, info)
 
+    def _row_sum_tolerance(self, path: str, a) -> float:
+        """The site's recorded row-sum tolerance (section 7.2), else the table's for the store
+        dtype; a recorded value looser than the table allows for any dtype is a problem."""
+        default = S.row_sum_tolerance(self.dtype)
+        raw = a.get("row_sum_tolerance")
+        if raw is None:
+            return default
+        try:
+            tol = float(raw)
+        except (TypeError, ValueError):
+            tol = float("nan")
+        if not 0 < tol <= max(S.ROW_SUM_TOL.values()):
+            self.problem(
+                "structure",
+                path,
+                f"attribute row_sum_tolerance is {raw!r}, expected a number in "
+                f"(0, {max(S.ROW_SUM_TOL.values()):g}]",
+            )
+            return default
+        return max(tol, default)
+
     def _sanity_one(self, path: str, info: dict[str, Any]) -> None:
         ds = self.f[path]
         off = info["offsets"]
         k = info["k"]
         rows_per = info["n_layers"] * info["n_heads"] * info["q"]
-        tol = S.ROW_SUM_TOL[self.dtype]
+        tol = info["tol"]
         acc = {kind: _Acc() for kind in ("nan", "negative", "row-sum")}
         n = self.n
         a = 0
@@ -943,7 +965,7 @@ class _FileValidator:
         what = {
             "nan": "contain NaN or Inf",
             "negative": "contain negative weights",
-            "row-sum": f"do not sum to 1 within {tol:g} ({self.dtype})",
+            "row-sum": f"do not sum to 1 within {tol:g} (stored {self.dtype})",
         }
         for kind, ac in acc.items():
             if not ac.rows:
@@ -1009,7 +1031,7 @@ class _FileValidator:
             )
         else:
             msg = f"{len(bad)} chunk(s) cannot be read (first covers {c0}..{c1 - 1}): "
-            msg += _one_line(first_err)
+            msg += one_line(first_err)
         self.problem(kind, path, msg, count=len(bad))
 
     def _checksums(self) -> None:
@@ -1025,7 +1047,7 @@ class _FileValidator:
         except Exception as e:  # noqa: BLE001
             kind = "checksum" if "checksum" in str(e).lower() else "read"
             self.problem(
-                kind, "/", f"the file's HDF5 metadata is damaged, listing failed: {_one_line(e)}"
+                kind, "/", f"the file's HDF5 metadata is damaged, listing failed: {one_line(e)}"
             )
             return
         for path, ds in datasets:
@@ -1197,7 +1219,7 @@ def _reader_check(paths: list[Path], report: ValidationReport) -> None:
     except StoreError as e:
         report.problems.append(Problem("structure", "", None, f"the reader refuses it: {e}"))
     except Exception as e:  # noqa: BLE001
-        report.problems.append(Problem("read", "", None, f"the reader fails on it: {_one_line(e)}"))
+        report.problems.append(Problem("read", "", None, f"the reader fails on it: {one_line(e)}"))
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -1262,7 +1284,3 @@ def _first_ids(ids: Sequence[str] | None, idx: np.ndarray | Sequence[int]) -> st
 def _is_filter_error(e: BaseException) -> bool:
     text = str(e).lower()
     return "filter" in text or "checksum" in text or "fletcher" in text or "inflate" in text
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

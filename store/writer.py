@@ -268,7 +268,7 @@ class StoreWriter:
         a["schema"] = S.SCHEMA_NAME
         a["schema_version"] = S.SCHEMA_VERSION
         a["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        a["tool_version"] = _tool_version()
+        a["tool_version"] = S.tool_version()
         a["config"] = S.dumps(spec.config)
         a["fingerprint"] = S.dumps(spec.fingerprint())
         a["models"] = S.dumps([m.name for m in spec.models])
@@ -327,6 +327,9 @@ class StoreWriter:
                 sg.attrs["n_heads"] = s.n_heads
                 sg.attrs["description"] = s.description
                 sg.attrs["layout"] = "layer,head,query,key"
+                sg.attrs["row_sum_tolerance"] = S.row_sum_tolerance(spec.dtype, m.source_dtype)
+                if m.source_dtype is not None:
+                    sg.attrs["source_dtype"] = m.source_dtype
                 _resizable(sg, "data", np.dtype(spec.dtype), comp)
                 _make_offsets(sg)
         if spec.has_gold:
@@ -347,8 +350,10 @@ class StoreWriter:
         return set(self._ids)
 
     def remaining_ids(self) -> list[str]:
-        """The planned ids (in selection order) not yet committed."""
-        return [i for i in self.spec.selection_ids if i not in self._ids]
+        """This shard's planned ids (in selection order) not yet committed; other shards' ids are
+        never this writer's to append."""
+        mine = S.shard_ids(self.spec.selection_ids, self.spec.shard_index, self.spec.shard_count)
+        return [i for i in mine if i not in self._ids]
 
     # -- appending ------------------------------------------------------------------------------
     def append(self, batch: FlatBatch | Sequence[SampleRecord]) -> int:
@@ -477,7 +482,7 @@ class StoreWriter:
             path = f"samples/meta/{name}"
             try:
                 if len(vals) != nb:
-                    raise ValueError(f"{len(vals)} values for {nb} samples")
+                    raise StoreInputError(f"{len(vals)} values for {nb} samples")
                 if kind == "str":
                     strings(path, ["" if v is None else str(v) for v in vals])
                 elif kind == "float":
@@ -842,15 +847,6 @@ def _gold_present(b: FlatBatch) -> np.ndarray:
     if b.gold_present is None:
         return np.zeros(len(b), dtype=bool)
     return np.asarray(b.gold_present, dtype=bool)
-
-
-def _tool_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("attncmp")
-    except Exception:
-        return "0.0.0+unknown"
 
 
 def _read_string_array(g: h5py.Group, n: int) -> list[str]:

@@ -56,7 +56,16 @@ def test_extract_submodules_load_no_analysis() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["analyze", "--help"], ["store", "--help"], ["store", "info", "--help"], ["--help"]]
+    "argv",
+    [
+        ["analyze", "--help"],
+        ["store", "--help"],
+        ["store", "info", "--help"],
+        ["--help"],
+        ["compare", "--help"],
+        ["extract", "--help"],
+        ["plot", "stats", "--help"],
+    ],
 )
 def test_cli_help_does_not_load_torch(argv: list[str]) -> None:
     code = (

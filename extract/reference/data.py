@@ -134,10 +134,6 @@ class Molecule:
     def n_atoms(self) -> int:
         return len(self.elements)
 
-    def atom_labels(self) -> list[str]:
-        """Node labels as used in figures: element symbol + index, e.g. ``Cl3``."""
-        return [f"{e}{i}" for i, e in enumerate(self.elements)]
-
 
 SAMPLE_TYPES = ("halogenated", "aromatic", "other")
 HALOGENS = frozenset({"F", "Cl", "Br", "I"})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ReferenceModelError"]
+from attncmp.extract.errors import ExtractError
+
+__all__ = ["CheckpointError", "ReferenceInputError", "ReferenceModelError"]
 
 
-class ReferenceModelError(Exception):
+class ReferenceModelError(ExtractError):
     """Base class for user-facing errors of ``extract.reference`` (one clear line each)."""
 
 
@@ -14,3 +16,7 @@ class CheckpointError(ReferenceModelError, ValueError):
 
     The message names the file and says how to fix it.
     """
+
+
+class ReferenceInputError(ReferenceModelError, ValueError):
+    """An invalid request to the reference model (unknown variant or split, epochs < 1, ...)."""

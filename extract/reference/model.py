@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import BOND_TYPES, NODE_FEATURE_DIM, Molecule, encode_atom_features
+from .errors import ReferenceInputError
 from .tokenizer import Encoding, NameTokenizer
 
 __all__ = [
@@ -81,7 +82,7 @@ class ReferenceConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown ReferenceConfig fields {unknown}")
+            raise ReferenceInputError(f"unknown ReferenceConfig fields {unknown}")
         return cls(**d)
 
 
@@ -94,7 +95,7 @@ VARIANTS = {
 def variant_config(variant: str, **overrides: Any) -> ReferenceConfig:
     """Config of a named variant (``"full"`` or ``"no_middle"``), with optional field overrides."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        raise ReferenceInputError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
     return replace(ReferenceConfig(), **{**VARIANTS[variant], **overrides})
 
 

@@ -9,9 +9,12 @@ training names as
     special tokens + every character seen in the training names + those curated chemistry
     morphemes (:data:`CHEMISTRY_FRAGMENTS`) that occur in the training names,
 
-and applied by the library's ``WordPiece`` model (greedy longest-match-first, empty continuation
-prefix so pieces read the same anywhere in a word), after a pre-tokenizer that splits on whitespace
-and isolates every non-letter character (digits, hyphens, commas, brackets...). Hence::
+and applied by the library's ``Unigram`` model with fixed scores (no training): Viterbi picks the
+segmentation with the highest total log-score, every morpheme scores :data:`FRAGMENT_SCORE` and
+every single character :data:`CHAR_SCORE`, so a word is cut into the fewest morphemes and single
+characters are used only where no morpheme fits. Pieces read the same anywhere in a word (no
+continuation prefix). A pre-tokenizer first splits on whitespace and isolates every non-letter
+character (digits, hyphens, commas, brackets...). Hence::
 
     "2-chloro"        -> "2", "-", "chloro"
     "trifluoromethyl" -> "tri", "fluoro", "methyl"
@@ -38,8 +41,8 @@ DEFAULT_MAX_LENGTH = 128
 FRAGMENT_SCORE = -1.0
 CHAR_SCORE = -10.0
 
-# Curated morphemes of organic nomenclature. Greedy longest-match picks the longest one that starts
-# at the current position, so a longer entry (e.g. "methyl") wins over its prefix ("meth").
+# Curated morphemes of organic nomenclature. Viterbi prefers the fewest pieces, so a longer entry
+# (e.g. "methyl") wins over its prefix plus the rest ("meth" + "yl").
 CHEMISTRY_FRAGMENTS = (
     # halogens, nitrogen/oxygen/sulfur/phosphorus groups
     "fluoro", "chloro", "bromo", "iodo", "chloride", "bromide", "iodide", "fluoride",
@@ -216,14 +219,6 @@ class NameTokenizer:
     @property
     def unk_id(self) -> int:
         return int(self._tok.token_to_id(UNK))
-
-    @property
-    def cls_id(self) -> int:
-        return int(self._tok.token_to_id(CLS))
-
-    @property
-    def sep_id(self) -> int:
-        return int(self._tok.token_to_id(SEP))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NameTokenizer) and self.to_json() == other.to_json()

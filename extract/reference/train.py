@@ -20,9 +20,7 @@ missing, corrupt or not such a checkpoint.
 from __future__ import annotations
 
 import math
-import pickle
 import random
-import re
 import sys
 import time
 import zipfile
@@ -34,9 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 from attncmp.store import atomic
+from attncmp.store.errors import one_line
 
+from ..checkpoint import trust_hint, weights_only_refusal
 from .data import Molecule, load_freesolv, make_split
-from .errors import CheckpointError, ReferenceModelError
+from .errors import CheckpointError, ReferenceInputError, ReferenceModelError
 from .model import Batch, ReferenceConfig, ReferenceModel, collate, variant_config
 from .tokenizer import NameTokenizer
 
@@ -96,7 +96,9 @@ class LoadedReference:
         if split is None:
             return mols
         if split not in self.split:
-            raise ValueError(f"unknown split {split!r}; choose one of {sorted(self.split)}")
+            raise ReferenceInputError(
+                f"unknown split {split!r}; choose one of {sorted(self.split)}"
+            )
         wanted = set(self.split[split])
         return [m for m in mols if m.id in wanted]
 
@@ -161,8 +163,9 @@ def _check_device(device: str) -> None:
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError, ValueError) as exc:
+        why = one_line(exc, limit=200, with_type=True)
         raise ReferenceModelError(
-            f"device {device!r} is not usable here ({_one_line(exc)}); use --device cpu"
+            f"device {device!r} is not usable here ({why}); use --device cpu"
         ) from None
 
 
@@ -205,11 +208,11 @@ def train_variant(
     The best model by validation MAE is restored before testing and saving.
     """
     if variant not in ("full", "no_middle"):
-        raise ValueError(f"unknown variant {variant!r}; choose 'full' or 'no_middle'")
+        raise ReferenceInputError(f"unknown variant {variant!r}; choose 'full' or 'no_middle'")
     if epochs is None:
         epochs = QUICK_EPOCHS if quick else DEFAULT_EPOCHS
     if epochs < 1:
-        raise ValueError(f"`epochs` must be >= 1, got {epochs}")
+        raise ReferenceInputError(f"`epochs` must be >= 1, got {epochs}")
     path = _resolve_out(out, variant)
     _check_device(device)
     try:
@@ -353,13 +356,6 @@ def train_variant(
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # drop terminal colour codes
-    text = " ".join(text.split())
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def load_checkpoint(
     path: str | Path, device: str = "cpu", trust_checkpoint: bool = False
 ) -> LoadedReference:
@@ -379,16 +375,15 @@ def load_checkpoint(
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
-    except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = f" ({refused.group(1)})" if refused else ""
-        raise CheckpointError(
-            f"{path}: contains Python objects that safe loading (weights_only) refuses{what}; if "
-            "you trust its source, pass trust_checkpoint=True (--trust-checkpoint)"
-        ) from None
     except Exception as exc:
+        refused = None if trust_checkpoint else weights_only_refusal(exc)
+        if refused is not None:
+            raise CheckpointError(
+                f"{path}: {trust_hint(refused)} (trust_checkpoint=True in Python)"
+            ) from None
+        why = one_line(exc, limit=200, with_type=True)
         raise CheckpointError(
-            f"{path}: corrupt checkpoint, cannot be read ({_one_line(exc)}); {fix}"
+            f"{path}: corrupt checkpoint, cannot be read ({why}); {fix}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -410,9 +405,8 @@ def load_checkpoint(
         for key in ("variant", "split", "target_mean", "target_std"):
             ckpt[key]  # noqa: B018 - presence check
     except (KeyError, TypeError, ValueError, RuntimeError, AssertionError) as exc:
-        raise CheckpointError(
-            f"{path}: corrupt reference checkpoint ({_one_line(exc)}); {fix}"
-        ) from None
+        why = one_line(exc, limit=200, with_type=True)
+        raise CheckpointError(f"{path}: corrupt reference checkpoint ({why}); {fix}") from None
     model.to(device).eval()
     return LoadedReference(
         model=model, checkpoint=ckpt, tokenizer=tokenizer, config=config, path=path

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter
+from attncmp.store.synthetic import softmax_rows
 
 __all__ = ["make_molecules", "make_store", "one_model_store", "plain_h5"]
 
@@ -80,12 +81,6 @@ def make_molecules(n: int, rng: np.random.Generator, max_nodes: int = 24, max_to
     return out
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _attention(rng, gold, special, n_layers, n_heads, sharp, identical=False):
     q, k = gold.shape
     pref = rng.normal(0, 1, size=(n_heads, 1, k))
@@ -94,7 +89,7 @@ def _attention(rng, gold, special, n_layers, n_heads, sharp, identical=False):
     logits[..., special] += 1.0  # a mild attention sink
     if identical:
         logits = np.broadcast_to(logits[:, :, :1], logits.shape).copy()
-    return _softmax(sharp * logits)
+    return softmax_rows(sharp * logits)
 
 
 def make_store(

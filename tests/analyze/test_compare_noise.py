@@ -13,8 +13,8 @@ from tests.analyze.synth_outputs import make_store
 
 def test_parse_groups():
     assert parse_groups(["full=a,b", "nm = c , d"]) == {"full": ["a", "b"], "nm": ["c", "d"]}
-    assert parse_groups("x=y") == {"x": ["y"]}
-    for bad in (["full"], ["=a"], ["full="], ["a=b", "a=c"]):
+    assert parse_groups("x=y,z") == {"x": ["y", "z"]}
+    for bad in (["full"], ["=a,b"], ["full="], ["x=y"], ["a=b,c", "a=c,d"]):
         with pytest.raises(ValueError):
             parse_groups(bad)
 

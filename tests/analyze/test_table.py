@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from attncmp.analyze import MetricOptions, MetricTables, compare, compute_tables
+from attncmp.analyze.errors import AnalysisError
 from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.analyze.table import METRICS
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
@@ -198,7 +199,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert back.models == t.models and back.baseline == t.baseline and back.sites == t.sites
     assert back.seed == 7 and back.split == "test" and back.options == t.options
     assert back.diagnostics.to_dict() == t.diagnostics.to_dict()
-    with pytest.raises(FileNotFoundError, match="tables_meta.json"):
+    with pytest.raises(AnalysisError, match="tables_meta.json"):
         MetricTables.load(tmp_path / "nothing")
 
 

@@ -781,7 +781,7 @@ def compare(
         raw[family].append(({**meta, "family": family}, res))
 
     for site in sites:
-        vals = _values(tables, site, [*metrics, *secondary_metrics, "gold_chance"])
+        vals = _values(tables, site, [*metrics, *secondary_metrics, "gold_mass", "gold_chance"])
         info = tables.sites[site]
         n_layers = int(info["n_layers"])
         hby = info.get("n_heads_by_model", {})

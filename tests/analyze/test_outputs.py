@@ -168,7 +168,13 @@ def test_significance_and_per_layer_head_tables(analysed):
     assert sig.height == len(res.comparison.tests)
     main = sig.filter(pl.col("family") == "confirmatory")
     assert main.height == res.comparison.n_family == 4
-    assert set(sig["family"]) <= {"confirmatory", "secondary", "per-layer", "per-head", "gold-vs-chance"}
+    assert set(sig["family"]) <= {
+        "confirmatory",
+        "secondary",
+        "per-layer",
+        "per-head",
+        "gold-vs-chance",
+    }
     assert {
         "metric",
         "site",

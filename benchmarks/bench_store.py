@@ -13,12 +13,17 @@ weights compress like real attention rather than like noise) is written once per
   gather, cast to float32), against ``np.fromfile`` of a raw uncompressed file holding the same
   float16 bytes followed by the same cast to float32: the ratio is the price of compression,
   checksums and the ragged layout when reading;
-- ``validate_store`` (reads every chunk and checks every row) and ``merge_stores`` of two shards.
+- ``validate_store`` (reads every chunk and checks every row) and ``merge_stores`` of two shards;
+- file growth: the file's size against its datasets' storage, for small samples (the reference
+  model's molecules) and realistic ones, committed after every batch of 32 and grouped 8 batches
+  per commit, with the writer's repack on close and without it (HDF5 SWMR never reuses freed
+  space, so every commit leaves the previous partial chunks behind).
 
 Everything is measured side by side in one run; no asserts. Usage::
 
     python benchmarks/bench_store.py                 # the full run (about 1 GB of temp files)
     python benchmarks/bench_store.py --samples 200   # quick
+    python benchmarks/bench_store.py --growth-only   # file size vs dataset storage only
 """
 
 from __future__ import annotations
@@ -102,6 +107,41 @@ def dump_raw(store_path: Path, raw_path: Path) -> int:
     return n
 
 
+def file_growth(tmp: Path, n: int, heads: int) -> None:
+    """File size vs dataset storage after committing every batch (and grouped commits)."""
+    from unittest import mock
+
+    from attncmp.store import writer as W
+
+    print(f"\nfile growth: {n} samples, file size / datasets' storage (both in KiB)")
+    print(
+        f"{'samples':>10} {'commit every':>13} {'repack':>7} {'file':>9} {'datasets':>9} "
+        f"{'ratio':>6}"
+    )
+    site = SiteSpec("fine_grained", n_layers=1, n_heads=heads)
+    for label, nodes, tokens in (("small", (1, 6), (8, 24)), ("realistic", NODES, TOKENS)):
+        spec = synthetic_spec(n, sites=(site,), models=("full", "no_middle"), meta=True)
+        ids = list(spec.selection_ids)
+        for group in (1, 8):
+            step = 32 * group
+            batches = [
+                synthetic_batch(spec, ids[lo : lo + step], nodes=nodes, tokens=tokens)
+                for lo in range(0, n, step)
+            ]
+            for repack in (True, False):
+                path = tmp / f"growth_{label}_{group}_{repack}.h5"
+                ratio = W.REPACK_RATIO if repack else float("inf")
+                with mock.patch.object(W, "REPACK_RATIO", ratio):
+                    with StoreWriter.create(path, spec, overwrite=True) as w:
+                        for b in batches:
+                            w.append(b)
+                size, storage = path.stat().st_size, W.dataset_storage(path)
+                print(
+                    f"{label:>10} {32 * group:>9} smp {'yes' if repack else 'no':>7} "
+                    f"{size / 1024:>9,.0f} {storage / 1024:>9,.0f} {size / storage:>6.2f}"
+                )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=2000, help="samples (default: 2000)")
@@ -113,10 +153,15 @@ def main() -> None:
     )
     ap.add_argument("--no-merge", action="store_true", help="skip the merge measurement")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--growth-only", action="store_true", help="only the file-growth table")
     args = ap.parse_args()
 
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="bench_store_"))
     tmp.mkdir(parents=True, exist_ok=True)
+    if args.growth_only:
+        file_growth(tmp, args.samples, args.heads)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     site = SiteSpec("fine_grained", n_layers=1, n_heads=args.heads)
     base = synthetic_spec(args.samples, sites=(site,), models=("full", "no_middle"), meta=True)
     ids = list(base.selection_ids)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from attncmp.analyze import metrics as M
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ._engine_reference import ref_jsd, ref_row, ref_specificity, ref_tv
@@ -357,6 +357,7 @@ def _jsd_mp(p, q):
 
 
 @settings(max_examples=60, deadline=None)
+@example(seed=86, k=2, alpha=0.05, kind="independent", scale=-1.0)  # was 1.03e-6 (float32 logs)
 @given(
     seed=st.integers(0, 2**32 - 1),
     k=st.integers(2, 300),

@@ -47,8 +47,7 @@ import numpy as np
 import polars as pl
 from attncmp.store import open_store
 
-from .groups import node_groups
-from .outputs import AnalysisError
+from .errors import AnalysisError
 
 __all__ = [
     "DEFAULT_MAX_MB",
@@ -593,6 +592,8 @@ def _collect(st, an, summary, caps, seed, sites, log):
         )
 
     # -- attention blocks -----------------------------------------------------------------------
+    from .groups import node_groups  # (imports the text view, hence matplotlib: only when needed)
+
     blobs: dict[int, str] = {}
     site_info = {
         s: {

@@ -325,7 +325,8 @@ def run_analysis(
         result = render(stage, tables=tables, state=state, options=options, examples=examples)
         from .explorer import add_explorer  # explorer.html: every sample, browsable offline
 
-        return add_explorer(result, paths, log=log)
+        # the logger of the staging run: it names the final directory, not the staging one
+        return add_explorer(result, paths, log=logger(options))
 
     return _write_set(out, options, write, keep=False)
 

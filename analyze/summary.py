@@ -73,6 +73,8 @@ OUTPUT_FILES: dict[str, str] = {
     "warnings, file list",
     "report.md": "the report: what was compared, main table, verdict, caveats, figures, drafted "
     "results paragraph",
+    "explorer.html": "one offline HTML file to browse every sample: both models' attention as "
+    "matrix and text, per-sample metric differences, the report (written last, after summary.json)",
     "per_layer_head_{site}.png": "% change per layer and head (and head-mean) for each metric",
     "attention_vs_error.png": "per-sample attention metrics vs absolute error with Spearman rho",
     "strata_comparison.png": "paired differences within quantile bins",

@@ -117,6 +117,52 @@ def label_token_mask(label: str, tokens: Sequence[str]) -> np.ndarray:
     return mask
 
 
+def _row_measures(
+    matrix: np.ndarray,
+    special: np.ndarray | None,
+    gold: np.ndarray | None,
+    threshold: float,
+    exclude_special: bool,
+):
+    """:func:`analyze.metrics.row_metrics` of every row of one ``[n_nodes, n_tokens]`` matrix,
+    and the row offsets."""
+    m = np.asarray(matrix, dtype=np.float64)
+    nq, nk = m.shape
+    off = np.arange(nq + 1, dtype=np.int64) * nk
+    sp = None if special is None else np.tile(np.asarray(special, bool), nq)
+    gd = None if gold is None else np.asarray(gold, bool).reshape(-1)
+    rm = row_metrics(
+        m.reshape(-1),
+        off,
+        special=sp,
+        gold=gd,
+        threshold=threshold,
+        exclude_special=exclude_special,
+    )
+    return rm, off
+
+
+def _group_rows(
+    rm, n_keys: int, groups: Sequence[NodeGroup], masks: Sequence[np.ndarray], jsd
+) -> list[dict]:
+    """Each group's mean of the row measures ``rm`` (see :func:`sample_group_metrics`)."""
+    p = rm.p.reshape(-1, n_keys)
+    out = []
+    for grp, lm in zip(groups, masks, strict=True):
+        idx = np.array(grp.members)
+        row = {"group": grp.label, "group_size": grp.size}
+        for name in ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini"):
+            row[name] = float(np.nanmean(getattr(rm, name)[idx]))
+        gm = rm.gold_mass[idx] if rm.gold_mass is not None else np.array([np.nan])
+        row["gold_mass"] = float(np.nanmean(gm)) if np.isfinite(gm).any() else float("nan")
+        row["label_mass"] = float(p[np.ix_(idx, lm)].sum(axis=1).mean()) if lm.any() else np.nan
+        row["label_tokens"] = int(lm.sum())
+        if jsd is not None:
+            row["jsd"] = float(np.nanmean(jsd[idx]))
+        out.append(row)
+    return out
+
+
 def sample_group_metrics(
     matrix: np.ndarray,
     labels: Sequence[str],
@@ -137,45 +183,14 @@ def sample_group_metrics(
     :func:`label_token_mask` tokens, averaged over the members (NaN when no token names the label).
     With ``other`` (the other model's matrix) ``jsd`` is the mean row JSD between the two.
     """
-    m = np.asarray(matrix, dtype=np.float64)
-    nq, nk = m.shape
-    off = np.arange(nq + 1, dtype=np.int64) * nk
-    sp = None if special is None else np.tile(np.asarray(special, bool), nq)
-    gd = None if gold is None else np.asarray(gold, bool).reshape(-1)
-    rm = row_metrics(
-        m.reshape(-1),
-        off,
-        special=sp,
-        gold=gd,
-        threshold=threshold,
-        exclude_special=exclude_special,
-    )
-    p = rm.p.reshape(nq, nk)
+    groups = node_groups(labels)
+    masks = [label_token_mask(g.label, tokens) for g in groups]
+    rm, off = _row_measures(matrix, special, gold, threshold, exclude_special)
     jsd = None
     if other is not None:
-        q = row_metrics(
-            np.asarray(other, np.float64).reshape(-1),
-            off,
-            special=sp,
-            threshold=threshold,
-            exclude_special=exclude_special,
-        ).p
-        jsd = jensen_shannon(rm.p, q, off)
-    out = []
-    for grp in node_groups(labels):
-        idx = np.array(grp.members)
-        row = {"group": grp.label, "group_size": grp.size}
-        for name in ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini"):
-            row[name] = float(np.nanmean(getattr(rm, name)[idx]))
-        gm = rm.gold_mass[idx] if rm.gold_mass is not None else np.array([np.nan])
-        row["gold_mass"] = float(np.nanmean(gm)) if np.isfinite(gm).any() else float("nan")
-        lm = label_token_mask(grp.label, tokens)
-        row["label_mass"] = float(p[np.ix_(idx, lm)].sum(axis=1).mean()) if lm.any() else np.nan
-        row["label_tokens"] = int(lm.sum())
-        if jsd is not None:
-            row["jsd"] = float(np.nanmean(jsd[idx]))
-        out.append(row)
-    return out
+        q, _ = _row_measures(other, special, None, threshold, exclude_special)
+        jsd = jensen_shannon(rm.p, q.p, off)
+    return _group_rows(rm, np.asarray(matrix).shape[1], groups, masks, jsd)
 
 
 def group_metrics_table(
@@ -207,18 +222,25 @@ def group_metrics_table(
     for chunk in store.iter_chunks(site, models, chunk_samples):
         for i, sid in enumerate(chunk.ids):
             smp = store.sample(sid, with_attention=False)
-            mats = {m: chunk.matrix(m, i)[lay].mean(axis=0) for m in models}
+            # groups, label masks and each model's row measures once per sample (the baseline's
+            # rows serve every variant's JSD)
+            groups = node_groups(smp.node_labels)
+            masks = [label_token_mask(g.label, smp.tokens) for g in groups]
+            measures = {
+                m: _row_measures(
+                    chunk.matrix(m, i)[lay].mean(axis=0),
+                    smp.special,
+                    smp.gold,
+                    threshold,
+                    exclude_special,
+                )
+                for m in models
+            }
+            n_keys = int(chunk.n_key[i])
             for m in models:
-                for r in sample_group_metrics(
-                    mats[m],
-                    smp.node_labels,
-                    smp.tokens,
-                    special=smp.special,
-                    gold=smp.gold,
-                    threshold=threshold,
-                    exclude_special=exclude_special,
-                    other=None if m == base else mats[base],
-                ):
+                rm, off = measures[m]
+                jsd = None if m == base else jensen_shannon(rm.p, measures[base][0].p, off)
+                for r in _group_rows(rm, n_keys, groups, masks, jsd):
                     rows.append({"sample_id": sid, "model": m, "site": site, "layer": lay, **r})
     cols = ["sample_id", "model", "site", "layer", "group", "group_size", *GROUP_METRICS]
     cols += ["label_tokens", "jsd"]

@@ -851,17 +851,9 @@ def compare(
                             run(meta(metric, HEAD, r, r, "sorted"), "per-head", sb[r], sv[r])
                     continue
                 fit_mask = None
-                if head_matching == "index":
-                    pairs = [(h, h) for h in range(hb_)]
-                elif head_matching == "hungarian":
-                    cost = _cost(tables, baseline, variant, site, layer, hb_, hv_)
-                    if cost is None or not np.isfinite(cost).any():
-                        skipped.append(
-                            f"site {site!r} layer {layer} {variant!r}: no head similarity "
-                            "(compute tables with pairs='all'/'baseline' and heads "
-                            "'each'/'both'); per-head tests skipped"
-                        )
-                        continue
+
+                def matched(cost, fit_on, variant=variant, site=site, layer=layer):
+                    """Hungarian pairs of ``cost``, recorded in ``assignments``."""
                     r_, k_, _ = match_heads(cost)
                     pairs = [(int(i), int(j)) for i, j in zip(r_, k_, strict=True)]
                     for i, j in pairs:
@@ -874,9 +866,23 @@ def compare(
                                 "head_baseline": i,
                                 "head_variant": j,
                                 "cost": float(cost[i, j]),
-                                "fit_on": "all samples (not cross-fitted)",
+                                "fit_on": fit_on,
                             }
                         )
+                    return pairs
+
+                if head_matching == "index":
+                    pairs = [(h, h) for h in range(hb_)]
+                elif head_matching == "hungarian":
+                    cost = _cost(tables, baseline, variant, site, layer, hb_, hv_)
+                    if cost is None or not np.isfinite(cost).any():
+                        skipped.append(
+                            f"site {site!r} layer {layer} {variant!r}: no head similarity "
+                            "(compute tables with pairs='all'/'baseline' and heads "
+                            "'each'/'both'); per-head tests skipped"
+                        )
+                        continue
+                    pairs = matched(cost, "all samples (not cross-fitted)")
                 else:  # crossfit
                     ok = np.ones(tables.n_samples, dtype=bool)
                     for m_, H in ((baseline, hb_), (variant, hv_)):
@@ -893,22 +899,11 @@ def compare(
                     cost = _profile_cost(
                         vals, baseline, variant, layer, hb_, hv_, metrics, fit_mask
                     )
-                    r_, k_, _ = match_heads(cost)
-                    pairs = [(int(i), int(j)) for i, j in zip(r_, k_, strict=True)]
-                    for i, j in pairs:
-                        assignments.append(
-                            {
-                                "baseline": baseline,
-                                "variant": variant,
-                                "site": site,
-                                "layer": layer,
-                                "head_baseline": i,
-                                "head_variant": j,
-                                "cost": float(cost[i, j]),
-                                "fit_on": f"{int(fit_mask.sum())} samples (tested on the other "
-                                f"{int(test_mask.sum())})",
-                            }
-                        )
+                    pairs = matched(
+                        cost,
+                        f"{int(fit_mask.sum())} samples (tested on the other "
+                        f"{int(test_mask.sum())})",
+                    )
                 for metric in metrics:
                     for i, j in pairs:
                         xb = vals[(baseline, HEAD, layer, i)][metric]

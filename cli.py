@@ -735,7 +735,7 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
 def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out) -> None:
     """Draw one sample's node x token attention: both models, shared scale, difference."""
     from attncmp.analyze.heatmap import heatmap_data, plot_heatmap
-    from attncmp.analyze.textview import ensure_parent
+    from attncmp.analyze.plotstyle import ensure_parent
     from attncmp.store import open_store
 
     out = out or f"heatmap_{sample_id}.png"
@@ -790,7 +790,8 @@ def plot_text_cmd(
     """Draw one sample's text as a wrapped paragraph, each token's background its attention
     (both models on one scale, and the difference): mean over nodes, and chosen nodes/groups."""
     from attncmp.analyze.heatmap import heatmap_data
-    from attncmp.analyze.textview import ensure_parent, plot_text
+    from attncmp.analyze.plotstyle import ensure_parent
+    from attncmp.analyze.textview import plot_text
     from attncmp.store import open_store
 
     out = out or f"text_{sample_id}.png"

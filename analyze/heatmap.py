@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnalysisInputError
-from .plotstyle import new_figure, safe_text, style, write_figures
+from .plotstyle import ensure_parent, new_figure, safe_text, style, write_figures
 
 __all__ = [
     "HeatmapData",
@@ -626,7 +626,7 @@ def plot_heatmap(
     The layout is fixed (computed here, no layout engine), so saving needs one draw.
     """
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        ensure_parent(path)  # before any work
     with style():
         fig = _draw(data, max_tokens=max_tokens, max_nodes=max_nodes, title=title)
         if path is None:

@@ -307,6 +307,18 @@ def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(out) or ("png",)
 
 
+def ensure_parent(path: str | Path) -> Path:
+    """Create ``path``'s parent directory (so a write after long work cannot fail on it)."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AnalysisError(
+            f"{p}: cannot create its directory ({e.strerror or e}); choose a writable path"
+        ) from None
+    return p
+
+
 def write_figure(fig: Figure, path: str | Path, **savefig_kw) -> None:
     """``fig.savefig(path, **savefig_kw)``; a file that cannot be written is an
     :class:`AnalysisError` naming it (a user's path), not a bare ``OSError``."""

@@ -31,8 +31,8 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.font_manager import FontProperties
 
-from .errors import AnalysisError, AnalysisInputError
-from .plotstyle import new_figure, safe_text, style, write_figures
+from .errors import AnalysisInputError
+from .plotstyle import ensure_parent, new_figure, safe_text, style, write_figures
 
 __all__ = [
     "Focus",
@@ -64,18 +64,6 @@ def _light(cmap_name: str, lo: float, hi: float) -> ListedColormap:
 
 ATTN_CMAP = _light("Blues", 0.0, 0.62)  # black text stays readable on every shade
 DIFF_CMAP = _light("RdBu_r", 0.18, 0.82)
-
-
-def ensure_parent(path: str | Path) -> Path:
-    """Create ``path``'s parent directory (so a write after long work cannot fail on it)."""
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AnalysisError(
-            f"{p}: cannot create its directory ({e.strerror or e}); choose a writable path"
-        ) from None
-    return p
 
 
 # ---------------------------------------------------------------------------------------------

@@ -716,16 +716,40 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
     click.echo(f"re-rendered {len(res.files)} files in {res.save_dir}")
 
 
+def _sample_options(first: str, second: str):
+    """The options that pick one sample's attention (``plot heatmap`` and ``plot text``):
+    STORE, --id, --site, --layer, --head, --baseline, --variant."""
+    opts = [
+        click.argument("store", type=click.Path(exists=True, dir_okay=False)),
+        click.option("--id", "sample_id", required=True, help="Sample id."),
+        click.option(
+            "--site", default=None, help="Attention site.  [default: first nodes -> tokens]"
+        ),
+        click.option(
+            "--layer",
+            type=int,
+            default=None,
+            help="Layer (negative from the end).  [default: last]",
+        ),
+        click.option("--head", default="mean", show_default=True, help="Head index, or 'mean'."),
+        click.option(
+            "--baseline", default=None, help=f"{first} model.  [default: the store's baseline]"
+        ),
+        click.option(
+            "--variant", default=None, help=f"{second} model.  [default: the first other model]"
+        ),
+    ]
+
+    def apply(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return apply
+
+
 @plot_group.command("heatmap")
-@click.argument("store", type=click.Path(exists=True, dir_okay=False))
-@click.option("--id", "sample_id", required=True, help="Sample id.")
-@click.option("--site", default=None, help="Attention site.  [default: first nodes -> tokens]")
-@click.option(
-    "--layer", type=int, default=None, help="Layer (negative from the end).  [default: last]"
-)
-@click.option("--head", default="mean", show_default=True, help="Head index, or 'mean'.")
-@click.option("--baseline", default=None, help="Left model.  [default: the store's baseline]")
-@click.option("--variant", default=None, help="Right model.  [default: the first other model]")
+@_sample_options("Left", "Right")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -749,15 +773,7 @@ def plot_heatmap_cmd(store, sample_id, site, layer, head, baseline, variant, out
 
 
 @plot_group.command("text")
-@click.argument("store", type=click.Path(exists=True, dir_okay=False))
-@click.option("--id", "sample_id", required=True, help="Sample id.")
-@click.option("--site", default=None, help="Attention site.  [default: first nodes -> tokens]")
-@click.option(
-    "--layer", type=int, default=None, help="Layer (negative from the end).  [default: last]"
-)
-@click.option("--head", default="mean", show_default=True, help="Head index, or 'mean'.")
-@click.option("--baseline", default=None, help="First model.  [default: the store's baseline]")
-@click.option("--variant", default=None, help="Second model.  [default: the first other model]")
+@_sample_options("First", "Second")
 @click.option(
     "--node",
     "nodes",

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as _st
+
+
+def _st():
+    """``scipy.stats``, imported on first use: it costs about half a second, and the processes
+    that never test anything (figure workers, ``--help``, a store scan) should not pay it."""
+    import scipy.stats
+
+    return scipy.stats
+
 
 __all__ = [
     "PairedResult",
@@ -141,15 +149,15 @@ def _interval(est, dist, jack, confidence, method) -> tuple[float, float]:
     # BCa (Efron 1987)
     prop = (np.sum(dist < est) + 0.5 * np.sum(dist == est)) / len(dist)
     prop = min(max(prop, 1.0 / (2 * len(dist))), 1.0 - 1.0 / (2 * len(dist)))
-    z0 = _st.norm.ppf(prop)
+    z0 = _st().norm.ppf(prop)
     jm = jack.mean() if len(jack) else 0.0
     num = np.sum((jm - jack) ** 3)
     den = 6.0 * np.sum((jm - jack) ** 2) ** 1.5
     a = num / den if den > 0 else 0.0
     out = []
     for q in (alpha, 1.0 - alpha):
-        zq = _st.norm.ppf(q)
-        adj = _st.norm.cdf(z0 + (z0 + zq) / (1.0 - a * (z0 + zq)))
+        zq = _st().norm.ppf(q)
+        adj = _st().norm.cdf(z0 + (z0 + zq) / (1.0 - a * (z0 + zq)))
         out.append(float(np.quantile(dist, adj)))
     return (out[0], out[1])
 
@@ -274,7 +282,7 @@ def mean_ci(
     if n < 2:
         return (m, math.nan, math.nan)
     se = float(a.std(ddof=1)) / math.sqrt(n)
-    t = float(_st.t.ppf((1.0 + confidence) / 2.0, n - 1))
+    t = float(_st().t.ppf((1.0 + confidence) / 2.0, n - 1))
     lo, hi = m - t * se, m + t * se
     if bounds is not None:
         blo, bhi = _check_bounds(bounds)
@@ -325,7 +333,7 @@ def wilcoxon_signed_rank(d: Any) -> tuple[float, float, str]:
     exact = len(nz) <= WILCOXON_EXACT_MAX_N and not ties
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns about zeros with the exact method
-        w = _st.wilcoxon(
+        w = _st().wilcoxon(
             a,
             zero_method=WILCOXON_ZERO_METHOD,
             method="exact" if exact else "asymptotic",
@@ -394,7 +402,7 @@ def hodges_lehmann_ci(d: Any, confidence: float = 0.95) -> tuple[float, float, f
         method = "Hodges-Lehmann, exact Wilcoxon-inverted interval"
     else:
         sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
-        k = int(math.floor(m / 2.0 - float(_st.norm.ppf(1.0 - half)) * sd))
+        k = int(math.floor(m / 2.0 - float(_st().norm.ppf(1.0 - half)) * sd))
         method = "Hodges-Lehmann, Wilcoxon-inverted interval (normal approximation)"
     if k < 1:  # too few samples for this confidence: the interval is unbounded
         return (est, -math.inf, math.inf, method)
@@ -422,7 +430,7 @@ def min_attainable_p(n: int, test: str = "wilcoxon") -> float:
         return min(1.0, 2.0 * 0.5**n)
     m = n * (n + 1) / 4.0
     sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
-    return float(min(1.0, 2.0 * _st.norm.sf((m - 0.5) / sd)))
+    return float(min(1.0, 2.0 * _st().norm.sf((m - 0.5) / sd)))
 
 
 def min_corrected_p(n: int, family_size: int, test: str = "wilcoxon") -> float:
@@ -466,14 +474,14 @@ def detectable_effect(
     n_eff = n * (3.0 / math.pi) if test == "wilcoxon" else float(n)
     n_eff = max(n_eff, 2.0)
     df = n_eff - 1.0
-    crit = float(_st.t.ppf(1.0 - alpha / (2.0 * family_size), df))
+    crit = float(_st().t.ppf(1.0 - alpha / (2.0 * family_size), df))
 
     def pw(dz: float) -> float:
         nc = dz * math.sqrt(n_eff)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            up = float(_st.nct.sf(crit, df, nc))
-            lo = float(_st.nct.cdf(-crit, df, nc))
+            up = float(_st().nct.sf(crit, df, nc))
+            lo = float(_st().nct.cdf(-crit, df, nc))
         up = 1.0 if not math.isfinite(up) else up
         lo = 0.0 if not math.isfinite(lo) else lo
         return up + lo - power
@@ -631,7 +639,7 @@ PAIRED_COLUMNS = (
 def _t_interval(m: float, sd: float, n: int, confidence: float) -> tuple[float, float]:
     if n < 2 or not (math.isfinite(m) and math.isfinite(sd)):
         return (math.nan, math.nan)
-    h = float(_st.t.ppf((1.0 + confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
+    h = float(_st().t.ppf((1.0 + confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
     return (m - h, m + h)
 
 
@@ -639,7 +647,7 @@ def _rank_biserial(d: np.ndarray) -> float:
     nz = d[d != 0]
     if len(nz) == 0:
         return 0.0
-    r = _st.rankdata(np.abs(nz))
+    r = _st().rankdata(np.abs(nz))
     tp = float(r[nz > 0].sum())
     tm = float(r[nz < 0].sum())
     return (tp - tm) / (tp + tm)
@@ -744,7 +752,7 @@ def paired_test(
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            tt = _st.ttest_rel(y, x)
+            tt = _st().ttest_rel(y, x)
         t, tp = float(tt.statistic), float(tt.pvalue)
         dz = md / sd
     ws, wp, wmethod = wilcoxon_signed_rank(d)
@@ -856,7 +864,7 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _spearman_stat(x, y, axis=-1):
-    return _pearson_rows(_st.rankdata(x, axis=-1), _st.rankdata(y, axis=-1))
+    return _pearson_rows(_st().rankdata(x, axis=-1), _st().rankdata(y, axis=-1))
 
 
 def _percentile_ci(samples, statistic, n_boot: int, seed: int, confidence: float):
@@ -883,7 +891,7 @@ def spearman_with_ci(
         return CorrelationResult(
             n, math.nan, math.nan, (math.nan, math.nan), confidence, "spearman", n_boot, seed
         )
-    r = _st.spearmanr(a, b)
+    r = _st().spearmanr(a, b)
     ci, dist = _percentile_ci([a, b], _spearman_stat, n_boot, seed, confidence)
     return CorrelationResult(
         n,
@@ -948,8 +956,8 @@ def partial_spearman(
     )
     if n < k + 3:
         return nan
-    rx, ry = _st.rankdata(xa), _st.rankdata(ya)
-    rz = np.column_stack([_st.rankdata(z[:, j]) for j in range(k)])
+    rx, ry = _st().rankdata(xa), _st().rankdata(ya)
+    rz = np.column_stack([_st().rankdata(z[:, j]) for j in range(k)])
     r = float(_partial_from_ranks(rx, ry, rz))
     if not np.isfinite(r):
         return nan
@@ -958,11 +966,11 @@ def partial_spearman(
         p = 0.0
     else:
         t = r * math.sqrt(dof / (1 - r * r))
-        p = float(2 * _st.t.sf(abs(t), dof))
+        p = float(2 * _st().t.sf(abs(t), dof))
 
     def stat(xx, yy, *zz, axis=-1):
-        rzz = np.stack([_st.rankdata(c, axis=-1) for c in zz], axis=-1)
-        return _partial_from_ranks(_st.rankdata(xx, axis=-1), _st.rankdata(yy, axis=-1), rzz)
+        rzz = np.stack([_st().rankdata(c, axis=-1) for c in zz], axis=-1)
+        return _partial_from_ranks(_st().rankdata(xx, axis=-1), _st().rankdata(yy, axis=-1), rzz)
 
     ci, dist = _percentile_ci(
         [xa, ya, *[z[:, j] for j in range(k)]], stat, n_boot, seed, confidence

@@ -10,6 +10,7 @@ import polars as pl
 
 from .heatmap import HeatmapData
 from .options import AnalysisError
+from .registry import ROW_SUMMARY_METRICS
 
 __all__ = ["choose_examples", "example_metrics"]
 
@@ -96,9 +97,7 @@ def example_metrics(tables, data: HeatmapData) -> None:
         if r.height:
             row = r.row(0, named=True)
             data.metrics[m] = {
-                k: float(row[k])
-                for k in ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini")
-                if k in row and row[k] is not None
+                k: float(row[k]) for k in ROW_SUMMARY_METRICS if k in row and row[k] is not None
             }
     pw = tables.pairwise
     if pw is not None and pw.height:

@@ -48,6 +48,7 @@ import polars as pl
 from attncmp.store import open_store
 
 from .errors import AnalysisError
+from .registry import ORIGINAL_METRICS
 
 __all__ = [
     "DEFAULT_MAX_MB",
@@ -70,8 +71,7 @@ EXPLORER_FORMAT = "attncmp-explorer"
 EXPLORER_VERSION = 1
 #: the page's numbers are shown with this many significant digits (float16 holds ~3.3)
 DISPLAY_DIGITS = 3
-_MAIN = ("entropy", "max_weight", "effective_tokens", "gini")
-_DIFF_METRICS = (*_MAIN, "norm_entropy", "node_specificity", "gold_mass")
+_DIFF_METRICS = (*ORIGINAL_METRICS, "norm_entropy", "node_specificity", "gold_mass")
 _CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "img-src data: blob:; connect-src 'none'; form-action 'none'; base-uri 'none'"

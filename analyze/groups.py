@@ -32,6 +32,7 @@ import polars as pl
 
 from .errors import AnalysisInputError
 from .metrics import jensen_shannon, row_metrics
+from .registry import ROW_SUMMARY_METRICS
 from .textview import merge_pieces
 
 __all__ = [
@@ -45,15 +46,7 @@ __all__ = [
     "sample_group_metrics",
 ]
 
-GROUP_METRICS = (
-    "entropy",
-    "norm_entropy",
-    "max_weight",
-    "effective_tokens",
-    "gini",
-    "gold_mass",
-    "label_mass",
-)
+GROUP_METRICS = (*ROW_SUMMARY_METRICS, "gold_mass", "label_mass")
 
 
 @dataclass(frozen=True)
@@ -151,7 +144,7 @@ def _group_rows(
     for grp, lm in zip(groups, masks, strict=True):
         idx = np.array(grp.members)
         row = {"group": grp.label, "group_size": grp.size}
-        for name in ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini"):
+        for name in ROW_SUMMARY_METRICS:
             row[name] = float(np.nanmean(getattr(rm, name)[idx]))
         gm = rm.gold_mass[idx] if rm.gold_mass is not None else np.array([np.nan])
         row["gold_mass"] = float(np.nanmean(gm)) if np.isfinite(gm).any() else float("nan")

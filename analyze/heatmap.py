@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import AnalysisInputError
 from .plotstyle import ensure_parent, new_figure, safe_text, style, write_figures
+from .registry import ROW_SUMMARY_METRICS
 
 __all__ = [
     "HeatmapData",
@@ -309,7 +310,7 @@ def quick_metrics(
     """
     from .metrics import jensen_shannon, row_metrics
 
-    names = ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini")
+    names = ROW_SUMMARY_METRICS
     out: dict[str, dict[str, float]] = {}
     rows = []
     for m, mat in zip(data.models, data.matrices, strict=False):

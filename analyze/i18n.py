@@ -3,11 +3,15 @@
 
 ``text(lang, key, **values)`` formats one template. Every key exists in both languages (a test
 checks it), so a report in either language has the same sections, tables and numbers.
+``metric_label(lang, metric)`` names a metric: the registry's English label
+(:func:`analyze.registry.label`), or its translation in :data:`METRIC_LABELS`.
 """
 
 from __future__ import annotations
 
-__all__ = ["FILES_ZH", "LANGS", "STRINGS", "text"]
+from . import registry as REG
+
+__all__ = ["FILES_ZH", "LANGS", "METRIC_LABELS", "STRINGS", "metric_label", "text"]
 
 LANGS = ("en", "zh")
 
@@ -222,15 +226,6 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         # files
         "h_files": "Files",
-        "metric_entropy": "Entropy (nats)",
-        "metric_norm_entropy": "Normalised entropy",
-        "metric_max_weight": "Max weight",
-        "metric_effective_tokens": "Effective tokens",
-        "metric_gini": "Gini coefficient",
-        "metric_node_specificity": "Node specificity",
-        "metric_gold_mass": "Gold mass",
-        "metric_gold_pointing": "Gold pointing accuracy",
-        "metric_perplexity": "Perplexity exp(H)",
         "para_ns": ", not significant",
         "where_para": "layer {layer}, head-averaged",
         "primary_wilcoxon": "Wilcoxon signed-rank",
@@ -418,15 +413,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "para_inconclusive": "在当前样本量下，校正后任何差异都不可能达到显著，因此比较结果无法判断。",
         "para_mae": "{b} 的平均绝对误差为 {mae_b}，{v} 为 {mae_v}（差值 {diff}，95% 置信区间 {lo} 至 {hi}）。",
         "h_files": "输出文件",
-        "metric_entropy": "熵（nats）",
-        "metric_norm_entropy": "归一化熵",
-        "metric_max_weight": "最大权重",
-        "metric_effective_tokens": "有效词元数",
-        "metric_gini": "基尼系数",
-        "metric_node_specificity": "节点特异性",
-        "metric_gold_mass": "标注质量",
-        "metric_gold_pointing": "标注指向准确率",
-        "metric_perplexity": "困惑度 exp(H)",
         "para_ns": "，不显著",
         "where_para": "第 {layer} 层，多头平均",
         "primary_wilcoxon": "Wilcoxon 符号秩",
@@ -497,6 +483,28 @@ FILES_ZH = {
     "gold_alignment": "标注质量与标注指向准确率",
     "mae_comparison": "各模型的 MAE / RMSE、逐样本绝对误差和 MAE 差值置信区间",
 }
+
+
+#: metric names in the languages other than English (the English ones are the registry's labels)
+METRIC_LABELS: dict[str, dict[str, str]] = {
+    "zh": {
+        "entropy": "熵（nats）",
+        "norm_entropy": "归一化熵",
+        "max_weight": "最大权重",
+        "effective_tokens": "有效词元数",
+        "gini": "基尼系数",
+        "node_specificity": "节点特异性（nats）",
+        "gold_mass": "标注质量",
+        "gold_pointing": "标注指向准确率",
+        "perplexity": "困惑度 exp(H)",
+    }
+}
+
+
+def metric_label(lang: str, metric: str) -> str:
+    """``metric``'s name in ``lang``: its translation, else the registry's English label (with
+    the unit when it is nats, e.g. ``"Entropy (nats)"``)."""
+    return METRIC_LABELS.get(lang, {}).get(metric) or REG.label(metric)
 
 
 def text(lang: str, key: str, **values) -> str:

@@ -50,8 +50,6 @@ import numpy as np
 
 __all__ = [
     "ROW_METRICS",
-    "METRIC_RANGES",
-    "metric_range",
     "RowMetrics",
     "Diagnostics",
     "row_metrics",
@@ -92,34 +90,6 @@ ROW_METRICS = (
 
 _LN2 = float(np.log(2.0))
 _TINY32 = np.float32(np.finfo(np.float32).tiny)
-
-#: the range every value of a metric (row, sample or mean over samples) lies in; CIs of means
-#: are clipped to it (:func:`analyze.stats.mean_ci`). Proportions and weights are in [0, 1];
-#: JSD (natural log) in [0, ln 2]; node specificity (a generalised JSD of Q rows) in
-#: [0, ln Q], so no fixed upper bound; counts and entropies are non-negative; perplexity and
-#: IPR are at least 1 (one key).
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    "entropy": (0.0, float("inf")),
-    "norm_entropy": (0.0, 1.0),
-    "perplexity": (1.0, float("inf")),
-    "max_weight": (0.0, 1.0),
-    "effective_tokens": (0.0, float("inf")),
-    "gini": (0.0, 1.0),
-    "ipr": (1.0, float("inf")),
-    "topk_mass": (0.0, 1.0),
-    "special_mass": (0.0, 1.0),
-    "node_specificity": (0.0, float("inf")),
-    "gold_mass": (0.0, 1.0),
-    "gold_chance": (0.0, 1.0),
-    "gold_pointing": (0.0, 1.0),
-    "jsd": (0.0, _LN2),
-    "tv": (0.0, 1.0),
-}
-
-
-def metric_range(metric: str) -> tuple[float, float] | None:
-    """``(low, high)`` of a metric (:data:`METRIC_RANGES`), ``None`` for an unknown column."""
-    return METRIC_RANGES.get(metric)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ __all__ = [
     "CONFIRMATORY_METRICS",
     "ORIGINAL_METRICS",
     "SECONDARY_METRICS",
+    "ROW_SUMMARY_METRICS",
     "DEFAULT_DIRECTIONS",
     "spec",
     "label",
@@ -59,6 +60,11 @@ class MetricSpec:
 _INF = math.inf
 _LN2 = math.log(2.0)
 
+#: ranges: every value of a metric (row, sample or mean over samples) lies in ``range``; CIs of
+#: means are clipped to it (:func:`analyze.stats.mean_ci`). Proportions and weights are in
+#: [0, 1]; JSD (natural log) in [0, ln 2]; node specificity (a generalised JSD of Q rows) in
+#: [0, ln Q], a bound that depends on the sample, so its fixed range has no upper bound; counts
+#: and entropies are non-negative; perplexity and IPR are at least 1 (one key).
 REGISTRY: dict[str, MetricSpec] = {
     s.name: s
     for s in (
@@ -200,6 +206,15 @@ SECONDARY_METRICS: tuple[str, ...] = (
     "gold_mass",
     "gold_pointing",
     "special_mass",
+)
+#: the per-row concentration measures summarised per sample wherever one sample or node group is
+#: shown (heatmap titles, example cards, node-group tables), in display order
+ROW_SUMMARY_METRICS: tuple[str, ...] = (
+    "entropy",
+    "norm_entropy",
+    "max_weight",
+    "effective_tokens",
+    "gini",
 )
 #: hypothesis directions of the confirmatory metrics (for the baseline)
 DEFAULT_DIRECTIONS: dict[str, str] = {

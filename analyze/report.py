@@ -16,7 +16,7 @@ from typing import Any
 
 from . import registry as REG
 from .figures import fmt_p
-from .i18n import FILES_ZH, text
+from .i18n import FILES_ZH, metric_label, text
 
 __all__ = ["render_report", "SECTIONS"]
 
@@ -168,10 +168,7 @@ class Ctx:
         return self.t(_MATCHING_KEYS[m]) if m in _MATCHING_KEYS else str(m)
 
     def metric_name(self, metric: str) -> str:
-        try:
-            return self.t(f"metric_{metric}")
-        except KeyError:
-            return REG.label(metric)
+        return metric_label(self.lang, metric)
 
     def verdict_text(self, v: str | None) -> str:
         if not v:

@@ -264,11 +264,12 @@ def mean_ci(
     r"""Mean and t-based CI, :math:`\bar x \pm t_{(1+c)/2,\,n-1}\, s/\sqrt{n}` (NaN dropped).
 
     ``bounds = (low, high)``: the range the values (hence their mean) cannot leave, e.g.
-    ``(0, 1)`` for a per-sample proportion such as gold pointing accuracy (see
-    :data:`analyze.metrics.METRIC_RANGES`). The t interval is then clipped to it: near a bound
-    (a rare event, a saturated weight) the symmetric interval would otherwise reach impossible
-    values (an accuracy below 0). Clipping removes only impossible values, so the coverage of
-    the interval is unchanged; use ``bounds=None`` for the plain t interval.
+    ``(0, 1)`` for a per-sample proportion such as gold pointing accuracy (each metric's
+    ``range`` in :mod:`analyze.registry`, :func:`analyze.registry.metric_range`). The t
+    interval is then clipped to it: near a bound (a rare event, a saturated weight) the
+    symmetric interval would otherwise reach impossible values (an accuracy below 0). Clipping
+    removes only impossible values, so the coverage of the interval is unchanged; use
+    ``bounds=None`` for the plain t interval.
 
     Returns ``(mean, low, high)``; the interval is NaN for fewer than two values.
     """

@@ -20,8 +20,8 @@ import polars as pl
 
 from .compare import DEFAULT_DIRECTIONS, _values, classify
 from .errors import AnalysisInputError
-from .metrics import metric_range
 from .prediction import abs_errors
+from .registry import metric_range
 from .stats import correct_pvalues, paired_test
 from .table import HEAD_MEAN, MetricTables
 

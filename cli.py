@@ -76,6 +76,42 @@ def _dual_option(flag: str, **kw):
     return click.option(flag, f"--{other}", name.replace("-", "_"), **kw)
 
 
+# The extraction options that `extract` and `compare` share, each declared once (its type,
+# default, metavar; `dual`: both spellings, see _dual_option). Each command words the help for
+# itself and spells the flag the way it shows it first; see _extraction_option.
+_CHECKPOINT = click.Path(exists=True, dir_okay=False)
+_EXTRACTION_OPTIONS: dict[str, dict] = {
+    "model": {"dest": "models", "multiple": True, "metavar": "NAME=PATH"},
+    "checkpoint_full": {"dual": True, "type": _CHECKPOINT, "default": None},
+    "checkpoint_no_middle": {"dual": True, "type": _CHECKPOINT, "default": None},
+    "adapter": {"default": "reference", "show_default": True},
+    "root_dir": {"dual": True, "type": click.Path(exists=True, file_okay=False), "default": None},
+    "adapter_opt": {"dest": "adapter_options", "multiple": True, "metavar": "KEY=VALUE"},
+    "split": {"default": "test", "show_default": True},
+    "num_samples": {"dual": True, "type": click.IntRange(min=1), "default": None},
+    "batch_size": {
+        "dual": True,
+        "type": click.IntRange(min=1),
+        "default": 32,
+        "show_default": True,
+    },
+    "device": {"default": "auto", "show_default": True},
+    "allow_training_samples": {"is_flag": True},
+    "trust_checkpoint": {"is_flag": True},
+}
+
+
+def _extraction_option(flag: str, help: str | None = None, **override):
+    """One of :data:`_EXTRACTION_OPTIONS` as a click option: ``flag`` spelled as the command
+    shows it first, ``help`` in the command's words, ``override`` its own keywords (e.g. another
+    default); the value goes to the matching :class:`ExtractConfig` field."""
+    spec = {**_EXTRACTION_OPTIONS[flag[2:].replace("-", "_")], **override}
+    dest = spec.pop("dest", None)
+    if spec.pop("dual", False):
+        return _dual_option(flag, help=help, **spec)
+    return click.option(flag, *([dest] if dest else []), help=help, **spec)
+
+
 # ---------------------------------------------------------------------------------------------
 # store: info / validate / merge
 # ---------------------------------------------------------------------------------------------
@@ -174,66 +210,42 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
 # ---------------------------------------------------------------------------------------------
 # === extract commands (owner: extract) ===
 @main.command("extract")
-@click.option(
+@_extraction_option(
     "--model",
-    "models",
-    multiple=True,
-    metavar="NAME=PATH",
-    help="A model variant and its checkpoint; repeat for each (>= 2). The first is the baseline.",
+    "A model variant and its checkpoint; repeat for each (>= 2). The first is the baseline.",
 )
-@_dual_option(
-    "--checkpoint_full",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Original spelling: the full model's checkpoint (variant name 'full').",
+@_extraction_option(
+    "--checkpoint_full", "Original spelling: the full model's checkpoint (variant name 'full')."
 )
-@_dual_option(
+@_extraction_option(
     "--checkpoint_no_middle",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Original spelling: the ablation's checkpoint (variant name 'no_middle').",
+    "Original spelling: the ablation's checkpoint (variant name 'no_middle').",
 )
 @click.option("--baseline", default=None, help="Baseline variant name.  [default: the first]")
-@click.option(
-    "--adapter",
-    default="reference",
-    show_default=True,
-    help="'reference' (built-in), 'package.module:object' or 'path/to/file.py:object'.",
+@_extraction_option(
+    "--adapter", "'reference' (built-in), 'package.module:object' or 'path/to/file.py:object'."
 )
-@_dual_option(
+@_extraction_option(
     "--root-dir",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="The adapter's data directory.  [default: none; the reference data is embedded]",
+    "The adapter's data directory.  [default: none; the reference data is embedded]",
 )
-@click.option(
+@_extraction_option(
     "--adapter-opt",
-    "adapter_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A setting handed to the adapter's constructor (e.g. cutoff=5.0); repeatable; recorded "
+    "A setting handed to the adapter's constructor (e.g. cutoff=5.0); repeatable; recorded "
     "in the store.",
 )
-@click.option(
+@_extraction_option(
     "--split",
-    default="test",
-    show_default=True,
-    help="Which split's samples; several pool into one store (valid,test), each sample keeping "
+    "Which split's samples; several pool into one store (valid,test), each sample keeping "
     "its split.",
 )
-@_dual_option(
-    "--num-samples",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Extract a seeded random subset of N samples of the split.  [default: all]",
+@_extraction_option(
+    "--num-samples", "Extract a seeded random subset of N samples of the split.  [default: all]"
 )
 @click.option("--all", "all_samples", is_flag=True, help="Extract every sample of the split.")
-@_dual_option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-)
+@_extraction_option("--batch-size")
 @click.option("--seed", type=int, default=0, show_default=True, help="Selection seed.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:k.")
+@_extraction_option("--device", "auto, cpu, cuda or cuda:k.")
 @click.option(
     "--dtype",
     type=click.Choice(["float16", "float32"]),
@@ -259,15 +271,13 @@ def store_merge_cmd(out: str, shards: tuple[str, ...], overwrite: bool, quiet: b
     default=None,
     help="Original spelling: write SAVE_DIR/attention_store.h5 instead of --out.",
 )
-@click.option(
+@_extraction_option(
     "--allow-training-samples",
-    is_flag=True,
-    help="Allow samples the checkpoints record as training samples (refused by default).",
+    "Allow samples the checkpoints record as training samples (refused by default).",
 )
-@click.option(
+@_extraction_option(
     "--trust-checkpoint",
-    is_flag=True,
-    help="Allow pickled Python objects in checkpoints (torch.load weights_only=False); recorded.",
+    "Allow pickled Python objects in checkpoints (torch.load weights_only=False); recorded.",
 )
 @click.option(
     "--on-invalid",
@@ -299,14 +309,17 @@ def extract_cmd(**kw) -> None:
 
     Re-running the same command after a crash continues where the store's commit marker says.
     """
+    from attncmp.extract.config import ExtractConfig
+
+    config = ExtractConfig.from_cli_args(**kw)
     with _extract_extra("extraction"):
-        from attncmp.extract.engine import extract_from_cli_args
+        from attncmp.extract.engine import run_extraction
     try:
-        result = extract_from_cli_args(**kw)
+        result = run_extraction(config)
     except OSError as exc:  # an unusable --out path (name too long, read-only, no permission)
         if exc.errno not in (errno.ENAMETOOLONG, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        name = str(exc.filename or kw.get("out") or "")
+        name = str(exc.filename or config.out)
         shown = name if len(name) <= 80 else name[:77] + "..."
         raise click.ClickException(
             f"{shown}: {exc.strerror}; choose another --out / --save-dir"
@@ -473,12 +486,6 @@ def _print_outcome(res) -> None:
     click.echo(f"report: {res.save_dir / 'report.md'}")
 
 
-def _analysis_options(**kw):
-    from attncmp.analyze.outputs import AnalysisOptions
-
-    return AnalysisOptions(**kw)
-
-
 _analyze_options = [
     click.option("--baseline", default=None, help="Baseline model.  [default: the store's]"),
     click.option(
@@ -522,14 +529,14 @@ _analyze_options = [
     ),
     click.option(
         "--ids",
-        "ids",
+        "example_ids",
         multiple=True,
         metavar="ID[,ID...]",
         help="Sample ids for the heatmap examples (implies --example-strategy ids).",
     ),
     click.option(
         "--format",
-        "fmt",
+        "formats",
         default="png",
         show_default=True,
         help="Figure formats, comma-separated: png, pdf, svg.",
@@ -624,34 +631,21 @@ def _with_analyze_options(fn):
     return fn
 
 
-def _options_from(kw: dict, quiet: bool):
-    ids = _csv_list(kw.pop("ids", ()))
-    strategy = kw.pop("example_strategy")
+def _options_from(kw: dict):
+    """The :class:`AnalysisOptions` of the analyze options in ``kw`` (popped: each option's value
+    goes to the field of its name; what is left belongs to the command)."""
+    from dataclasses import fields
+
+    from attncmp.analyze.options import AnalysisOptions
+
+    values = {f.name: kw.pop(f.name) for f in fields(AnalysisOptions) if f.name in kw}
+    ids = _csv_list(values.pop("example_ids", ()))
     if ids:
-        strategy = "ids"
-    return _analysis_options(
-        baseline=kw.pop("baseline"),
-        site=kw.pop("site"),
-        threshold=kw.pop("threshold"),
-        exclude_special=kw.pop("exclude_special"),
-        heads=kw.pop("heads"),
-        examples=len(ids) if ids else kw.pop("examples"),
-        example_strategy=strategy,
-        example_ids=ids or None,
-        formats=kw.pop("fmt"),
-        correction=kw.pop("correction"),
-        hypothesis_layers=kw.pop("hypothesis_layers"),
-        head_matching=kw.pop("head_matching"),
-        ci_method=kw.pop("ci_method"),
-        seed=kw.pop("seed"),
-        n_boot=kw.pop("n_boot"),
-        lang=kw.pop("lang"),
-        groups=_parse_groups(kw.pop("groups")),
-        strata=_csv_list(kw.pop("strata", ())) or None,
-        node_groups=kw.pop("node_groups", True),
-        jobs=kw.pop("jobs"),
-        quiet=quiet,
-    )
+        values.update(examples=len(ids), example_strategy="ids")
+    values["example_ids"] = ids or None
+    values["groups"] = _parse_groups(values.get("groups"))
+    values["strata"] = _csv_list(values.get("strata")) or None
+    return AnalysisOptions(**values)
 
 
 @main.command("analyze")
@@ -662,7 +656,7 @@ def _options_from(kw: dict, quiet: bool):
     help="Output directory (created if needed).",
 )
 @_with_analyze_options
-def analyze_cmd(stores, save_dir, quiet, **kw) -> None:
+def analyze_cmd(stores, save_dir, **kw) -> None:
     """Analyse an attention store (or its shard files): metrics, tests, figures, report.
 
     \b
@@ -673,7 +667,7 @@ def analyze_cmd(stores, save_dir, quiet, **kw) -> None:
     """
     from attncmp.analyze.outputs import run_analysis
 
-    res = run_analysis(list(stores), save_dir, _options_from(kw, quiet))
+    res = run_analysis(list(stores), save_dir, _options_from(kw))
     _print_outcome(res)
 
 
@@ -894,98 +888,37 @@ def view_cmd(source, out, stores, max_samples, max_mb, seed, sites, quiet) -> No
 
 
 @main.command("compare")
-@_dual_option(
-    "--checkpoint_full",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="The full model's checkpoint (variant 'full', the baseline).",
+@_extraction_option(
+    "--checkpoint_full", "The full model's checkpoint (variant 'full', the baseline)."
 )
-@_dual_option(
-    "--checkpoint_no_middle",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="The ablation's checkpoint (variant 'no_middle').",
+@_extraction_option("--checkpoint_no_middle", "The ablation's checkpoint (variant 'no_middle').")
+@_extraction_option(
+    "--model", "More variants (or instead of the two flags); the first is the baseline."
 )
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    metavar="NAME=PATH",
-    help="More variants (or instead of the two flags); the first is the baseline.",
-)
-@_dual_option(
-    "--root_dir",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="The adapter's data directory.",
-)
+@_extraction_option("--root_dir", "The adapter's data directory.")
 @_dual_option(
     "--save_dir",
     default="./attention_comparison",
     show_default=True,
     help="Output directory; the store is kept there.",
 )
-@_dual_option(
-    "--num_samples",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    help="Seeded subset of the split.",
-)
-@_dual_option(
-    "--batch_size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-)
-@click.option(
-    "--adapter",
-    default="reference",
-    show_default=True,
-    help="'reference', 'package.module:object' or 'file.py:object'.",
-)
-@click.option(
+@_extraction_option("--num_samples", "Seeded subset of the split.", default=100, show_default=True)
+@_extraction_option("--batch_size")
+@_extraction_option("--adapter", "'reference', 'package.module:object' or 'file.py:object'.")
+@_extraction_option(
     "--adapter-opt",
-    "adapter_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A setting handed to the adapter's constructor; repeatable; recorded in the store.",
+    "A setting handed to the adapter's constructor; repeatable; recorded in the store.",
 )
-@click.option(
-    "--split",
-    default="test",
-    show_default=True,
-    help="Which split's samples (valid,test pools several).",
+@_extraction_option("--split", "Which split's samples (valid,test pools several).")
+@_extraction_option("--device", "auto, cpu, cuda, cuda:k.")
+@_extraction_option(
+    "--allow-training-samples", "Allow samples the checkpoints record as training samples."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:k.")
-@click.option(
-    "--allow-training-samples",
-    is_flag=True,
-    help="Allow samples the checkpoints record as training samples.",
-)
-@click.option(
-    "--trust-checkpoint",
-    is_flag=True,
-    help="Allow pickled objects in checkpoints (weights_only=False); recorded.",
+@_extraction_option(
+    "--trust-checkpoint", "Allow pickled objects in checkpoints (weights_only=False); recorded."
 )
 @_with_analyze_options
-def compare_cmd(
-    checkpoint_full,
-    checkpoint_no_middle,
-    models,
-    root_dir,
-    save_dir,
-    num_samples,
-    batch_size,
-    adapter,
-    adapter_options,
-    split,
-    device,
-    allow_training_samples,
-    trust_checkpoint,
-    quiet,
-    **kw,
-) -> None:
+def compare_cmd(save_dir, **kw) -> None:
     """Extract then analyse in one go (the original compare_attention_weights.py command).
 
     \b
@@ -995,33 +928,22 @@ def compare_cmd(
     The store is kept as SAVE_DIR/attention_store.h5; a later run with the same checkpoints and
     selection skips extraction, and an interrupted one continues it.
     """
-    from attncmp.extract.checkpoint import named_checkpoints
+    from attncmp.extract.config import ExtractConfig
 
-    pairs = named_checkpoints(models, checkpoint_full, checkpoint_no_middle)
-    if len(pairs) < 2:
+    options = _options_from(kw)  # what the analysis options leave are the extraction's
+    config = ExtractConfig.from_cli_args(
+        save_dir=save_dir, seed=options.seed, quiet=options.quiet, **kw
+    )
+    if len(config.models) < 2:
         raise click.UsageError(
             "give two checkpoints: --checkpoint_full A.pt --checkpoint_no_middle B.pt "
             "(or --model NAME=PATH twice)"
         )
     from attncmp.workflows import run_compare
 
-    options = _options_from(kw, quiet)
     try:
         with _extract_extra("extraction"):
-            result = run_compare(
-                pairs,
-                save_dir,
-                options,
-                adapter=adapter,
-                adapter_options=list(adapter_options),
-                root_dir=root_dir,
-                split=split,
-                num_samples=num_samples,
-                batch_size=batch_size,
-                device=device,
-                allow_training_samples=allow_training_samples,
-                trust_checkpoint=trust_checkpoint,
-            )
+            result = run_compare(config, save_dir, options)
     except KeyboardInterrupt:
         raise click.ClickException(_INTERRUPTED) from None
     _print_outcome(result.analysis)

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from attncmp.analyze.options import AnalysisOptions
+    from attncmp.extract.config import ExtractConfig
 
 __all__ = [
     "CompareResult",
@@ -200,16 +204,10 @@ class CompareResult:
     skipped: str | None = None  # why extraction was skipped (None when it ran)
 
 
-def store_is_current(
-    path: str | Path,
-    models: Sequence[tuple[str, str]],
-    *,
-    split: str | None = None,
-    seed: int | None = None,
-    num_samples: int | None = None,
-) -> tuple[bool, str]:
-    """Whether ``path`` is a complete store of exactly these ``(name, checkpoint)`` models (the
-    same checkpoint files by SHA-256) and selection, so extraction can be skipped.
+def store_is_current(config: ExtractConfig) -> tuple[bool, str]:
+    """Whether ``config.out`` is a complete store of exactly ``config.models`` (the same
+    checkpoint files by SHA-256) and selection (split, seed, number of samples), so extraction
+    can be skipped.
 
     Returns ``(True, reason)`` to skip, ``(False, reason)`` to (re-)run extraction, which then
     continues a partial store or refuses a different configuration with its own message.
@@ -218,23 +216,23 @@ def store_is_current(
     from attncmp.store import open_store
     from attncmp.store.errors import AttncmpError
 
-    p = Path(path)
+    p = Path(config.out)
     if not p.exists():
         return False, "no store yet"
     try:
         with open_store(p) as st:
             if st.is_partial:
                 return False, f"store has {st.n_samples}/{st.n_planned} samples; continuing it"
-            if [m for m, _ in models] != st.models:
+            if [m for m, _ in config.models] != st.models:
                 return False, f"store models {st.models} differ"
-            if split is not None and st.split and st.split != split:
+            if st.split and st.split != config.split:
                 return False, f"store split {st.split!r} differs"
-            if seed is not None and st.selection_seed is not None and st.selection_seed != seed:
+            if st.selection_seed is not None and st.selection_seed != config.seed:
                 return False, f"store seed {st.selection_seed} differs"
-            cfg = st.config
-            if num_samples is not None and cfg.get("num_samples") not in (None, num_samples):
-                return False, f"store num_samples {cfg.get('num_samples')} differs"
-            for name, ckpt in models:
+            stored = st.config.get("num_samples")
+            if stored not in (None, config.num_samples):
+                return False, f"store num_samples {stored} differs"
+            for name, ckpt in config.models:
                 want = st.provenance(name).get("checkpoint_sha256")
                 if not want:
                     return False, f"store lacks the checkpoint hash of {name}"
@@ -246,55 +244,26 @@ def store_is_current(
 
 
 def run_compare(
-    models: Sequence[tuple[str, str]],
-    save_dir: str | Path,
-    options: Any,
-    *,
-    adapter: str = "reference",
-    adapter_options: Sequence[str] = (),
-    root_dir: str | None = None,
-    split: str = "test",
-    num_samples: int | None = 100,
-    batch_size: int = 32,
-    device: str = "auto",
-    allow_training_samples: bool = False,
-    trust_checkpoint: bool = False,
+    config: ExtractConfig, save_dir: str | Path, options: AnalysisOptions
 ) -> CompareResult:
-    """Extract ``models`` (``(name, checkpoint)`` pairs, the first is the baseline; ``adapter``
-    with its ``adapter_options`` strings) into
-    ``save_dir/attention_store.h5`` unless that store is current, then analyse it with
-    ``options`` (an :class:`analyze.outputs.AnalysisOptions`; its seed is also the selection
-    seed). Progress goes to stderr unless ``options.quiet``."""
+    """Extract with ``config`` (its ``models``, ``(name, checkpoint)`` pairs, the first is the
+    baseline) into the store ``config.out`` unless that store is current
+    (:func:`store_is_current`), then analyse it into ``save_dir`` with ``options``.
+    ``attncmp compare`` keeps the store as ``save_dir/attention_store.h5`` and uses the analysis
+    seed as the selection seed. Progress goes to stderr unless ``options.quiet``."""
     from attncmp.analyze.outputs import prepare_save_dir, run_analysis
 
     quiet = bool(options.quiet)
     out = prepare_save_dir(save_dir)
-    store_path = out / "attention_store.h5"
-    skip, why = store_is_current(
-        store_path, models, split=split, seed=options.seed, num_samples=num_samples
-    )
+    store_path = Path(config.out)
+    skip, why = store_is_current(config)
     extraction = None
     if skip:
         _log(quiet, f"using the existing store {store_path} ({why}); extraction skipped")
     else:
-        from attncmp.extract.engine import ExtractConfig, run_extraction
+        from attncmp.extract.engine import run_extraction
 
-        cfg = ExtractConfig(
-            models=[(n, str(Path(p))) for n, p in models],
-            adapter=adapter,
-            adapter_options=list(adapter_options),
-            out=store_path,
-            root_dir=root_dir,
-            split=split,
-            num_samples=num_samples,
-            batch_size=batch_size,
-            seed=options.seed,
-            device=device,
-            allow_training_samples=allow_training_samples,
-            trust_checkpoint=trust_checkpoint,
-            quiet=quiet,
-        )
-        extraction = run_extraction(cfg)
+        extraction = run_extraction(config)
         _log(quiet, extraction.summary())
     analysis = run_analysis([store_path], out, options)
     return CompareResult(store_path, analysis, extraction, why if skip else None)

@@ -56,11 +56,11 @@ from .adapter import (
 )
 from .checkpoint import (
     load_failure_reason,
-    named_checkpoints,
     sha256_file,
     trust_hint,
     weights_only_refusal,
 )
+from .config import ExtractConfig
 from .errors import (
     AdapterError,
     AttentionShapeError,
@@ -76,7 +76,6 @@ __all__ = [
     "INVALID_META_COLUMN",
     "ExtractConfig",
     "ExtractionResult",
-    "extract_from_cli_args",
     "gather_valid",
     "parse_shard",
     "run_extraction",
@@ -93,37 +92,8 @@ _TORCH_DTYPE = {"float16": torch.float16, "float32": torch.float32}
 
 
 # ---------------------------------------------------------------------------------------------
-# configuration and result
+# result (the configuration, ExtractConfig, is in extract/config.py: no torch)
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class ExtractConfig:
-    """Everything one extraction run needs (the CLI builds this from its options)."""
-
-    models: Sequence[tuple[str, str]]  # (variant name, checkpoint path), >= 2, baseline first
-    adapter: Any = "reference"  # "reference", "pkg.module:object", "file.py:object" or an object
-    adapter_options: Any = None  # {KEY: VALUE} or ["KEY=VALUE", ...] for the adapter's constructor
-    out: str | os.PathLike = "attention_store.h5"  # store file (shards get a suffix)
-    root_dir: str | None = None  # the adapter's data directory
-    split: str = "test"  # which split's samples to extract; "valid,test" pools several
-    num_samples: int | None = None  # seeded subset of the split; None = all of it
-    batch_size: int = 32
-    seed: int = 0  # selection seed (also torch.manual_seed)
-    device: str = "auto"  # auto | cpu | cuda | cuda:k | mps
-    dtype: str = "float16"  # stored attention dtype
-    shard: tuple[int, int] | str | None = None  # (i, n) or "i/n"; None: RANK/WORLD_SIZE or 0/1
-    baseline: str | None = None  # default: the first model
-    allow_training_samples: bool = False
-    trust_checkpoint: bool = False  # allow pickled objects in checkpoints (recorded)
-    on_invalid: str = "fail"  # fail | warn
-    quiet: bool = False  # no progress bar
-    compression: str = "gzip"  # gzip | lzf | none
-    queue_size: int = 2  # batches in flight between the device and the writer thread
-    prefetch: int | None = None  # batches built ahead on a thread; None: 2 on GPU, 0 on CPU
-    commit_every: float = 2.0  # seconds between commits (batches are grouped); 0: every batch
-    progress_stream: Any = None  # default sys.stderr
-    overwrite: bool = False  # replace an existing store (default: continue it)
-
-
 @dataclass
 class ExtractionResult:
     """What :func:`run_extraction` did."""
@@ -1316,33 +1286,6 @@ def _to_host(t: torch.Tensor, cuda: bool) -> torch.Tensor:
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t.detach(), non_blocking=True)
     return host
-
-
-def extract_from_cli_args(
-    *,
-    models: Sequence[str] = (),
-    checkpoint_full: str | None = None,
-    checkpoint_no_middle: str | None = None,
-    all_samples: bool = False,
-    out: str | None = None,
-    save_dir: str | None = None,
-    **options: Any,
-) -> ExtractionResult:
-    """Run an extraction from CLI-style arguments (what ``attncmp extract`` does).
-
-    ``models`` are ``"NAME=PATH"`` strings; the original spelling ``checkpoint_full`` /
-    ``checkpoint_no_middle`` adds variants named ``full`` / ``no_middle`` (first). ``save_dir``
-    puts the store at ``save_dir/attention_store.h5``. ``all_samples`` conflicts with
-    ``num_samples``. Any other keyword is an :class:`ExtractConfig` field.
-    """
-    pairs = named_checkpoints(models, checkpoint_full, checkpoint_no_middle)
-    if all_samples and options.get("num_samples") is not None:
-        raise ExtractError("--all and --num-samples exclude each other; give one")
-    if save_dir is not None and out is not None:
-        raise ExtractError("--out and --save-dir exclude each other; give one")
-    if save_dir is not None:
-        out = str(Path(save_dir) / "attention_store.h5")
-    return run_extraction(ExtractConfig(models=pairs, out=out or "attention_store.h5", **options))
 
 
 def run_extraction(config: ExtractConfig) -> ExtractionResult:

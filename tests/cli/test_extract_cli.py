@@ -100,6 +100,29 @@ def test_original_spellings_and_save_dir(example: Path) -> None:
         assert st.selection_seed == 3 and st.config["batch_size"] == 2
 
 
+def test_compare_extracts_with_the_shared_options_then_reuses_the_store(example: Path) -> None:
+    # `compare` hands one ExtractConfig (the options `extract` shares, the analysis seed as the
+    # selection seed) to the workflow; the same command again finds the store current
+    save = example / "compared"
+    args = [
+        "compare", "--adapter", ADAPTER, "--checkpoint_full", str(example / "full.pt"),
+        "--checkpoint-no-middle", str(example / "no_middle.pt"), "--root_dir",
+        str(example / "data"), "--num_samples", "6", "--batch_size", "4", "--save_dir",
+        str(save), "--trust-checkpoint", "--seed", "3", "--n-boot", "100", "--examples", "1",
+    ]  # fmt: skip
+    r = CliRunner().invoke(main, [*args, "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("verdict: ")
+    with open_store(save / "attention_store.h5") as st:
+        assert st.models == ["full", "no_middle"] and st.n_samples == 6
+        assert st.selection_seed == 3 and st.config["batch_size"] == 4
+        assert st.provenance("full")["trust_checkpoint"] is True
+    assert (save / "report.md").exists()
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "complete store with 6 samples); extraction skipped" in r.output
+
+
 @pytest.mark.parametrize(
     "args, wanted",
     [

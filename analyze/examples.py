@@ -52,21 +52,13 @@ def choose_examples(
         return [all_ids[i] for i in pick]
     pw = tables.pairwise
     if pw is not None and pw.height:
-        cand = pw.filter(
-            (pl.col("site") == site)
-            & (pl.col("layer") == layer)
-            & (pl.col("head") == -1)
-            & (pl.col("baseline") == baseline)
-            & (pl.col("variant") == variant)
+        head_mean = pw.filter(
+            (pl.col("site") == site) & (pl.col("layer") == layer) & (pl.col("head") == -1)
         )
-        if cand.height == 0:  # pair stored the other way round
-            cand = pw.filter(
-                (pl.col("site") == site)
-                & (pl.col("layer") == layer)
-                & (pl.col("head") == -1)
-                & (pl.col("baseline") == variant)
-                & (pl.col("variant") == baseline)
-            )
+        for first, second in ((baseline, variant), (variant, baseline)):  # either way round
+            cand = head_mean.filter((pl.col("baseline") == first) & (pl.col("variant") == second))
+            if cand.height:
+                break
         if cand.height:
             pos = {s: i for i, s in enumerate(all_ids)}
             rows = sorted(

@@ -125,6 +125,19 @@ class MHACapture:
         return torch.stack(mats, dim=1)  # [B, L, H, Q, K]
 
 
+def _force_argument(
+    args: list[Any], kwargs: dict[str, Any], pos: int, name: str, value: bool
+) -> bool:
+    """Set the boolean argument ``name`` (positional index ``pos``) of an
+    ``nn.MultiheadAttention.forward`` call to ``value`` in place; return what the caller passed
+    (the default, True, when it passed nothing)."""
+    if len(args) > pos:
+        given, args[pos] = bool(args[pos]), value
+    else:
+        given, kwargs[name] = bool(kwargs.get(name, True)), value
+    return given
+
+
 def _select(
     model: nn.Module, pattern: str | Sequence[str] | Callable[[str, nn.Module], bool]
 ) -> list[tuple[str, nn.MultiheadAttention]]:
@@ -170,18 +183,8 @@ def capture_mha(
     def make_pre(name: str):
         def pre(module, args, kwargs):
             args = list(args)
-            if len(args) > _NEED_WEIGHTS_POS:
-                need = bool(args[_NEED_WEIGHTS_POS])
-                args[_NEED_WEIGHTS_POS] = True
-            else:
-                need = bool(kwargs.get("need_weights", True))
-                kwargs["need_weights"] = True
-            if len(args) > _AVERAGE_POS:
-                avg = bool(args[_AVERAGE_POS])
-                args[_AVERAGE_POS] = False
-            else:
-                avg = bool(kwargs.get("average_attn_weights", True))
-                kwargs["average_attn_weights"] = False
+            need = _force_argument(args, kwargs, _NEED_WEIGHTS_POS, "need_weights", True)
+            avg = _force_argument(args, kwargs, _AVERAGE_POS, "average_attn_weights", False)
             asked[name].append((need, avg))
             return tuple(args), kwargs
 

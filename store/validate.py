@@ -220,18 +220,16 @@ class _FileValidator:
                 self._header()
                 self._root_attrs()
                 self._commit()
-                with self.guard("/selection"):
-                    self._selection()
-                with self.guard("/samples"):
-                    self._samples()
-                with self.guard("/nodes"):
-                    self._items()
-                with self.guard("/models"):
-                    self._models()
-                with self.guard("/gold"):
-                    self._gold()
-                with self.guard("/"):
-                    self._fingerprint_check()
+                for where, check in (
+                    ("/selection", self._selection),
+                    ("/samples", self._samples),
+                    ("/nodes", self._items),
+                    ("/models", self._models),
+                    ("/gold", self._gold),
+                    ("/", self._fingerprint_check),
+                ):
+                    with self.guard(where):  # a failure here is reported; the rest still run
+                        check()
                 self._attention_sanity()
                 self._checksums()
         except (_Stop, _Reported):

@@ -10,11 +10,12 @@ commit marker (copying the committed part into a fresh file when the crashed wri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,31 +178,18 @@ class StoreWriter:
         if read_only or not os.access(path.parent, os.W_OK):
             why = "Read-only file system" if read_only else "Permission denied"
             raise StoreError(f"{path}: cannot be created ({why}); choose another directory")
-        # leftovers first: checking a lock file closes a descriptor of it, which would drop a
-        # lock this process holds on it (POSIX)
-        atomic.clean_leftovers(path.parent)
-        lock = _Lock.acquire(path)
-        try:
+        with _writer_lock(path) as lock:
             _check_free(path, _LAYOUT_BYTES, 0, "creating")
             tmp = atomic.temp_name(path)
             try:
                 f = _h5_create(path, tmp)
+                with _closed_on_failure(f):
+                    cls._layout(f, spec)
+                    _start_swmr(f)
+                    atomic.commit_file(tmp, path)  # the open file follows the rename
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            try:
-                cls._layout(f, spec)
-                f.flush()
-                f.swmr_mode = True
-                atomic.commit_file(tmp, path)  # the open file follows the rename
-            except BaseException:
-                f.close()
-                tmp.unlink(missing_ok=True)
-                raise
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
         return cls(path, f, spec, lock)
 
     @classmethod
@@ -216,9 +204,7 @@ class StoreWriter:
         # refuse a store another live process is writing (its flag looks like a killed writer's:
         # recovering by copy would replace the file under that writer and lose its samples); the
         # lock is held from here on, so of two resumes started together exactly one continues
-        atomic.clean_leftovers(path.parent)
-        lock = _Lock.acquire(path)
-        try:
+        with _writer_lock(path) as lock:
             _check_free(path, _LAYOUT_BYTES, 0, "reopening")
             try:
                 f = h5py.File(path, "r+", libver="latest")
@@ -227,18 +213,10 @@ class StoreWriter:
                 # committed part
                 _recover_by_copy(path, spec)
                 f = h5py.File(path, "r+", libver="latest")
-            try:
+            with _closed_on_failure(f):
                 _check_compatible(path, f, spec)
                 _truncate_to_commit(f, spec)
-                f.flush()
-                f.swmr_mode = True
-            except BaseException:
-                f.close()
-                raise
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
+                _start_swmr(f)
         return cls(path, f, spec, lock)
 
     @classmethod
@@ -661,6 +639,37 @@ class StoreWriter:
 # closes *any* descriptor of that file, which HDF5 and readers do. The lock file is removed on
 # close (and ignored when a killed writer left it). Where the file system cannot lock, writing
 # proceeds unguarded.
+@contextlib.contextmanager
+def _writer_lock(path: Path) -> Iterator[_Lock | None]:
+    """This process's writer lock on ``path`` for the block; released if the block fails (a
+    writer made in it keeps the lock). Leftovers are cleaned first: checking a lock file closes a
+    descriptor of it, which would drop a lock this process holds on it (POSIX)."""
+    atomic.clean_leftovers(path.parent)
+    lock = _Lock.acquire(path)
+    try:
+        yield lock
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+@contextlib.contextmanager
+def _closed_on_failure(f: h5py.File) -> Iterator[h5py.File]:
+    """``f`` stays open for the writer unless the block fails."""
+    try:
+        yield f
+    except BaseException:
+        f.close()
+        raise
+
+
+def _start_swmr(f: h5py.File) -> None:
+    """Everything is laid out: flush it and let readers in (SWMR: no new datasets from here)."""
+    f.flush()
+    f.swmr_mode = True
+
+
 class _Lock:
     def __init__(self, lock_path: Path, fd: int) -> None:
         self.path = lock_path

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -93,21 +94,16 @@ def encode_atom_features(raw: np.ndarray) -> np.ndarray:
         out[np.arange(n), index] = 1.0
         return out
 
-    lookup = {z: i for i, z in enumerate(_ATOMIC_NUMS)}
-    blocks.append(
-        one_hot(
-            np.array([lookup.get(z, len(_ATOMIC_NUMS)) for z in raw[:, 0]], dtype=np.int64),
-            len(_ATOMIC_NUMS) + 1,
-        )
-    )
+    def one_hot_of(values: np.ndarray, vocabulary: Sequence[int]) -> np.ndarray:
+        """One column per vocabulary entry plus a last one for anything else."""
+        lookup = {v: i for i, v in enumerate(vocabulary)}
+        other = len(vocabulary)
+        index = np.array([lookup.get(v, other) for v in values], dtype=np.int64)
+        return one_hot(index, other + 1)
+
+    blocks.append(one_hot_of(raw[:, 0], _ATOMIC_NUMS))
     blocks.append(one_hot(np.clip(raw[:, 1], 0, MAX_DEGREE), MAX_DEGREE + 1))
-    charge = {c: i for i, c in enumerate(CHARGES)}
-    blocks.append(
-        one_hot(
-            np.array([charge.get(c, len(CHARGES)) for c in raw[:, 2]], dtype=np.int64),
-            len(CHARGES) + 1,
-        )
-    )
+    blocks.append(one_hot_of(raw[:, 2], CHARGES))
     blocks.append(one_hot(np.clip(raw[:, 3], 0, MAX_HS), MAX_HS + 1))
     blocks.append(raw[:, 4:5].astype(np.float32))
     blocks.append(one_hot(np.clip(raw[:, 5], 0, len(HYBRIDIZATIONS) - 1), len(HYBRIDIZATIONS)))

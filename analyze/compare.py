@@ -76,6 +76,7 @@ import polars as pl
 
 from . import registry as REG
 from .errors import AnalysisInputError
+from .options import resolve_models
 from .stats import (
     PAIRED_COLUMNS,
     PairedResult,
@@ -703,19 +704,7 @@ def compare(
         raise AnalysisInputError(f"`primary` must be 'wilcoxon' or 't', got {primary!r}")
     if not (0 < alpha < 1):
         raise AnalysisInputError(f"`alpha` must be in (0, 1), got {alpha}")
-    baseline = baseline or tables.baseline
-    if baseline not in tables.models:
-        raise AnalysisInputError(
-            f"`baseline` {baseline!r} is not one of the models {tables.models}"
-        )
-    if variants is None:
-        variants = [m for m in tables.models if m != baseline]
-    variants = list(variants)
-    bad = [v for v in variants if v not in tables.models or v == baseline]
-    if bad:
-        raise AnalysisInputError(
-            f"`variants` {bad} must be models other than the baseline; have {tables.models}"
-        )
+    baseline, variants = resolve_models(tables.models, tables.baseline, baseline, variants)
     directions = dict(directions)
     for d in directions.values():
         expected_sign(d)

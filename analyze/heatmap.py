@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnalysisInputError
+from .options import resolve_models
 from .plotstyle import ensure_parent, new_figure, safe_text, style, write_figures
 from .registry import ROW_SUMMARY_METRICS
 
@@ -224,22 +225,14 @@ def heatmap_data(
     The title metrics are computed on the drawn distribution with the analysis conventions
     (``threshold``, special tokens dropped and rows renormalised when ``exclude_special``).
     """
-    baseline = baseline or store.baseline
-    if baseline not in store.models:
-        raise AnalysisInputError(
-            f"`baseline` {baseline!r} is not in the store; models: {', '.join(store.models)}"
-        )
-    if variant is None:
-        others = [m for m in store.models if m != baseline]
-        if not others:
-            raise AnalysisInputError(
-                "the store holds one model only; a heatmap comparison needs two"
-            )
-        variant = others[0]
-    if variant not in store.models or variant == baseline:
-        raise AnalysisInputError(
-            f"`variant` {variant!r} must be another model of the store: {', '.join(store.models)}"
-        )
+    baseline, variants = resolve_models(
+        store.models,
+        store.baseline,
+        baseline,
+        None if variant is None else [variant],
+        variants_arg="variant",
+    )
+    variant = variants[0]  # default: the first other model
     site = site or default_site(store)
     sites = store.sites(baseline)
     if site not in sites:

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import AnalysisError
+from .errors import AnalysisError, AnalysisInputError
 from .plotstyle import parse_formats
 
-__all__ = ["AnalysisError", "AnalysisOptions", "EXAMPLE_STRATEGIES", "logger"]
+__all__ = ["AnalysisError", "AnalysisOptions", "EXAMPLE_STRATEGIES", "logger", "resolve_models"]
 
 EXAMPLE_STRATEGIES = ("divergent", "random", "ids")
 HEAD_MATCHINGS = ("sorted", "crossfit", "index", "hungarian")
@@ -114,3 +114,39 @@ def logger(options: AnalysisOptions) -> Callable[[str], None]:
     if options.quiet:
         return lambda _msg: None
     return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_models(
+    models: Sequence[str],
+    default_baseline: str,
+    baseline: str | None = None,
+    variants: Sequence[str] | None = None,
+    *,
+    variants_arg: str = "variants",
+) -> tuple[str, list[str]]:
+    """The baseline (``baseline``, else ``default_baseline``) and the variants compared with it
+    (``variants``, else every other of ``models`` in their order), checked against ``models``.
+
+    Raises :class:`AnalysisInputError` naming the argument (``variants_arg``: the caller's name
+    for ``variants``): a baseline or variant that is not one of ``models``, a variant equal to
+    the baseline, or no variant at all (one model only).
+    """
+    baseline = baseline or default_baseline
+    if baseline not in models:
+        raise AnalysisInputError(
+            f"`baseline` {baseline!r} is not one of the models: {', '.join(models)}"
+        )
+    if variants is None:
+        variants = [m for m in models if m != baseline]
+        if not variants:
+            raise AnalysisInputError(
+                f"one model only ({baseline}); a comparison needs a second model"
+            )
+    variants = list(variants)
+    bad = [v for v in variants if v not in models or v == baseline]
+    if bad:
+        raise AnalysisInputError(
+            f"`{variants_arg}` {bad[0]!r} must be a model other than the baseline {baseline!r}: "
+            f"{', '.join(models)}"
+        )
+    return baseline, variants

@@ -20,6 +20,7 @@ import polars as pl
 
 from .compare import DEFAULT_DIRECTIONS, _values, classify
 from .errors import AnalysisInputError
+from .options import resolve_models
 from .prediction import abs_errors
 from .registry import metric_range
 from .stats import correct_pvalues, paired_test
@@ -28,6 +29,16 @@ from .table import HEAD_MEAN, MetricTables
 __all__ = ["available_stratifiers", "compare_strata", "stratifier_name", "stratify"]
 
 BUILTIN = ("n_nodes", "n_tokens", "target", "baseline_error")
+# the paired test's own flat fields (PairedResult.as_dict) that a stratum's row carries
+_RESULT_COLUMNS = (
+    "n",
+    "mean_baseline",
+    "mean_variant",
+    "mean_diff",
+    "ci_diff_low",
+    "ci_diff_high",
+    "pct_change",
+)
 
 
 def available_stratifiers(tables: MetricTables) -> list[str]:
@@ -178,10 +189,7 @@ def compare_strata(
         raise AnalysisInputError(f"`bins` must be >= 1, got {bins}")
     if correction not in ("holm", "bh"):
         raise AnalysisInputError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
-    baseline = baseline or tables.baseline
-    variants = (
-        list(variants) if variants is not None else [m for m in tables.models if m != baseline]
-    )
+    baseline, variants = resolve_models(tables.models, tables.baseline, baseline, variants)
     metrics = list(metrics) if metrics is not None else list(directions)
     site = site or tables.main_site()
     vals = _values(tables, site, metrics)
@@ -224,6 +232,7 @@ def compare_strata(
         _, verdict, expected = classify(
             res, directions.get(metric), float(pa), alpha, primary, baseline, v
         )
+        flat = res.as_dict()
         rows.append(
             {
                 "stratifier": name,
@@ -235,13 +244,7 @@ def compare_strata(
                 "variant": v,
                 "metric": metric,
                 "layer": lyr,
-                "n": res.n,
-                "mean_baseline": res.mean_baseline,
-                "mean_variant": res.mean_variant,
-                "mean_diff": res.mean_diff,
-                "ci_diff_low": res.ci_diff[0],
-                "ci_diff_high": res.ci_diff[1],
-                "pct_change": res.pct_change,
+                **{k: flat[k] for k in _RESULT_COLUMNS},
                 "p_primary": float(pp),
                 "p_corrected": float(pa),
                 "correction": correction,

@@ -504,15 +504,23 @@ def _concat(parts: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts, how="vertical", rechunk=True)
 
 
-def _empty_per_sample() -> pl.DataFrame:
-    schema = {
+def _row_key_schema(models: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The columns that say which attention a per-sample row is about: the sample, the model(s)
+    (``models``: ``model``, or ``baseline`` and ``variant``), the site, layer and head."""
+    return {
         "sample_id": pl.String,
         "position": pl.Int64,
-        "model": pl.String,
+        **models,
         "site": pl.String,
         "layer": pl.Int32,
         "head": pl.Int32,
         "head_kind": pl.String,
+    }
+
+
+def _empty_per_sample() -> pl.DataFrame:
+    schema = {
+        **_row_key_schema({"model": pl.String}),
         "n_rows": pl.Int32,
         "n_keys": pl.Int32,
         "n_gold_rows": pl.Int32,
@@ -525,14 +533,7 @@ def _empty_per_sample() -> pl.DataFrame:
 
 def _empty_pairwise() -> pl.DataFrame:
     schema = {
-        "sample_id": pl.String,
-        "position": pl.Int64,
-        "baseline": pl.String,
-        "variant": pl.String,
-        "site": pl.String,
-        "layer": pl.Int32,
-        "head": pl.Int32,
-        "head_kind": pl.String,
+        **_row_key_schema({"baseline": pl.String, "variant": pl.String}),
         "jsd": pl.Float64,
         "tv": pl.Float64,
     }
@@ -672,6 +673,13 @@ def _cross_head_jsd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return jsd
 
 
+def _segment_positions(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions in ragged data (segment ``i`` at ``offsets[i]:offsets[i + 1]``) as
+    (segment, position within the segment)."""
+    seg = np.searchsorted(offsets, flat, side="right") - 1
+    return seg, flat - offsets[seg]
+
+
 def _process_chunk(
     chunk, L, heads_of, models, pairs, options, crtol, want_each, want_mean, counts, sim_acc, sim_n
 ):
@@ -689,15 +697,11 @@ def _process_chunk(
         constant_rtol=crtol,
     )
     # special keys and gold cells as (chunk sample, local position) items
-    spk = np.flatnonzero(chunk.key_special)
-    sp_s = np.searchsorted(chunk.key_offsets, spk, side="right") - 1
-    sp_k = spk - chunk.key_offsets[sp_s]
+    sp_s, sp_k = _segment_positions(np.flatnonzero(chunk.key_special), chunk.key_offsets)
     has_gold = chunk.gold is not None and chunk.gold_offsets is not None
     gd_s = gd_c = None
     if has_gold:
-        gcell = np.flatnonzero(chunk.gold)
-        gd_s = np.searchsorted(chunk.gold_offsets, gcell, side="right") - 1
-        gd_c = gcell - chunk.gold_offsets[gd_s]
+        gd_s, gd_c = _segment_positions(np.flatnonzero(chunk.gold), chunk.gold_offsets)
     ctx = _ChunkContext(
         chunk=chunk,
         Q=Q,

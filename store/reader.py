@@ -222,6 +222,16 @@ def _strings(g: h5py.Group, lo: int, hi: int) -> list[str]:
     return _decode(_read(g["data"], slice(int(off[0]), int(off[-1]))), off)
 
 
+def _damaged(path: str | os.PathLike, e: BaseException) -> StoreError:
+    """h5py's error on damaged metadata (a ``KeyError``/``OSError`` for a bad checksum) as one
+    line naming the file."""
+    text = " ".join(str(e).split())
+    return StoreError(
+        f"{path}: damaged or incomplete store ({text}); "
+        f"run `attncmp store validate {path}` for details"
+    )
+
+
 class _Shard:
     """One open store file and its cached per-sample index arrays (committed part only)."""
 
@@ -239,11 +249,7 @@ class _Shard:
             raise
         except (KeyError, ValueError, OSError) as e:
             self.f.close()
-            text = " ".join(str(e).split())
-            raise StoreError(
-                f"{path}: damaged or incomplete store ({text}); "
-                f"run `attncmp store validate {path}` for details"
-            ) from None
+            raise _damaged(path, e) from None
         except BaseException:
             self.f.close()
             raise
@@ -426,6 +432,12 @@ class Store:
                 self._shards.append(_Shard(Path(p)))
             self._check_shards()
             self._index()
+        except StoreError:
+            self.close()
+            raise
+        except (KeyError, ValueError, OSError) as e:  # metadata damaged past the header
+            self.close()
+            raise _damaged(" + ".join(str(p) for p in paths), e) from None
         except BaseException:
             self.close()
             raise

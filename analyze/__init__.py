@@ -16,7 +16,7 @@ Modules: :mod:`analyze.registry` (every metric's name, label, unit, range, direc
 tables), :mod:`analyze.stats` (paired tests, intervals, corrections, attainable p),
 :mod:`analyze.compare` (families of tests and the verdict), :mod:`analyze.noise`,
 :mod:`analyze.prediction`, :mod:`analyze.strata`, :mod:`analyze.calibration` (simulated studies
-with known truth), :mod:`analyze.synthetic` (test stores); the outputs of ``attncmp analyze``:
+with known truth; test stores come from :mod:`store.synthetic`); the outputs of ``attncmp analyze``:
 :mod:`analyze.pipeline`, :mod:`analyze.csvtables`, :mod:`analyze.summary`, :mod:`analyze.report`.
 """
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from attncmp.analyze.explorer import DEFAULT_MAX_MB, write_explorer
 from attncmp.store import SiteSpec, open_store
-from attncmp.store.synthetic import synthetic_batch, synthetic_spec
+from attncmp.store.synthetic import GRADED_HEADS, synthetic_batch, synthetic_spec
 from attncmp.store.writer import StoreWriter
 
 
@@ -51,7 +51,7 @@ def main() -> None:
         with StoreWriter.create(store, spec, overwrite=True) as w:
             for lo in range(0, a.samples, 64):
                 ids = spec.selection_ids[lo : lo + 64]
-                w.append(synthetic_batch(spec, ids, nodes=a.nodes, tokens=a.tokens))
+                w.append(synthetic_batch(spec, ids, GRADED_HEADS, nodes=a.nodes, tokens=a.tokens))
     with open_store(store) as st:
         weights = int(np.sum(st.n_nodes * st.n_tokens)) * a.heads * len(st.models)
     print(

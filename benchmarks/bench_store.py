@@ -41,7 +41,7 @@ import numpy as np
 from attncmp.store import SiteSpec, StoreWriter, open_store, shard_ids
 from attncmp.store.info import store_info
 from attncmp.store.merge import merge_stores
-from attncmp.store.synthetic import synthetic_batch, synthetic_spec
+from attncmp.store.synthetic import GRADED_HEADS, synthetic_batch, synthetic_spec
 from attncmp.store.validate import validate_store
 
 NODES, TOKENS = (4, 64), (32, 256)
@@ -53,7 +53,9 @@ def write_store(path: Path, spec, ids, batch: int, seed: int = 0) -> tuple[float
     spent, nbytes = 0.0, 0
     with StoreWriter.create(path, spec, overwrite=True) as w:
         for lo in range(0, len(ids), batch):
-            b = synthetic_batch(spec, ids[lo : lo + batch], seed=seed, nodes=NODES, tokens=TOKENS)
+            b = synthetic_batch(
+                spec, ids[lo : lo + batch], GRADED_HEADS, seed=seed, nodes=NODES, tokens=TOKENS
+            )
             for d in b.attention.values():
                 for site in d:
                     # the extraction engine converts to the stored dtype on the device, before
@@ -120,12 +122,12 @@ def file_growth(tmp: Path, n: int, heads: int) -> None:
     )
     site = SiteSpec("fine_grained", n_layers=1, n_heads=heads)
     for label, nodes, tokens in (("small", (1, 6), (8, 24)), ("realistic", NODES, TOKENS)):
-        spec = synthetic_spec(n, sites=(site,), models=("full", "no_middle"), meta=True)
+        spec = synthetic_spec(n, sites=(site,), models=("full", "no_middle"))
         ids = list(spec.selection_ids)
         for group in (1, 8):
             step = 32 * group
             batches = [
-                synthetic_batch(spec, ids[lo : lo + step], nodes=nodes, tokens=tokens)
+                synthetic_batch(spec, ids[lo : lo + step], GRADED_HEADS, nodes=nodes, tokens=tokens)
                 for lo in range(0, n, step)
             ]
             for repack in (True, False):
@@ -163,7 +165,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         return
     site = SiteSpec("fine_grained", n_layers=1, n_heads=args.heads)
-    base = synthetic_spec(args.samples, sites=(site,), models=("full", "no_middle"), meta=True)
+    base = synthetic_spec(args.samples, sites=(site,), models=("full", "no_middle"))
     ids = list(base.selection_ids)
     print(
         f"store benchmark: {args.samples} samples, 2 models, 1 site x {args.heads} heads, "

@@ -20,8 +20,9 @@ from attncmp.analyze.compare import (
 from attncmp.analyze.figures import _mean_ci_from_tests, plot_gold_alignment
 from attncmp.analyze.registry import metric_range
 from attncmp.analyze.stats import mean_ci
-from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
+
+from tests.analyze._stores import plain_store
 
 from ._engine_helpers import tables_from_values
 
@@ -263,9 +264,7 @@ def test_degenerate_sites_are_skipped_and_validation(tmp_path):
         SiteSpec("atom_to_text", "nodes", "tokens", n_heads=2),
         SiteSpec("pooled", "nodes", "single"),
     )
-    p = write_synthetic_store(
-        tmp_path / "d.h5", n_samples=10, sites=sites, nodes=(2, 4), tokens=(3, 6)
-    )
+    p = plain_store(tmp_path / "d.h5", 10, sites=sites, nodes=(2, 4), tokens=(3, 6))
     t = compute_tables(open_store(p))
     c = compare(t, n_boot=0)
     assert c.main_site == "atom_to_text" and all(x.site == "atom_to_text" for x in c.tests)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from attncmp.analyze import compute_tables, noise_floor, parse_groups
-from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
 
-from tests.analyze.synth_outputs import make_store
+from tests.analyze._stores import plain_store, study_store
 
 
 def test_parse_groups():
@@ -21,9 +20,9 @@ def test_parse_groups():
 
 def test_between_group_differences_exceed_the_seed_to_seed_floor(tmp_path):
     models = ("full_s1", "full_s2", "nm_s1", "nm_s2")
-    p = write_synthetic_store(
+    p = plain_store(
         tmp_path / "rep.h5",
-        n_samples=60,
+        60,
         models=models,
         sharpness={"full_s1": 1.8, "full_s2": 1.8},
         nodes=(2, 6),
@@ -48,7 +47,7 @@ def test_between_group_differences_exceed_the_seed_to_seed_floor(tmp_path):
 
 
 def test_summary_with_a_single_group_keeps_every_layer_and_metric(tmp_path):
-    p = make_store(
+    p = study_store(
         tmp_path / "one.h5", n=10, n_heads=2, n_layers=2, models=("a1", "a2"), extra_sites=False
     )
     nf = noise_floor(compute_tables(open_store(p)), {"g": ["a1", "a2"]})

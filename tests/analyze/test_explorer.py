@@ -33,7 +33,7 @@ from attncmp.analyze.outputs import AnalysisOptions, run_analysis
 from attncmp.store import open_store
 from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
 
-from .synth_outputs import make_store
+from ._stores import study_store
 
 FAST = dict(n_boot=200, quiet=True, examples=2)
 
@@ -41,7 +41,7 @@ FAST = dict(n_boot=200, quiet=True, examples=2)
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     root = tmp_path_factory.mktemp("explorer")
-    store = make_store(root / "store.h5", n=12, n_heads=2, n_layers=2, max_nodes=12, max_tokens=24)
+    store = study_store(root / "store.h5", n=12, n_heads=2, n_layers=2, max_nodes=12, max_tokens=24)
     res = run_analysis([store], root / "analysis", AnalysisOptions(**FAST))
     return store, res
 

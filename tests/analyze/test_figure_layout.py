@@ -11,13 +11,13 @@ from attncmp.analyze import figures as F
 from attncmp.analyze.outputs import AnalysisOptions, replot, run_analysis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from .synth_outputs import make_store
+from ._stores import study_store
 
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
     root = tmp_path_factory.mktemp("layout")
-    store = make_store(root / "store.h5", n=16, n_heads=3, n_layers=2, max_nodes=10, max_tokens=20)
+    store = study_store(root / "store.h5", n=16, n_heads=3, n_layers=2, max_nodes=10, max_tokens=20)
     opts = AnalysisOptions(n_boot=200, examples=0, quiet=True)
     res = run_analysis([store], root / "analysis", opts)
     captured = {}

@@ -14,7 +14,7 @@ from attncmp.analyze.groups import (
 )
 from attncmp.store import open_store
 
-from tests.analyze._longtext import long_text_store
+from tests.analyze._stores import long_text_store
 
 
 def test_node_groups_keep_order_sizes_and_singletons():

@@ -18,13 +18,12 @@ from matplotlib.collections import LineCollection, PatchCollection
 from PIL import Image
 
 from tests.analyze._figure_checks import fits_page, inside_figure, overlapping_pairs, text_boxes
-from tests.analyze._longtext import long_text_store
-from tests.analyze.synth_outputs import make_store
+from tests.analyze._stores import long_text_store, study_store
 
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("hm") / "s.h5", n=6, n_heads=3, n_layers=2)
+    return study_store(tmp_path_factory.mktemp("hm") / "s.h5", n=6, n_heads=3, n_layers=2)
 
 
 def test_data_is_the_stores_head_mean_of_the_last_layer(store_path):
@@ -222,6 +221,6 @@ def test_cache_round_trip(tmp_path):
 
 
 def test_one_model_store_is_refused(tmp_path):
-    p = make_store(tmp_path / "one.h5", n=2, models=("full",), extra_sites=False)
+    p = study_store(tmp_path / "one.h5", n=2, models=("full",), extra_sites=False)
     with open_store(p) as st, pytest.raises(ValueError, match="one model only"):
         heatmap_data(st, st.ids[0])

@@ -19,7 +19,7 @@ from attncmp.analyze.outputs import (
 )
 from attncmp.analyze.table import MetricTables
 
-from tests.analyze.synth_outputs import make_store
+from tests.analyze._stores import study_store
 
 FAST = dict(n_boot=200, quiet=True)
 
@@ -80,7 +80,7 @@ SUMMARY_KEYS = {
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     root = tmp_path_factory.mktemp("out")
-    store = make_store(root / "store.h5", n=14, n_heads=2, n_layers=2, max_nodes=12, max_tokens=24)
+    store = study_store(root / "store.h5", n=14, n_heads=2, n_layers=2, max_nodes=12, max_tokens=24)
     res = run_analysis([store], root / "analysis", AnalysisOptions(**FAST))
     return store, res
 
@@ -338,7 +338,7 @@ def test_replot_without_cache_is_a_clear_error(tmp_path):
 
 
 def test_partial_store_is_analysed_and_says_so(tmp_path):
-    path, writer = make_store(
+    path, writer = study_store(
         tmp_path / "partial.h5",
         n=8,
         n_planned=20,
@@ -422,9 +422,10 @@ def test_summary_json_holds_plain_json_only(tmp_path):
     import json
 
     from attncmp.analyze.outputs import AnalysisOptions, run_analysis
-    from attncmp.analyze.synthetic import write_synthetic_store
 
-    store = write_synthetic_store(tmp_path / "s.h5", n_samples=12, seed=1)
+    from tests.analyze._stores import plain_store
+
+    store = plain_store(tmp_path / "s.h5", 12, seed=1)
     res = run_analysis(store, tmp_path / "out", AnalysisOptions(quiet=True, n_boot=100, examples=1))
     text = (res.save_dir / "summary.json").read_text()
     assert "array(" not in text and "np.float" not in text

@@ -14,18 +14,17 @@ from attncmp.analyze import (
     compute_tables,
 )
 from attncmp.analyze.prediction import abs_errors
-from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
 from scipy import stats
 
-from tests.analyze.synth_outputs import make_store
+from tests.analyze._stores import plain_store, study_store
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    p = write_synthetic_store(
+    p = plain_store(
         tmp_path_factory.mktemp("pred") / "p.h5",
-        n_samples=80,
+        80,
         noise={"full": 0.2, "no_middle": 0.4},
         seed=8,
     )
@@ -80,7 +79,7 @@ def test_attention_error_correlation_finds_a_planted_relation(tables):
 
 
 def test_attention_error_correlation_defaults_to_the_headline_layer(tmp_path):
-    p = make_store(tmp_path / "l3.h5", n=16, n_heads=1, n_layers=3, extra_sites=False)
+    p = study_store(tmp_path / "l3.h5", n=16, n_heads=1, n_layers=3, extra_sites=False)
     t = compute_tables(open_store(p), options=MetricOptions(heads="mean"))
     kw = dict(metrics=["entropy"], n_boot=50, seed=1)
     last = attention_error_correlation(t, **kw)

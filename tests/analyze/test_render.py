@@ -10,7 +10,7 @@ import pytest
 from attncmp.analyze.outputs import AnalysisOptions, replot, run_analysis
 from attncmp.analyze.render import FigureJob, FigureRenderer
 
-from .synth_outputs import make_store
+from ._stores import study_store
 
 FAST = {"n_boot": 200, "examples": 2, "quiet": True}
 
@@ -18,7 +18,7 @@ FAST = {"n_boot": 200, "examples": 2, "quiet": True}
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     root = tmp_path_factory.mktemp("render")
-    store = make_store(root / "store.h5", n=12, n_heads=2, n_layers=1, max_nodes=10, max_tokens=20)
+    store = study_store(root / "store.h5", n=12, n_heads=2, n_layers=1, max_nodes=10, max_tokens=20)
     return run_analysis([store], root / "analysis", AnalysisOptions(**FAST))
 
 

@@ -11,9 +11,10 @@ import pytest
 from attncmp.analyze import compare, compute_tables
 from attncmp.analyze.calibration import Scenario, clopper_pearson, simulate_tables
 from attncmp.analyze.compare import EXPECTED, INCONCLUSIVE, OPPOSITE
-from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
 from scipy import stats
+
+from tests.analyze._stores import plain_store
 
 from ._engine_helpers import simulate_attention_values, simulate_shapes, tables_from_values
 
@@ -93,9 +94,9 @@ def test_planted_concentration_shift_is_detected_with_the_right_sign():
 
 
 def test_planted_shift_end_to_end_through_a_store(tmp_path):
-    p = write_synthetic_store(
+    p = plain_store(
         tmp_path / "shift.h5",
-        n_samples=40,
+        40,
         sharpness={"full": 1.6},
         nodes=(2, 6),
         tokens=(6, 20),
@@ -107,9 +108,7 @@ def test_planted_shift_end_to_end_through_a_store(tmp_path):
         assert by[m].verdict == EXPECTED, m
     assert OPPOSITE not in {x.verdict for x in c.tests if x.metric != "effective_tokens"}
     assert c.verdict.overall in ("supported", "partly supported")
-    q = write_synthetic_store(
-        tmp_path / "null.h5", n_samples=40, nodes=(2, 6), tokens=(6, 20), seed=4
-    )
+    q = plain_store(tmp_path / "null.h5", 40, nodes=(2, 6), tokens=(6, 20), seed=4)
     v = compare(compute_tables(open_store(q)), n_boot=0).verdict
     assert v.overall != "supported"
 

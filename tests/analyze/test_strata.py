@@ -7,15 +7,16 @@ import polars as pl
 import pytest
 from attncmp.analyze import MetricOptions, compare_strata, compute_tables, correct_pvalues
 from attncmp.analyze.strata import stratify
-from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.store import open_store
+
+from tests.analyze._stores import plain_store
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    p = write_synthetic_store(
+    p = plain_store(
         tmp_path_factory.mktemp("strata") / "s.h5",
-        n_samples=90,
+        90,
         sharpness={"full": 1.4},
         nodes=(1, 10),
         tokens=(3, 25),

@@ -10,10 +10,11 @@ import polars as pl
 import pytest
 from attncmp.analyze import MetricOptions, MetricTables, compare, compute_tables
 from attncmp.analyze.errors import AnalysisError
-from attncmp.analyze.synthetic import write_synthetic_store
 from attncmp.analyze.table import METRICS
 from attncmp.store import ModelSpec, SampleRecord, SiteSpec, StoreSpec, StoreWriter, open_store
 from polars.testing import assert_frame_equal
+
+from tests.analyze._stores import plain_store
 
 from ._engine_reference import ref_group, ref_jsd, ref_tv
 
@@ -204,9 +205,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_nan_never_leaks_from_one_node_samples_and_one_token_rows(tmp_path):
-    path = write_synthetic_store(
-        tmp_path / "tiny.h5", n_samples=40, nodes=(1, 3), tokens=(1, 3), seed=5
-    )
+    path = plain_store(tmp_path / "tiny.h5", 40, nodes=(1, 3), tokens=(1, 3), seed=5)
     t = compute_tables(open_store(path))
     cols = [c for c in METRICS if not c.startswith("gold")]
     for c in cols:
@@ -232,9 +231,9 @@ def test_degenerate_site_and_identical_rows_are_reported(tmp_path):
         SiteSpec("atom_to_text", "nodes", "tokens", n_layers=1, n_heads=2),
         SiteSpec("graph_to_text_pooled", "nodes", "single", n_layers=1, n_heads=1),
     )
-    path = write_synthetic_store(
+    path = plain_store(
         tmp_path / "deg.h5",
-        n_samples=12,
+        12,
         sites=sites,
         nodes=(2, 5),
         tokens=(4, 8),
@@ -262,9 +261,7 @@ def test_degenerate_site_and_identical_rows_are_reported(tmp_path):
 def test_single_key_samples_are_not_identical_rows(tmp_path):
     # several nodes, one key: every row is the same one-hot whatever the model does, so node
     # specificity 0 there is no evidence of broadcast attention (no flag, no warning)
-    path = write_synthetic_store(
-        tmp_path / "k1.h5", n_samples=8, nodes=(2, 5), tokens=(1, 1), seed=2
-    )
+    path = plain_store(tmp_path / "k1.h5", 8, nodes=(2, 5), tokens=(1, 1), seed=2)
     t = compute_tables(open_store(path), options=MetricOptions(exclude_special=False))
     assert (t.per_sample["n_keys"] == 1).all() and (t.per_sample["n_rows"] > 1).all()
     assert (t.per_sample["node_specificity"] == 0).all()
@@ -278,7 +275,7 @@ def test_single_key_samples_are_not_identical_rows(tmp_path):
     "heads,kinds", [("each", {"head"}), ("mean", {"head-mean"}), ("both", {"head", "head-mean"})]
 )
 def test_heads_option(tmp_path, heads, kinds):
-    path = write_synthetic_store(tmp_path / "h.h5", n_samples=6)
+    path = plain_store(tmp_path / "h.h5", 6)
     t = compute_tables(open_store(path), options=MetricOptions(heads=heads))
     assert set(t.per_sample["head_kind"].unique()) == kinds
     assert set(t.pairwise["head_kind"].unique()) == kinds
@@ -310,7 +307,7 @@ def test_partial_store_is_flagged(tmp_path):
 
 
 def test_unknown_sites_and_models_are_clear_errors(tmp_path):
-    path = write_synthetic_store(tmp_path / "e.h5", n_samples=3)
+    path = plain_store(tmp_path / "e.h5", 3)
     st = open_store(path)
     with pytest.raises(ValueError, match="`sites`.*nope"):
         compute_tables(st, sites=["nope"])
@@ -321,7 +318,7 @@ def test_unknown_sites_and_models_are_clear_errors(tmp_path):
 
 
 def test_accepts_a_path_and_reports_progress(tmp_path):
-    path = write_synthetic_store(tmp_path / "g.h5", n_samples=10)
+    path = plain_store(tmp_path / "g.h5", 10)
     seen = []
     t = compute_tables(
         path, options=MetricOptions(chunk_samples=4), progress=lambda d, tot: seen.append((d, tot))

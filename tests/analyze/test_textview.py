@@ -19,7 +19,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from PIL import Image
 
 from tests.analyze._figure_checks import inside_figure, overlapping_pairs, text_boxes
-from tests.analyze._longtext import long_text_store
+from tests.analyze._stores import long_text_store
 
 
 @pytest.fixture(scope="module")

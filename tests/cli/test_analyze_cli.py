@@ -7,11 +7,12 @@ import hashlib
 import json
 import shutil
 
+import h5py
 import pytest
 from attncmp import cli
 from click.testing import CliRunner
 
-from tests.analyze.synth_outputs import make_store, one_model_store, plain_h5
+from tests.analyze._stores import study_store
 
 FAST = ["--n-boot", "100", "--examples", "2", "-q"]
 
@@ -22,7 +23,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_store(
+    return study_store(
         tmp_path_factory.mktemp("cli") / "store.h5",
         n=10,
         n_heads=2,
@@ -77,14 +78,21 @@ def _one_clear_line(r):
     return lines[-1]
 
 
+def _plain_h5(path):
+    """An HDF5 file that is not a store."""
+    with h5py.File(path, "w") as f:
+        f["x"] = [0, 1, 2]
+    return path
+
+
 def test_bad_inputs_each_give_one_clear_line(store, tmp_path):
     msg = _one_clear_line(run("analyze", tmp_path / "missing.h5", "--save-dir", tmp_path / "o"))
     assert "does not exist" in msg
     msg = _one_clear_line(
-        run("analyze", plain_h5(tmp_path / "plain.h5"), "--save-dir", tmp_path / "o")
+        run("analyze", _plain_h5(tmp_path / "plain.h5"), "--save-dir", tmp_path / "o")
     )
     assert "not an attncmp store" in msg
-    one = one_model_store(tmp_path / "one.h5")
+    one = study_store(tmp_path / "one.h5", n=4, models=("full",), extra_sites=False)
     msg = _one_clear_line(run("analyze", one, "--save-dir", tmp_path / "o"))
     assert "one model only" in msg
     msg = _one_clear_line(run("analyze", store, "--save-dir", tmp_path / "o", "--site", "bogus"))
@@ -112,7 +120,7 @@ def test_bad_inputs_each_give_one_clear_line(store, tmp_path):
 
 
 def test_partial_store_says_partial(tmp_path):
-    path, writer = make_store(
+    path, writer = study_store(
         tmp_path / "partial.h5",
         n=6,
         n_planned=15,
@@ -154,7 +162,7 @@ def test_compare_reuses_a_complete_store(tmp_path):
         }
     out = tmp_path / "attention_comparison"
     out.mkdir()
-    make_store(
+    study_store(
         out / "attention_store.h5",
         n=8,
         n_heads=1,

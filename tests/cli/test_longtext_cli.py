@@ -8,8 +8,7 @@ from attncmp import cli
 from attncmp.store import open_store
 from click.testing import CliRunner
 
-from tests.analyze._longtext import long_text_store
-from tests.analyze.synth_outputs import make_store
+from tests.analyze._stores import long_text_store, study_store
 
 
 def run(*args):
@@ -57,7 +56,7 @@ def test_store_merge_creates_the_output_directory(tmp_path):
 
 
 def test_analyze_writes_a_text_view_for_every_heatmap_example(tmp_path):
-    store = make_store(tmp_path / "s.h5", n=6, n_heads=2, n_layers=1, max_nodes=10, max_tokens=20)
+    store = study_store(tmp_path / "s.h5", n=6, n_heads=2, n_layers=1, max_nodes=10, max_tokens=20)
     out = tmp_path / "new" / "out"
     r = run("analyze", store, "--save-dir", out, "--n-boot", "100", "--examples", "2", "-q")
     assert r.exit_code == 0, r.output
@@ -75,7 +74,7 @@ def test_analyze_writes_a_text_view_for_every_heatmap_example(tmp_path):
 def test_analyze_strata_by_a_metadata_column(tmp_path):
     import polars as pl
 
-    store = make_store(tmp_path / "s.h5", n=12, n_heads=1, n_layers=1, max_nodes=8, max_tokens=16)
+    store = study_store(tmp_path / "s.h5", n=12, n_heads=1, n_layers=1, max_nodes=8, max_tokens=16)
     out = tmp_path / "out"
     r = run("analyze", store, "--save-dir", out, "--n-boot", "100", "--examples", "0", "-q",
             "--strata", "n_rings,split", "--strata", "target")  # fmt: skip

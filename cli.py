@@ -691,9 +691,18 @@ def plot_group() -> None:
     default=None,
     help="Processes drawing figures (1: draw in this process).  [default: the available cores]",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Draw every figure again, also those whose file already holds exactly what would be "
+    "drawn (same inputs, drawing code and library versions).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
-    """Re-render every figure, table and report.md of an analysis from its cache (seconds)."""
+def plot_stats_cmd(save_dir, fmt, lang, jobs, force, quiet) -> None:
+    """Re-render every figure, table and report.md of an analysis from its cache (seconds).
+
+    Figures whose inputs did not change are kept (e.g. after --lang, which changes only the
+    report); the statistics, tables, summary.json and report.md are always written again."""
     import sys
 
     from attncmp.analyze.outputs import replot
@@ -706,8 +715,11 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, quiet) -> None:
         quiet=quiet,
         log=None if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
         workers=jobs,
+        force=force,
     )
-    click.echo(f"re-rendered {len(res.files)} files in {res.save_dir}")
+    kept = len(res.figures_reused)
+    note = f" ({kept} unchanged figure files kept)" if kept else ""
+    click.echo(f"re-rendered {len(res.files) - kept} files in {res.save_dir}{note}")
 
 
 def _sample_options(first: str, second: str):

@@ -16,12 +16,22 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from attncmp.store import atomic
 
-__all__ = ["MANIFEST", "MARKER", "discard", "new_stage", "problem", "publish", "read_manifest"]
+__all__ = [
+    "MANIFEST",
+    "MARKER",
+    "discard",
+    "new_stage",
+    "problem",
+    "publish",
+    "read_manifest",
+    "unchanged",
+]
 
 CACHE_DIR = "analysis_cache"
 MANIFEST = f"{CACHE_DIR}/manifest.json"
@@ -47,9 +57,31 @@ def _files(root: Path) -> list[str]:
     )
 
 
-def _entry(path: Path) -> dict[str, int]:
+def _entry(path: Path) -> dict[str, Any]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _same(entry: dict[str, Any], now: dict[str, Any]) -> bool:
+    return entry.get("size") == now["size"] and entry.get("mtime_ns") == now["mtime_ns"]
+
+
+def unchanged(save_dir: Path) -> Callable[[str, str], Path | None]:
+    """``reuse(key, name)`` for a re-plot of ``save_dir``: the file ``name`` when the manifest
+    recorded it with fingerprint ``key`` and it has not changed since (size, modification
+    time); else None."""
+    files = dict((read_manifest(save_dir) or {}).get("files", {}))
+
+    def reuse(key: str, name: str) -> Path | None:
+        e, p = files.get(name), save_dir / name
+        if not e or e.get("key") != key:
+            return None
+        try:
+            return p if _same(e, _entry(p)) else None
+        except OSError:
+            return None
+
+    return reuse
 
 
 def read_manifest(save_dir: Path) -> dict[str, Any] | None:
@@ -61,9 +93,12 @@ def read_manifest(save_dir: Path) -> dict[str, Any] | None:
     return m if isinstance(m, dict) and m.get("format") == FORMAT else None
 
 
-def publish(stage: Path, save_dir: Path, *, keep: bool = False) -> dict[str, Path]:
+def publish(
+    stage: Path, save_dir: Path, *, keep: bool = False, keys: dict[str, str] | None = None
+) -> dict[str, Path]:
     """Move every file of ``stage`` into ``save_dir`` and record the set; returns staged path ->
-    final path.
+    final path. ``keys``: file name -> the fingerprint of a figure (recorded with the file, so a
+    re-plot can keep an unchanged figure: :func:`unchanged`).
 
     ``keep=False`` (a new analysis): files of the previous set that the new one lacks (e.g. a
     fourth heatmap example) are removed, and a new run id is recorded. ``keep=True`` (a re-plot
@@ -95,6 +130,8 @@ def publish(stage: Path, save_dir: Path, *, keep: bool = False) -> dict[str, Pat
                 p.unlink(missing_ok=True)
     for rel, dst in moved.items():
         entries[rel] = _entry(dst)
+        if keys and rel in keys:
+            entries[rel]["key"] = keys[rel]
     manifest = {
         "format": FORMAT,
         "version": "1.0",
@@ -129,6 +166,6 @@ def problem(save_dir: Path, inputs: set[str] | None = None) -> str | None:
             now = _entry(p)
         except OSError:
             return f"{rel} of the recorded analysis is missing"
-        if now != e:
+        if not _same(e, now):
             return f"{rel} was changed after the analysis wrote it (it belongs to another run)"
     return None

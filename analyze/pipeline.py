@@ -31,7 +31,7 @@ from .examples import choose_examples, example_metrics
 from .files import write_csv, write_json, write_text
 from .heatmap import HeatmapData, default_site, heatmap_data
 from .options import AnalysisError, AnalysisOptions, logger
-from .render import FigureJob, FigureRenderer
+from .render import FigureJob, FigureRenderer, Reuse
 from .summary import SUMMARY_FORMAT, SUMMARY_VERSION, build_summary, jsonable, store_facts
 
 __all__ = [
@@ -68,6 +68,8 @@ class AnalysisResult:
     summary: dict[str, Any]
     files: list[Path]
     examples: list[HeatmapData]
+    figure_keys: dict[str, str] = field(default_factory=dict)  # file name -> fingerprint
+    figures_reused: list[Path] = field(default_factory=list)  # kept from the previous set
 
     @property
     def verdict(self):
@@ -131,7 +133,7 @@ def _write_set(out: Path, options: AnalysisOptions, write, *, keep: bool) -> Ana
         raise
     finally:
         options.log = caller_log
-    moved = outputset.publish(stage, out, keep=keep)
+    moved = outputset.publish(stage, out, keep=keep, keys=res.figure_keys)
     res.save_dir = out
     res.files = [moved.get(p, p) for p in res.files]
     return res
@@ -339,10 +341,14 @@ def replot(
     quiet: bool = True,
     log: Callable[[str], None] | None = None,
     workers: int | None = None,
+    force: bool = False,
 ) -> AnalysisResult:
     """Re-render every figure, table and the report of an earlier analysis from its cache
     (``per_sample_metrics.parquet`` & co. and ``analysis_cache/``); never opens the store.
-    ``workers``: figure-drawing processes (default: the available cores; 1 draws here)."""
+    ``workers``: figure-drawing processes (default: the available cores; 1 draws here). A figure
+    whose file already holds exactly what it would draw (same fingerprint: drawing code, library
+    versions, input content; file unchanged since) is kept unless ``force``; the statistics,
+    tables, summary and report are always computed and written again."""
     from .table import MetricTables
 
     d = Path(save_dir)
@@ -390,7 +396,13 @@ def replot(
         d,
         options,
         lambda stage: render(
-            stage, tables=tables, state=state, options=options, examples=examples, workers=workers
+            stage,
+            tables=tables,
+            state=state,
+            options=options,
+            examples=examples,
+            workers=workers,
+            reuse=None if force else outputset.unchanged(d),
         ),
         keep=True,
     )
@@ -643,13 +655,20 @@ def submit_examples(
             renderer.submit(FigureJob(f"text view example {k}", _TEXT, stem, (ex,), kw, "path"))
 
 
-def collect_figures(
-    renderer: FigureRenderer, notes: list[str], log
-) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Wait for every figure job: ``({figure name: files}, every file written)``; a failed
-    figure becomes a warning line (stderr, report) naming the exception."""
-    figs: dict[str, list[Path]] = {}
-    files: list[Path] = []
+@dataclass
+class DrawnFigures:
+    """What the figure jobs produced (:func:`collect_figures`)."""
+
+    figures: dict[str, list[Path]]  # figure name -> its files
+    files: list[Path]  # every file, drawn now or reused
+    keys: dict[str, str]  # file name -> fingerprint (:mod:`analyze.fingerprint`)
+    reused: list[Path]  # files kept from the previous set (a re-plot)
+
+
+def collect_figures(renderer: FigureRenderer, notes: list[str], log) -> DrawnFigures:
+    """Wait for every figure job; a failed figure becomes a warning line (stderr, report)
+    naming the exception."""
+    out = DrawnFigures({}, [], {}, [])
     for res in renderer.results():  # in submission order
         if res.error:
             msg = f"{res.name} skipped: {res.error[:200]}"
@@ -657,10 +676,13 @@ def collect_figures(
             notes.append(msg)
         if not res.paths:
             continue
-        files.extend(res.paths)
+        out.files.extend(res.paths)
+        out.reused.extend(res.reused)
+        if res.key is not None:
+            out.keys.update({p.name: res.key for p in res.paths})
         if res.name.startswith("figure "):
-            figs[res.name.removeprefix("figure ")] = list(res.paths)
-    return figs, files
+            out.figures[res.name.removeprefix("figure ")] = list(res.paths)
+    return out
 
 
 def render(
@@ -671,13 +693,15 @@ def render(
     options: AnalysisOptions,
     examples: list[HeatmapData],
     workers: int | None = None,
+    reuse: Reuse | None = None,
 ) -> AnalysisResult:
     """Statistics, CSVs, figures, summary.json and report.md from cached tables. Figures are
     drawn in ``workers`` processes (default: the analysis' ``jobs``, else the available cores)
-    while the statistics run (:mod:`analyze.render`)."""
+    while the statistics run (:mod:`analyze.render`); ``reuse`` (a re-plot): figures whose
+    existing file already holds what they would draw are kept, not drawn again."""
     if workers is None:
         workers = getattr(options, "jobs", None)
-    with FigureRenderer(formats=tuple(options.formats), workers=workers) as renderer:
+    with FigureRenderer(formats=tuple(options.formats), workers=workers, reuse=reuse) as renderer:
         return _render(Path(save_dir), tables, state, options, examples, renderer)
 
 
@@ -700,8 +724,10 @@ def _render(
     files = write_tables(d, tables, st, models)
     log("figures")
     submit_figures(d, tables, st, options, models, renderer)
-    figs, drawn = collect_figures(renderer, st.notes, log)
-    files += drawn
+    drawn = collect_figures(renderer, st.notes, log)
+    if drawn.reused:
+        log(f"  {len(drawn.reused)} figure file(s) unchanged, kept (--force draws them again)")
+    files += drawn.files
     summary = build_summary(
         state=state,
         options=options,
@@ -713,14 +739,14 @@ def _render(
         strata=st.strata,
         noise=st.noise,
         examples=examples,
-        figures=figs,
+        figures=drawn.figures,
         notes=st.notes,
         target=T.errors_frame(tables, models)[1],
         written=files,
     )
     files.append(write_json(jsonable(summary), d / "summary.json"))
     files.append(write_text(R.render_report(summary, lang=options.lang), d / "report.md"))
-    log(f"wrote {len(files)} files to {d}")
+    log(f"wrote {len(files) - len(drawn.reused)} files to {d}")
     return AnalysisResult(
         save_dir=d,
         tables=tables,
@@ -732,6 +758,8 @@ def _render(
         summary=summary,
         files=files,
         examples=examples,
+        figure_keys=drawn.keys,
+        figures_reused=drawn.reused,
     )
 
 

@@ -12,6 +12,12 @@ Workers are started from a ``forkserver`` (``spawn`` where there is none) that i
 modules once; they never fork the caller, whose polars thread pool and open HDF5 files would not
 survive a fork. ``workers=1`` draws every figure in the calling process, in order, when it is
 collected (no processes at all).
+
+Given ``reuse`` (a re-plot), a job whose file already holds what it would draw is not drawn again:
+each job's key (:func:`analyze.fingerprint.figure_key`: drawing code, library versions, the
+content of its arguments) is asked of ``reuse(key, file name)``, which returns the existing file
+when it was recorded with that key and is unchanged; only the missing formats are drawn, and the
+worker processes start only when something is to be drawn.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FigureJob", "FigureRenderer", "RenderResult", "available_cores"]
+__all__ = ["FigureJob", "FigureRenderer", "RenderResult", "Reuse", "available_cores", "job_key"]
 
 # what a worker imports before its first job (in the forkserver: once for all workers)
 _PRELOAD = ["attncmp.analyze.figures", "attncmp.analyze.heatmap", "attncmp.analyze.textview"]
@@ -58,11 +64,30 @@ class FigureJob:
 
 @dataclass
 class RenderResult:
-    """What one job produced: the written paths, or the one-line reason it failed."""
+    """What one job produced: the paths of its files (drawn now or ``reused``), or the one-line
+    reason it failed; ``key``: its fingerprint (None when its arguments cannot be hashed)."""
 
     name: str
     paths: list[Path] | None
     error: str | None = None
+    key: str | None = None
+    reused: list[Path] = field(default_factory=list)
+
+
+# reuse(key, file name) -> the existing file holding exactly that figure, or None
+Reuse = Callable[[str, str], "Path | None"]
+
+
+def job_key(job: FigureJob) -> str | None:
+    """:func:`analyze.fingerprint.figure_key` of ``job`` (None: an argument cannot be hashed)."""
+    from .fingerprint import Unhashable, figure_key
+
+    try:
+        return figure_key(job.fn, job.stem, job.args, job.kwargs)
+    except Unhashable:
+        return None
+    except Exception:  # noqa: BLE001 - no key only means the figure is drawn, never kept
+        return None
 
 
 def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
@@ -112,6 +137,15 @@ def _warm() -> None:
         importlib.import_module(m)
 
 
+@dataclass
+class _Pending:
+    job: FigureJob
+    formats: tuple[str, ...]  # those to draw (the others are reused)
+    future: Future | None
+    key: str | None
+    reused: list[Path]
+
+
 class FigureRenderer:
     """Submit figure jobs as their inputs become ready; :meth:`results` waits for all of them.
 
@@ -123,11 +157,20 @@ class FigureRenderer:
             for res in r.results(): ...
     """
 
-    def __init__(self, *, formats: Sequence[str], workers: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        formats: Sequence[str],
+        workers: int | None = None,
+        keys: bool = True,
+        reuse: Reuse | None = None,
+    ) -> None:
         self.formats = tuple(formats)
         self.workers = max(1, int(workers if workers is not None else available_cores()))
+        self.keys = keys or reuse is not None
+        self.reuse = reuse
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: list[tuple[FigureJob, Future | None]] = []
+        self._pending: list[_Pending] = []
 
     def __enter__(self) -> FigureRenderer:
         return self
@@ -143,27 +186,44 @@ class FigureRenderer:
         return self._pool
 
     def start(self) -> None:
-        """Start the worker processes now (they import matplotlib while the caller works)."""
-        if self.workers > 1:
+        """Start the worker processes now (they import matplotlib while the caller works); with
+        ``reuse`` they start on the first job that is to be drawn."""
+        if self.workers > 1 and self.reuse is None:
             pool = self._executor()
             for _ in range(self.workers):  # one no-op each, so every worker comes up now
                 pool.submit(_warm)
 
     def submit(self, job: FigureJob) -> None:
-        fut = self._executor().submit(_run_job, job, self.formats) if self.workers > 1 else None
-        self._pending.append((job, fut))
+        key = job_key(job) if self.keys else None
+        fmts, reused = self.formats, []
+        if key is not None and self.reuse is not None:
+            have = {f: self.reuse(key, f"{job.stem.name}.{f}") for f in self.formats}
+            reused = [p for p in have.values() if p is not None]
+            fmts = tuple(f for f, p in have.items() if p is None)
+        fut = None
+        if fmts and self.workers > 1:
+            fut = self._executor().submit(_run_job, job, fmts)
+        self._pending.append(_Pending(job, fmts, fut, key, reused))
 
     def results(self) -> list[RenderResult]:
         """Every submitted job's result, in submission order (drawn here when ``workers=1``)."""
         out = []
-        for job, fut in self._pending:
-            if fut is None:
-                out.append(_run_job(job, self.formats))
-                continue
-            try:
-                out.append(fut.result())
-            except Exception as e:  # noqa: BLE001 - a worker died (e.g. out of memory)
-                out.append(RenderResult(job.name, None, f"{type(e).__name__}: {e}"))
+        for p in self._pending:
+            if not p.formats:
+                res = RenderResult(p.job.name, None)
+            elif p.future is None:
+                res = _run_job(p.job, p.formats)
+            else:
+                try:
+                    res = p.future.result()
+                except Exception as e:  # noqa: BLE001 - a worker died (e.g. out of memory)
+                    res = RenderResult(p.job.name, None, f"{type(e).__name__}: {e}")
+            res.key, res.reused = p.key, list(p.reused)
+            if p.reused and not res.error:
+                order = {f: i for i, f in enumerate(self.formats)}
+                both = [*p.reused, *(res.paths or [])]
+                res.paths = sorted(both, key=lambda q: order.get(q.suffix.lstrip("."), 99))
+            out.append(res)
         self._pending = []
         return out
 

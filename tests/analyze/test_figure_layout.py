@@ -25,7 +25,7 @@ def figures(tmp_path_factory):
     mp.setattr(F, "_finish", lambda fig, stem, formats: captured.setdefault(stem.name, fig) and [])
     try:
         shutil.rmtree(root / "analysis" / "figs", ignore_errors=True)
-        replot(res.save_dir, workers=1)
+        replot(res.save_dir, workers=1, force=True)
     finally:
         mp.undo()
     return captured

@@ -694,15 +694,18 @@ def plot_group() -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="Draw every figure again, also those whose file already holds exactly what would be "
-    "drawn (same inputs, drawing code and library versions).",
+    help="Recompute the statistics and draw every figure again, also what could not have "
+    "changed (same cache, options, code and library versions).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def plot_stats_cmd(save_dir, fmt, lang, jobs, force, quiet) -> None:
     """Re-render every figure, table and report.md of an analysis from its cache (seconds).
 
-    Figures whose inputs did not change are kept (e.g. after --lang, which changes only the
-    report); the statistics, tables, summary.json and report.md are always written again."""
+    What could not change is kept: a figure whose file already holds what it would draw (same
+    inputs, drawing code and library versions), and the statistics with their tables when the
+    cache, options and code are those they were computed with (e.g. after --lang, which changes
+    only the report). report.md and summary.json are always written again; --force recomputes
+    and redraws everything."""
     import sys
 
     from attncmp.analyze.outputs import replot
@@ -717,8 +720,8 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, force, quiet) -> None:
         workers=jobs,
         force=force,
     )
-    kept = len(res.figures_reused)
-    note = f" ({kept} unchanged figure files kept)" if kept else ""
+    kept = len(res.kept)
+    note = f" ({kept} unchanged files kept)" if kept else ""
     click.echo(f"re-rendered {len(res.files) - kept} files in {res.save_dir}{note}")
 
 

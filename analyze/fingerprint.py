@@ -23,11 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["Unhashable", "code_version", "content_hash", "figure_key"]
-
-
-class Unhashable(TypeError):
-    """An argument whose content cannot be fingerprinted (the figure is then always drawn)."""
+__all__ = ["code_version", "content_hash", "figure_key"]
 
 
 def content_hash(obj: Any) -> str:
@@ -85,19 +81,19 @@ def _feed(h, x: Any) -> None:
     elif isinstance(x, (set, frozenset)):
         _feed(h, sorted(x, key=repr))
     else:
-        raise Unhashable(f"cannot fingerprint a {type(x).__name__}")
+        raise TypeError(f"cannot fingerprint a {type(x).__name__}")
 
 
 @functools.cache
 def code_version() -> str:
     """sha256 over the source of every module of the analysis package and the versions of the
-    libraries that draw (matplotlib) or hold the data (numpy, polars)."""
+    libraries that draw (matplotlib), compute (scipy) or hold the data (numpy, polars)."""
     from importlib.metadata import version
 
     from attncmp import analyze
 
     h = hashlib.sha256()
-    for lib in ("matplotlib", "numpy", "polars"):
+    for lib in ("matplotlib", "numpy", "polars", "scipy"):
         _tag(h, lib, version(lib))
     root = Path(analyze.__file__).parent
     for p in sorted(root.glob("*.py")):
@@ -110,7 +106,7 @@ def figure_key(fn: object, stem: str | PurePath, args: tuple, kwargs: Mapping[st
     """The key of one figure job: code version, function, file stem (name only: the directory a
     job is drawn in does not matter) and the content of its arguments.
 
-    Raises :class:`Unhashable` when an argument's content cannot be fingerprinted."""
+    Raises ``TypeError`` when an argument's content cannot be fingerprinted."""
     name = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
     h = hashlib.sha256()
     _tag(h, "code", code_version())

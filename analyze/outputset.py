@@ -26,6 +26,7 @@ __all__ = [
     "MANIFEST",
     "MARKER",
     "discard",
+    "intact",
     "new_stage",
     "problem",
     "publish",
@@ -64,6 +65,19 @@ def _entry(path: Path) -> dict[str, Any]:
 
 def _same(entry: dict[str, Any], now: dict[str, Any]) -> bool:
     return entry.get("size") == now["size"] and entry.get("mtime_ns") == now["mtime_ns"]
+
+
+def intact(save_dir: Path, names, manifest: dict[str, Any] | None = None) -> bool:
+    """Every file of ``names`` is recorded in the manifest and unchanged since (size, mtime)."""
+    files = dict((manifest or read_manifest(save_dir) or {}).get("files", {}))
+    for name in names:
+        e = files.get(name)
+        try:
+            if not e or not _same(e, _entry(save_dir / name)):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def unchanged(save_dir: Path) -> Callable[[str, str], Path | None]:

@@ -43,6 +43,7 @@ __all__ = [
     "replot",
     "run_analysis",
     "statistics",
+    "statistics_key",
 ]
 
 CACHE_DIR = "analysis_cache"
@@ -56,7 +57,11 @@ _TEXT = "attncmp.analyze.textview:plot_text"
 
 @dataclass
 class AnalysisResult:
-    """Everything one analysis produced (objects and the files written)."""
+    """Everything one analysis produced (objects and the files written).
+
+    A re-plot whose statistics could not have changed (:func:`replot`) keeps them: then
+    ``comparison``, ``prediction``, ``correlations``, ``strata`` and ``noise`` are None and
+    ``summary`` (summary.json) holds every result."""
 
     save_dir: Path
     tables: Any
@@ -68,11 +73,16 @@ class AnalysisResult:
     summary: dict[str, Any]
     files: list[Path]
     examples: list[HeatmapData]
-    figure_keys: dict[str, str] = field(default_factory=dict)  # file name -> fingerprint
-    figures_reused: list[Path] = field(default_factory=list)  # kept from the previous set
+    keys: dict[str, str] = field(default_factory=dict)  # file name -> fingerprint
+    kept: list[Path] = field(default_factory=list)  # unchanged files of the previous set (replot)
 
     @property
     def verdict(self):
+        if self.comparison is None:
+            raise AnalysisError(
+                "this re-plot kept the statistics (nothing they depend on changed): read "
+                "summary['verdict'], or re-plot with force=True to compute them again"
+            )
         return self.comparison.verdict
 
 
@@ -133,7 +143,7 @@ def _write_set(out: Path, options: AnalysisOptions, write, *, keep: bool) -> Ana
         raise
     finally:
         options.log = caller_log
-    moved = outputset.publish(stage, out, keep=keep, keys=res.figure_keys)
+    moved = outputset.publish(stage, out, keep=keep, keys=res.keys)
     res.save_dir = out
     res.files = [moved.get(p, p) for p in res.files]
     return res
@@ -313,6 +323,7 @@ def run_analysis(
         "variants": variants,
         "site": site,
         "example_ids": ids,
+        "group_metrics": group_frame is not None,  # per_group_metrics.csv (written by analyze)
     }
 
     def write(stage: Path) -> AnalysisResult:
@@ -392,6 +403,39 @@ def replot(
             (d / CACHE_DIR).glob("example_*.npz"), key=lambda p: int(re.sub(r"\D", "", p.stem))
         )
     ]
+    kept = None if force else kept_summary(d, state, options)
+    if kept is not None:
+        logger(options)(
+            "statistics: unchanged since they were computed (same cache, options and code); "
+            "kept with every table and figure, report written again (--force recomputes)"
+        )
+
+        def report_only(stage: Path) -> AnalysisResult:
+            from . import report as R
+            from .summary import restamp
+
+            summary = restamp(kept, options)
+            files = [
+                write_json(jsonable(summary), stage / "summary.json"),
+                write_text(R.render_report(summary, lang=options.lang), stage / "report.md"),
+            ]
+            same = [d / n for n in _recorded_outputs(kept)]
+            return AnalysisResult(
+                save_dir=stage,
+                tables=tables,
+                comparison=None,
+                prediction=None,
+                correlations=None,
+                strata=None,
+                noise=None,
+                summary=summary,
+                files=[*same, *files],
+                examples=examples,
+                keys={"summary.json": statistics_key(state, options)},
+                kept=same,
+            )
+
+        return _write_set(d, options, report_only, keep=True)
     return _write_set(
         d,
         options,
@@ -406,6 +450,44 @@ def replot(
         ),
         keep=True,
     )
+
+
+def statistics_key(state: dict[str, Any], options: AnalysisOptions) -> str:
+    """The fingerprint of everything the statistics, tables and figures of an analysis depend on
+    besides the cached tables and examples (which the save directory's manifest vouches for):
+    the analysis code and library versions (:func:`analyze.fingerprint.code_version`), the
+    analysed store's facts and selection, and the options, except the report language and
+    progress output. Recorded with summary.json; a re-plot with the same key keeps them."""
+    from .fingerprint import code_version, content_hash
+
+    opts = {k: v for k, v in options.to_dict().items() if k not in ("lang", "quiet")}
+    facts = {k: v for k, v in state.items() if k != "options"}
+    text = json.dumps(jsonable({"state": facts, "options": opts}), sort_keys=True, default=str)
+    return content_hash((code_version(), text))
+
+
+def _recorded_outputs(summary: dict[str, Any]) -> list[str]:
+    """The files a summary lists as written, but summary.json and report.md themselves."""
+    names = [f.get("name") for f in summary.get("files_written", []) if isinstance(f, dict)]
+    return [n for n in names if n and n not in ("summary.json", "report.md")]
+
+
+def kept_summary(d: Path, state: dict[str, Any], options: AnalysisOptions) -> dict | None:
+    """summary.json of ``d`` when a re-plot would compute exactly it again: recorded with this
+    :func:`statistics_key`, and it and every file it lists unchanged since (the manifest); else
+    None (the statistics are computed again)."""
+    m = outputset.read_manifest(d)
+    entry = (m or {}).get("files", {}).get("summary.json") or {}
+    if entry.get("key") != statistics_key(state, options):
+        return None
+    try:
+        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("version") != SUMMARY_VERSION:
+        return None
+    names = ["summary.json", *_recorded_outputs(summary)]
+    return summary if outputset.intact(d, names, m) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,11 +804,14 @@ def _render(
     log("statistics: paired tests, prediction error, correlations, strata")
     st = statistics(tables, state, options, log)
     files = write_tables(d, tables, st, models)
+    if state.get("group_metrics"):  # written with the cache; listed in summary.json with the rest
+        files.append(d / "per_group_metrics.csv")
     log("figures")
     submit_figures(d, tables, st, options, models, renderer)
     drawn = collect_figures(renderer, st.notes, log)
     if drawn.reused:
         log(f"  {len(drawn.reused)} figure file(s) unchanged, kept (--force draws them again)")
+    drawn.keys["summary.json"] = statistics_key(state, options)
     files += drawn.files
     summary = build_summary(
         state=state,
@@ -758,8 +843,8 @@ def _render(
         summary=summary,
         files=files,
         examples=examples,
-        figure_keys=drawn.keys,
-        figures_reused=drawn.reused,
+        keys=drawn.keys,
+        kept=drawn.reused,
     )
 
 

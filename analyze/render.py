@@ -80,14 +80,12 @@ Reuse = Callable[[str, str], "Path | None"]
 
 def job_key(job: FigureJob) -> str | None:
     """:func:`analyze.fingerprint.figure_key` of ``job`` (None: an argument cannot be hashed)."""
-    from .fingerprint import Unhashable, figure_key
+    from .fingerprint import figure_key
 
     try:
         return figure_key(job.fn, job.stem, job.args, job.kwargs)
-    except Unhashable:
-        return None
-    except Exception:  # noqa: BLE001 - no key only means the figure is drawn, never kept
-        return None
+    except Exception:  # noqa: BLE001 - no key (e.g. an argument of another type, a TypeError)
+        return None  # only means that the figure is drawn, never kept
 
 
 def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:

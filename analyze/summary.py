@@ -228,6 +228,16 @@ def build_summary(
     }
 
 
+def restamp(summary: dict[str, Any], options) -> dict[str, Any]:
+    """A kept summary (a re-plot whose statistics did not change) with this run's options (the
+    report language) and creation time; every result in it stays as computed."""
+    out = dict(summary)
+    out["options"] = jsonable(options.to_dict())
+    out["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out["attncmp_version"] = tool_version()
+    return out
+
+
 def _test_dict(t) -> dict[str, Any]:
     """A test's flat fields (no resampling distributions: they do not belong in JSON)."""
     return jsonable(t.as_dict())

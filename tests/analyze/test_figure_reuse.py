@@ -9,13 +9,13 @@ import shutil
 import pytest
 from attncmp.analyze.outputs import AnalysisOptions, replot, run_analysis
 
-from .synth_outputs import make_store
+from ._stores import study_store
 
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     root = tmp_path_factory.mktemp("reuse")
-    store = make_store(root / "store.h5", n=12, n_heads=2, n_layers=1, max_nodes=10, max_tokens=20)
+    store = study_store(root / "store.h5", n=12, n_heads=2, n_layers=1, max_nodes=10, max_tokens=20)
     opts = AnalysisOptions(n_boot=200, examples=2, quiet=True)
     return run_analysis([store], root / "analysis", opts)
 

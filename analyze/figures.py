@@ -664,7 +664,7 @@ def plot_strata(
                 ax.set_xticks(range(len(labels)))
                 ax.set_xticklabels(
                     [
-                        safe_text(lb, 24) + (f"\nn={n}" if ns else "")
+                        _stratum_label(lb) + (f"\nn={n}" if ns else "")
                         for lb, n in zip(labels, ns if ns else [None] * len(labels), strict=False)
                     ],
                     fontsize=7,
@@ -678,11 +678,21 @@ def plot_strata(
             axes[0, -1].legend(fontsize=7, frameon=False)
         _title_and_note(
             fig,
-            f"Paired difference (variant - {safe_text(baseline)}) within quantile bins",
-            f"points: mean difference with 95% bootstrap CI; * corrected p < {alpha:g}",
+            f"Paired difference (variant - {safe_text(baseline)}) within strata",
+            f"points: mean difference with 95% bootstrap CI; * corrected p < {alpha:g}; "
+            "numeric stratifiers in quantile bins qk/K [low, high], categories by value",
         )
         fit_layout(fig, axes)
         return _finish(fig, stem, formats)
+
+
+def _stratum_label(label: str) -> str:
+    """A stratum's tick label: a quantile bin's name above its range (``q1/3 [-16.4, -4.74]``
+    in one line is wider than its slot when three bins share a column)."""
+    name, sep, rest = str(label).partition(" ")
+    if sep and name.startswith("q") and "/" in name and rest[:1] in "[=":
+        return f"{safe_text(name)}\n{safe_text(rest, 24)}"
+    return safe_text(label, 24)
 
 
 def plot_node_specificity(

@@ -87,3 +87,18 @@ def test_frame_texts_are_inside_and_do_not_overlap(figures):
                 assert not overlap, (
                     f"{name}: {a[1]} {a[2].get_text()!r} overlaps {b[1]} {b[2].get_text()!r}"
                 )
+
+
+def test_stratum_tick_labels_do_not_overlap_their_neighbours(figures):
+    """The strata figure labels its own ticks (bin name, range, n): unlike matplotlib's numeric
+    ticks, nothing spaces them, so neighbours are checked too."""
+    fig = figures["strata_comparison"]
+    r, texts = _frame_texts(fig)
+    for ax in fig.axes:
+        ticks = [
+            bb for a, kind, t, bb in texts if a is ax and kind == "tick" and "n=" in t.get_text()
+        ]
+        assert len(ticks) >= 2
+        ticks.sort(key=lambda bb: bb.x0)
+        for left, right in zip(ticks, ticks[1:], strict=False):
+            assert left.x1 < right.x0, f"stratum labels overlap: {left.bounds} {right.bounds}"

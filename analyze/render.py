@@ -8,10 +8,9 @@ each other, so :class:`FigureRenderer` draws them in ``workers`` processes while
 order. Each file is drawn by exactly the same code whichever process draws it, so the output does
 not depend on ``workers`` (tested byte for byte).
 
-Workers are started from a ``forkserver`` (``spawn`` where there is none) that imports the plotting
-modules once; they never fork the caller, whose polars thread pool and open HDF5 files would not
-survive a fork. ``workers=1`` draws every figure in the calling process, in order, when it is
-collected (no processes at all).
+Workers are started by :mod:`analyze.processes` (a ``forkserver`` that imports the plotting modules
+once; they never fork the caller, nor re-run its main script). ``workers=1`` draws every figure in
+the calling process, in order, when it is collected (no processes at all).
 
 Given ``reuse`` (a re-plot), a job whose file already holds what it would draw is not drawn again:
 each job's key (:func:`analyze.fingerprint.figure_key`: drawing code, library versions, the
@@ -22,16 +21,15 @@ worker processes start only when something is to be drawn.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .processes import context, main_hidden
 
 __all__ = ["FigureJob", "FigureRenderer", "RenderResult", "Reuse", "available_cores", "job_key"]
 
@@ -103,33 +101,6 @@ def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
     return RenderResult(job.name, [Path(p) for p in paths] if paths else None)
 
 
-def _stop_forkserver() -> None:
-    """End the forkserver at exit and wait for it, so it does not outlive this process (and its
-    CPU time, with that of the workers it reaped, is accounted to this process)."""
-    from multiprocessing import forkserver
-
-    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
-    if stop is not None:
-        with contextlib.suppress(OSError):
-            stop()
-
-
-_STOP_REGISTERED = False
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    global _STOP_REGISTERED
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
-        if not _STOP_REGISTERED:
-            atexit.register(_stop_forkserver)
-            _STOP_REGISTERED = True
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def _warm() -> None:
     for m in _PRELOAD:
         importlib.import_module(m)
@@ -179,7 +150,7 @@ class FigureRenderer:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=_context(), initializer=_warm
+                max_workers=self.workers, mp_context=context(_PRELOAD), initializer=_warm
             )
         return self._pool
 
@@ -188,8 +159,9 @@ class FigureRenderer:
         ``reuse`` they start on the first job that is to be drawn."""
         if self.workers > 1 and self.reuse is None:
             pool = self._executor()
-            for _ in range(self.workers):  # one no-op each, so every worker comes up now
-                pool.submit(_warm)
+            with main_hidden():
+                for _ in range(self.workers):  # one no-op each, so every worker comes up now
+                    pool.submit(_warm)
 
     def submit(self, job: FigureJob) -> None:
         key = job_key(job) if self.keys else None
@@ -200,7 +172,8 @@ class FigureRenderer:
             fmts = tuple(f for f, p in have.items() if p is None)
         fut = None
         if fmts and self.workers > 1:
-            fut = self._executor().submit(_run_job, job, fmts)
+            with main_hidden():  # a submit may start a worker (processes module)
+                fut = self._executor().submit(_run_job, job, fmts)
         self._pending.append(_Pending(job, fmts, fut, key, reused))
 
     def results(self) -> list[RenderResult]:

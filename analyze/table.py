@@ -1228,14 +1228,12 @@ def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dic
                 del chunk  # release before the next chunk is read (peak = one chunk)
                 yield res
         return
-    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from .processes import context, main_hidden
+
     # forkserver (where there is one): workers do not inherit this process's open HDF5 files
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["attncmp.analyze.table"])
+    ctx = context(["attncmp.analyze.table"])
     run_info["workers"] = workers
     peaks: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -1246,9 +1244,11 @@ def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dic
         initargs=([str(p) for p in store.paths], list(store.ids), str(root)),
     )
     try:
-        futures = [
-            ex.submit(_worker_chunk, site_jobs[k], lo, hi, f"s{k}_c{lo:09d}") for k, lo, hi in tasks
-        ]
+        with main_hidden():  # the submits start the workers: they need not re-run a script
+            futures = [
+                ex.submit(_worker_chunk, site_jobs[k], lo, hi, f"s{k}_c{lo:09d}")
+                for k, lo, hi in tasks
+            ]
         for fut in futures:  # in task order, whichever finishes first
             res = fut.result()
             peaks[res.pid] = max(peaks.get(res.pid, 0), res.peak_rss_kb)

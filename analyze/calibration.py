@@ -28,11 +28,13 @@ import numpy as np
 import polars as pl
 
 from .metrics import row_metrics
+from .registry import CONFIRMATORY_METRICS
 from .table import MetricTables
 
 __all__ = ["Scenario", "simulate_tables", "clopper_pearson"]
 
-_METRICS = ("entropy", "perplexity", "max_weight", "effective_tokens", "gini")
+#: what the simulated tables hold: the confirmatory metrics and the original count
+_METRICS = (*CONFIRMATORY_METRICS, "effective_tokens")
 
 
 @dataclass(frozen=True)

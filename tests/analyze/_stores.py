@@ -4,7 +4,7 @@
 * :func:`study_store`: the realistic study (IUPAC-like molecule names, gold cells on halogen and
   nitro fragments, attention that finds them, an attention sink, sites ``atom_to_text``,
   ``graph_to_text`` and the degenerate ``text_pool``); the baseline attends more sharply
-  (``effect``), so the hypothesis is supported; ``effect=0`` makes the models identical in
+  (``effect``), so the hypothesis is supported; ``effect=0`` gives the models the same attention
   distribution.
 * :func:`plain_store`: random words at one site ``atom_to_text`` (1 layer x 4 heads), float32;
   a null store unless ``sharpness`` says otherwise.
@@ -45,15 +45,13 @@ def study_store(
     provenance: dict | None = None,
     config: dict | None = None,
     effect: float = 0.6,
-    identical_variant: bool = False,
     max_nodes: int = 24,
     max_tokens: int = 40,
     seed: int = 0,
 ) -> Any:
     """``n`` committed samples of the study (of ``n_planned`` selected). The baseline's logits
-    are scaled by ``1 + effect`` and its predictions are a little better; ``identical_variant``:
-    the other models attend identically from every node. With ``keep_open`` the writer is
-    returned too: ``(path, writer)``, a partial store still being written."""
+    are scaled by ``1 + effect`` and its predictions are a little better. With ``keep_open`` the
+    writer is returned too: ``(path, writer)``, a partial store still being written."""
     spec = synthetic_spec(
         n if n_planned is None else n_planned,
         models=models,
@@ -70,7 +68,6 @@ def study_store(
         seed=seed,
         sharpness={models[0]: 1.0 + effect},
         noise={models[0]: 0.25},
-        identical_rows=tuple(models[1:]) if identical_variant else (),
     )
     ids = spec.selection_ids[:n]
     if keep_open:

@@ -24,6 +24,7 @@ import polars as pl
 
 from .compare import _values
 from .errors import AnalysisInputError
+from .registry import ROW_SUMMARY_METRICS
 from .stats import bootstrap, partial_spearman, spearman_with_ci, wilcoxon_signed_rank
 from .table import HEAD_MEAN, MetricTables
 
@@ -200,7 +201,7 @@ def compare_predictions(
     )
 
 
-DEFAULT_ERROR_METRICS = ("entropy", "norm_entropy", "max_weight", "effective_tokens", "gini")
+DEFAULT_ERROR_METRICS = ROW_SUMMARY_METRICS
 
 
 def _layers(layer: int | Sequence[int] | str, n_layers: int) -> list[int]:

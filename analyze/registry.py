@@ -207,8 +207,9 @@ SECONDARY_METRICS: tuple[str, ...] = (
     "gold_pointing",
     "special_mass",
 )
-#: the per-row concentration measures summarised per sample wherever one sample or node group is
-#: shown (heatmap titles, example cards, node-group tables), in display order
+#: the per-row concentration measures summarised wherever one sample or node group is shown
+#: (heatmap titles, example cards, node-group tables) and correlated with the prediction error by
+#: default (:func:`analyze.prediction.attention_error_correlation`), in display order
 ROW_SUMMARY_METRICS: tuple[str, ...] = (
     "entropy",
     "norm_entropy",

@@ -435,21 +435,28 @@ def replot(
                 kept=same,
             )
 
-        return _write_set(d, options, report_only, keep=True)
-    return _write_set(
-        d,
-        options,
-        lambda stage: render(
-            stage,
-            tables=tables,
-            state=state,
-            options=options,
-            examples=examples,
-            workers=workers,
-            reuse=None if force else outputset.unchanged(d),
-        ),
-        keep=True,
-    )
+        res = _write_set(d, options, report_only, keep=True)
+    else:
+        res = _write_set(
+            d,
+            options,
+            lambda stage: render(
+                stage,
+                tables=tables,
+                state=state,
+                options=options,
+                examples=examples,
+                workers=workers,
+                reuse=None if force else outputset.unchanged(d),
+            ),
+            keep=True,
+        )
+    if (d / "explorer.html").exists():
+        logger(options)(
+            f"note: {d / 'explorer.html'} still holds the report of the analysis; "
+            f"`attncmp view {d}` writes it again with this one (it needs the store)"
+        )
+    return res
 
 
 def statistics_key(state: dict[str, Any], options: AnalysisOptions) -> str:

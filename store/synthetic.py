@@ -1,4 +1,4 @@
-"""Synthetic attention stores for tests, simulations, benchmarks and examples: the one generator
+r"""Synthetic attention stores for tests, simulations, benchmarks and examples: the one generator
 (numpy only; no torch).
 
 One entry point, :func:`write_synthetic_store` (``spec`` from :func:`synthetic_spec`, how the
@@ -19,18 +19,18 @@ singleton species, gold cells per species).
 
 .. math::
 
-    a = \\mathrm{softmax}\\big(s_m\\,(1 + \\delta h)\\,(z + \\beta\\,b + \\eta\\,u_{m,h}
-        + \\alpha\\,g + \\kappa\\,\\mathbb{1}_{\\text{special}})\\big)
+    a = \mathrm{softmax}\big(s_m\,(1 + \delta h)\,(z + \beta\,b + \eta\,u_{m,h}
+        + \alpha\,g + \kappa\,\mathbb{1}_{\text{special}})\big)
 
-with i.i.d. :math:`z \\sim N(0, 1)`; :math:`s_m` the model's ``sharpness`` (a larger value is
-more concentrated: lower entropy, higher max weight and Gini), :math:`\\delta` ``head_spread``
-(head ``h`` sharper than head 0), :math:`b \\sim N(0, 1)` a per-sample pattern shared by all models
-(``shared_base``), :math:`u_{m,h} \\sim N(0, 1)` a key preference of each model and head shared by
+with i.i.d. :math:`z \sim N(0, 1)`; :math:`s_m` the model's ``sharpness`` (a larger value is
+more concentrated: lower entropy, higher max weight and Gini), :math:`\delta` ``head_spread``
+(head ``h`` sharper than head 0), :math:`b \sim N(0, 1)` a per-sample pattern shared by all models
+(``shared_base``), :math:`u_{m,h} \sim N(0, 1)` a key preference of each model and head shared by
 its rows (``head_bias``), :math:`g` the gold mask (``align``: attention finds the gold tokens) and
-:math:`\\kappa` ``sink`` (extra logit on special tokens). Models listed in ``identical_rows`` use
+:math:`\kappa` ``sink`` (extra logit on special tokens). Models listed in ``identical_rows`` use
 their first row for every row (broadcast attention, the original bug 9). Models with equal
 options draw from the same distribution: a null comparison. Targets are :math:`N(0, 1)`;
-predictions are the target plus :math:`N(0, \\sigma_m^2)` noise (``noise``).
+predictions are the target plus :math:`N(0, \sigma_m^2)` noise (``noise``).
 
 :data:`GRADED_HEADS` shapes rows like real attention for benchmarks; :data:`STUDY` and
 :func:`study_sites` are the realistic study (molecule names, attention that finds
@@ -268,6 +268,11 @@ def synthetic_batch(
     """The samples ``ids`` (which must be in ``spec.selection_ids``) as one :class:`FlatBatch`,
     drawn with ``options`` (default :class:`SynthOptions`) updated by ``overrides``."""
     opt = replace(options or SynthOptions(), **overrides)
+    names = {m.name for m in spec.models}
+    for what in ("sharpness", "noise", "identical_rows"):
+        unknown = sorted(set(getattr(opt, what)) - names)
+        if unknown:
+            raise ValueError(f"`{what}` names models {unknown} that the spec does not have")
     pos = {sid: k for k, sid in enumerate(spec.selection_ids)}
     smps = [_sample(spec, pos[i], opt) for i in ids]
     golds = [s["gold"].reshape(-1) for s in smps if s["gold"] is not None]

@@ -253,5 +253,7 @@ def test_bad_options_are_clear_errors():
     spec = synthetic_spec(2, sites=SITES[:1])
     with pytest.raises(ValueError, match="no molecule name with 30-30 atoms"):
         synthetic_batch(spec, spec.selection_ids, kind="molecule", nodes=(30, 30), tokens=(4, 4))
+    with pytest.raises(ValueError, match=r"`sharpness` names models \['ful'\]"):
+        synthetic_batch(spec, spec.selection_ids, sharpness={"ful": 2.0})
     with pytest.raises(ValueError, match="`meta` columns must be among"):
         synthetic_spec(2, meta=("colour",))

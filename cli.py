@@ -26,6 +26,10 @@ _BUG_LINE = (
 )
 
 
+# choice lists are literals (importing the packages' vocabularies would make `--help` slow);
+# tests/cli/test_choices.py keeps each equal to the package's
+_REPORT_LANGS = click.Choice(["en", "zh"])  # analyze.i18n.LANGS
+
 _INTERRUPTED = "interrupted; committed samples are kept: re-run the same command to continue"
 
 
@@ -420,7 +424,7 @@ def train(variant, epochs, seed, split_seed, out, device, quick, quiet) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Training and selection seed.")
 @click.option(
     "--lang",
-    type=click.Choice(["en", "zh"]),
+    type=_REPORT_LANGS,
     default="en",
     show_default=True,
     help="Language of report.md.",
@@ -585,7 +589,7 @@ _analyze_options = [
     ),
     click.option(
         "--lang",
-        type=click.Choice(["en", "zh"]),
+        type=_REPORT_LANGS,
         default="en",
         show_default=True,
         help="Report language (figures keep English labels).",
@@ -681,7 +685,7 @@ def plot_group() -> None:
 @click.option("--format", "fmt", default=None, help="Figure formats.  [default: as analysed]")
 @click.option(
     "--lang",
-    type=click.Choice(["en", "zh"]),
+    type=_REPORT_LANGS,
     default=None,
     help="Report language.  [default: as analysed]",
 )

@@ -78,6 +78,7 @@ from . import registry as REG
 from .errors import AnalysisInputError
 from .options import resolve_models
 from .stats import (
+    CORRECTIONS,
     PAIRED_COLUMNS,
     PairedResult,
     correct_pvalues,
@@ -86,7 +87,7 @@ from .stats import (
     paired_test,
     samples_needed,
 )
-from .table import HEAD, HEAD_MEAN, MetricTables
+from .table import HEAD, HEAD_MEAN, HEADS, MetricTables
 
 __all__ = [
     "DEFAULT_DIRECTIONS",
@@ -118,7 +119,7 @@ MIXED = "mixed"
 VERDICTS = (EXPECTED, NOT_SIG, OPPOSITE)
 INCONCLUSIVE = "inconclusive (too few samples)"
 OVERALL = ("supported", "partly supported", "mixed", "contrary", "not supported", INCONCLUSIVE)
-HEAD_MATCHING = ("sorted", "crossfit", "hungarian", "index")
+HEAD_MATCHING = ("sorted", "crossfit", "index", "hungarian")
 CONFIRMATORY = "confirmatory"
 FAMILIES = (CONFIRMATORY, "secondary", "per-layer", "per-head", "gold-vs-chance")
 _CORR_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
@@ -692,9 +693,9 @@ def compare(
     ci_method : interval of the mean difference (:func:`analyze.stats.paired_test`): ``"t"``
         (default), ``"BCa"`` or ``"percentile"`` (bootstrap with ``n_boot`` resamples).
     """
-    if correction not in ("holm", "bh"):
+    if correction not in CORRECTIONS:
         raise AnalysisInputError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
-    if heads not in ("each", "mean", "both"):
+    if heads not in HEADS:
         raise AnalysisInputError(f"`heads` must be 'each', 'mean' or 'both', got {heads!r}")
     if head_matching not in HEAD_MATCHING:
         raise AnalysisInputError(

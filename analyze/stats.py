@@ -49,6 +49,7 @@ __all__ = [
     "samples_needed",
     "detectable_effect",
     "CI_METHODS",
+    "CORRECTIONS",
     "PAIRED_COLUMNS",
     "WILCOXON_ZERO_METHOD",
     "WILCOXON_EXACT_MAX_N",
@@ -496,6 +497,7 @@ def detectable_effect(
 # paired test
 # ----------------------------------------------------------------------------------------------
 CI_METHODS = ("t", "BCa", "percentile")
+CORRECTIONS = ("holm", "bh")  # multiple-comparison corrections of correct_pvalues
 CI_METHOD_NAMES = {
     "t": "paired t interval",
     "BCa": "paired bootstrap BCa",
@@ -799,7 +801,7 @@ def correct_pvalues(p: Any, method: str = "holm") -> np.ndarray:
     :math:`\tilde p_{(i)} = \min_{j \ge i} \min\{1, m\, p_{(j)} / j\}`.
     NaN p-values stay NaN and are not counted in the family size :math:`m`.
     """
-    if method not in ("holm", "bh"):
+    if method not in CORRECTIONS:
         raise ValueError(f"`method` must be 'holm' or 'bh', got {method!r}")
     a = _vector(p, "p")
     out = np.full(a.shape, np.nan)

@@ -23,7 +23,7 @@ from .errors import AnalysisInputError
 from .options import resolve_models
 from .prediction import abs_errors
 from .registry import metric_range
-from .stats import correct_pvalues, paired_test
+from .stats import CORRECTIONS, correct_pvalues, paired_test
 from .table import HEAD_MEAN, MetricTables
 
 __all__ = ["available_stratifiers", "compare_strata", "stratifier_name", "stratify"]
@@ -187,7 +187,7 @@ def compare_strata(
     """
     if bins < 1:
         raise AnalysisInputError(f"`bins` must be >= 1, got {bins}")
-    if correction not in ("holm", "bh"):
+    if correction not in CORRECTIONS:
         raise AnalysisInputError(f"`correction` must be 'holm' or 'bh', got {correction!r}")
     baseline, variants = resolve_models(tables.models, tables.baseline, baseline, variants)
     metrics = list(metrics) if metrics is not None else list(directions)

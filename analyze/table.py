@@ -38,10 +38,12 @@ __all__ = [
     "compute_tables",
     "HEAD",
     "HEAD_MEAN",
+    "HEADS",
 ]
 
 HEAD = "head"
 HEAD_MEAN = "head-mean"
+HEADS = ("each", "mean", "both")  # which distributions get metrics: per head, head-mean, both
 
 #: metric columns of ``MetricTables.per_sample`` (all float64): the row metrics, then the
 #: per-(sample, layer, head) ones
@@ -88,7 +90,7 @@ class MetricOptions:
     pairs: str = "all"
 
     def __post_init__(self) -> None:
-        if self.heads not in ("each", "mean", "both"):
+        if self.heads not in HEADS:
             raise AnalysisInputError(
                 f"`heads` must be 'each', 'mean' or 'both', got {self.heads!r}"
             )

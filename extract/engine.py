@@ -45,7 +45,7 @@ from attncmp.store import (
     shard_ids,
 )
 from attncmp.store.errors import one_line
-from attncmp.store.schema import row_sum_tolerance, tool_version
+from attncmp.store.schema import ATTENTION_DTYPES, row_sum_tolerance, tool_version
 
 from .adapter import (
     ForwardOutput,
@@ -87,7 +87,6 @@ INVALID_META_COLUMN = "invalid_attention"  # per-sample problems recorded with o
 ON_INVALID = ("fail", "warn")
 COMMIT_MAX_BYTES = 256 << 20  # commit early when this much attention is pending
 MAX_WARNINGS = 10  # invalid-attention warnings printed (all are recorded in the store)
-DTYPES = ("float16", "float32")
 _TORCH_DTYPE = {"float16": torch.float16, "float32": torch.float32}
 
 
@@ -618,8 +617,8 @@ class _Run:
             raise ExtractError(f"--baseline {c.baseline!r} is not one of the models {names}")
         if c.batch_size < 1:
             raise ExtractError(f"--batch-size must be >= 1, got {c.batch_size}")
-        if c.dtype not in DTYPES:
-            raise ExtractError(f"--dtype {c.dtype!r}: choose one of {list(DTYPES)}")
+        if c.dtype not in ATTENTION_DTYPES:
+            raise ExtractError(f"--dtype {c.dtype!r}: choose one of {list(ATTENTION_DTYPES)}")
         if c.on_invalid not in ON_INVALID:
             raise ExtractError(f"--on-invalid {c.on_invalid!r}: choose one of {list(ON_INVALID)}")
         if c.num_samples is not None and c.num_samples < 1:

@@ -37,7 +37,7 @@ from attncmp.store.errors import one_line
 from ..checkpoint import trust_hint, weights_only_refusal
 from .data import Molecule, load_freesolv, make_split
 from .errors import CheckpointError, ReferenceInputError, ReferenceModelError
-from .model import Batch, ReferenceConfig, ReferenceModel, collate, variant_config
+from .model import VARIANTS, Batch, ReferenceConfig, ReferenceModel, collate, variant_config
 from .tokenizer import NameTokenizer
 
 __all__ = [
@@ -207,8 +207,10 @@ def train_variant(
 
     The best model by validation MAE is restored before testing and saving.
     """
-    if variant not in ("full", "no_middle"):
-        raise ReferenceInputError(f"unknown variant {variant!r}; choose 'full' or 'no_middle'")
+    if variant not in VARIANTS:
+        raise ReferenceInputError(
+            f"unknown variant {variant!r}; choose {' or '.join(map(repr, VARIANTS))}"
+        )
     if epochs is None:
         epochs = QUICK_EPOCHS if quick else DEFAULT_EPOCHS
     if epochs < 1:

@@ -196,6 +196,9 @@ class _FileValidator:
             Problem(kind, path, sample_id, message, int(count), file=self.label)
         )
 
+    def ids_problem(self, kind: str, path: str, ids: Sequence[str], what: str) -> None:
+        self.report.problems.append(_ids_problem(kind, path, ids, what, file=self.label))
+
     def note(self, text: str) -> None:
         self.report.notes.append(f"{self.label}: {text}" if self.label else text)
 
@@ -527,13 +530,8 @@ class _FileValidator:
         self.selection = sel
         dup = _duplicates(sel)
         if dup:
-            self.problem(
-                "ids",
-                "/selection/ids",
-                f"{len(dup)} sample id(s) appear more than once in the selection "
-                f"(first: {', '.join(map(repr, dup[:MAX_IDS]))})",
-                sample_id=dup[0],
-                count=len(dup),
+            self.ids_problem(
+                "ids", "/selection/ids", dup, "sample id(s) appear more than once in the selection"
             )
         if self.n > len(sel):
             self.problem(
@@ -551,38 +549,29 @@ class _FileValidator:
             self.ids = ids
             dup = _duplicates(ids)
             if dup:
-                self.problem(
-                    "ids",
-                    "/samples/id",
-                    f"{len(dup)} sample id(s) are committed more than once "
-                    f"(first: {', '.join(map(repr, dup[:MAX_IDS]))})",
-                    sample_id=dup[0],
-                    count=len(dup),
+                self.ids_problem(
+                    "ids", "/samples/id", dup, "sample id(s) are committed more than once"
                 )
             if self.selection is not None:
                 sel = set(self.selection)
                 out = [i for i in ids if i not in sel]
                 if out:
-                    self.problem(
+                    self.ids_problem(
                         "ids",
                         "/samples/id",
-                        f"{len(out)} committed sample id(s) are not in the recorded selection "
-                        f"(first: {', '.join(map(repr, out[:MAX_IDS]))})",
-                        sample_id=out[0],
-                        count=len(out),
+                        out,
+                        "committed sample id(s) are not in the recorded selection",
                     )
                 elif self.shard[1] > 1:
                     block = set(S.shard_ids(self.selection, *self.shard))
                     foreign = [i for i in ids if i not in block]
                     if foreign:
-                        self.problem(
+                        self.ids_problem(
                             "shard",
                             "/samples/id",
-                            f"{len(foreign)} sample id(s) lie outside shard "
-                            f"{self.shard[0]}/{self.shard[1]}'s block of the selection "
-                            f"(first: {', '.join(map(repr, foreign[:MAX_IDS]))})",
-                            sample_id=foreign[0],
-                            count=len(foreign),
+                            foreign,
+                            f"sample id(s) lie outside shard {self.shard[0]}/{self.shard[1]}'s "
+                            "block of the selection",
                         )
         self._string_array("/samples/split", n, "sample splits")
         for name in ("n_nodes", "n_tokens"):
@@ -1189,13 +1178,8 @@ def _cross_check(results: list[_FileValidator], report: ValidationReport) -> Non
                 seen[i] = v.path
     if overlap:
         report.problems.append(
-            Problem(
-                "shard",
-                "/samples/id",
-                overlap[0],
-                f"{len(overlap)} sample id(s) appear in more than one file "
-                f"(first: {', '.join(map(repr, overlap[:MAX_IDS]))})",
-                count=len(overlap),
+            _ids_problem(
+                "shard", "/samples/id", overlap, "sample id(s) appear in more than one file"
             )
         )
     if {v.shard[0] for v in good} != set(range(first.shard[1])) and len(counts) == 1:
@@ -1270,6 +1254,13 @@ def _id_at(ids: Sequence[str] | None, i: Any) -> str | None:
         return None
     i = int(i)
     return ids[i] if 0 <= i < len(ids) else None
+
+
+def _ids_problem(kind: str, path: str, ids: Sequence[str], what: str, file: str = "") -> Problem:
+    """One problem about the sample ids ``ids`` (not empty): how many, ``what`` is wrong with
+    them, the first few; ``sample_id`` is the first."""
+    first = ", ".join(map(repr, ids[:MAX_IDS]))
+    return Problem(kind, path, ids[0], f"{len(ids)} {what} (first: {first})", len(ids), file=file)
 
 
 def _first_ids(ids: Sequence[str] | None, idx: np.ndarray | Sequence[int]) -> str:

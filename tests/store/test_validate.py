@@ -145,8 +145,8 @@ def test_duplicate_ids(store):
         first = data[off[0] : off[1]]
         data[off[1] : off[2]] = first  # sample 1 now has sample 0's id
     (p,) = _only(validate_store(store), "ids")
-    assert p.sample_id == "s0000"
-    assert "more than once" in p.message
+    assert p.sample_id == "s0000" and p.count == 1
+    assert p.message == "1 sample id(s) are committed more than once (first: 's0000')"
 
 
 def test_nan_rows(store):

@@ -368,27 +368,13 @@ def compute_tables(
     t0 = time.perf_counter()
     all_models = store.models
     baseline = store.baseline
-    if models is None:
-        models = list(all_models)
-    else:
-        models = list(models)
-        bad = [m for m in models if m not in all_models]
-        if bad:
-            raise AnalysisInputError(f"`models`: {bad} not in the store; it has {all_models}")
+    models = _chosen("models", models, all_models)
     if baseline in models:
         models = [baseline] + [m for m in models if m != baseline]
     else:
         baseline = models[0]
     site_infos = store.sites(baseline)
-    if sites is None:
-        sites = list(site_infos)
-    else:
-        sites = list(sites)
-        bad = [s for s in sites if s not in site_infos]
-        if bad:
-            raise AnalysisInputError(
-                f"`sites`: {bad} not in the store; it has {sorted(site_infos)}"
-            )
+    sites = _chosen("sites", sites, list(site_infos))
     if options.pairs == "all":
         pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
     else:
@@ -498,6 +484,18 @@ def compute_tables(
         seconds=time.perf_counter() - t0,
         run_info=run_info,
     )
+
+
+def _chosen(arg: str, chosen: Sequence[str] | None, known: Sequence[str]) -> list[str]:
+    """``chosen`` (None: all of ``known``), each checked to be one of ``known``; ``arg`` is the
+    argument's name for the error."""
+    if chosen is None:
+        return list(known)
+    chosen = list(chosen)
+    bad = [x for x in chosen if x not in known]
+    if bad:
+        raise AnalysisInputError(f"`{arg}`: {bad} not in the store; it has {list(known)}")
+    return chosen
 
 
 def _concat(parts: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:

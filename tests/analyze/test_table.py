@@ -425,3 +425,14 @@ def _drop_keys(d, keys):
     elif isinstance(d, list):
         for x in d:
             _drop_keys(x, keys)
+
+
+def test_unknown_models_and_sites_are_one_clear_error(tmp_path):
+    path = plain_store(tmp_path / "s.h5", 4)
+    with open_store(path) as st:
+        with pytest.raises(AnalysisError, match=r"`models`: \['nope'\] not in the store; it has"):
+            compute_tables(st, models=["full", "nope"])
+        with pytest.raises(AnalysisError, match=r"`sites`: \['bogus'\] not in the store"):
+            compute_tables(st, sites=iter(["bogus"]))
+        t = compute_tables(st, models=iter(["no_middle", "full"]))
+    assert t.models == ["full", "no_middle"]  # the store's baseline first

@@ -733,12 +733,7 @@ def _process_chunk(
         sim_n=sim_n,
     )
 
-    order = np.argsort(K, kind="stable")
-    ks, first = np.unique(K[order], return_index=True)
-    bounds = np.append(first, c)
-    for gi, kk in enumerate(ks):
-        kk = int(kk)
-        members = order[bounds[gi] : bounds[gi + 1]]
+    for kk, members in M._length_groups(K):  # the chunk's samples of each key length
         el = L * max(heads_of.values()) * Q[members] * kk
         for S in _split(members, el, BLOCK_ELEMENTS):
             _block(ctx, S, kk)

@@ -757,53 +757,77 @@ def divergence_terms(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarr
     summed over a row's keys they give :math:`\mathrm{JSD}(p, q)` (nats) and
     :math:`\mathrm{TV}(p, q)`; returned as float64.
 
-    With :math:`s = p_k + q_k` and :math:`d = (p_k - q_k) / s`, the JSD term of key :math:`k` is
+    With :math:`s = p_k + q_k`, :math:`a = 2p_k/s = 1 + d` and :math:`b = 2q_k/s = 1 - d`, the JSD
+    term of key :math:`k` is
 
     .. math:: \tfrac12 \left[p_k \ln\tfrac{p_k}{m_k} + q_k \ln\tfrac{q_k}{m_k}\right]
-        = \tfrac{s}{4}\, g(d), \qquad g(d) = (1+d)\ln(1+d) + (1-d)\ln(1-d) \ge 0,
+        = \tfrac{s}{4}\, g(d), \qquad g(d) = a \ln a + b \ln b \ge 0,
 
     with :math:`g` from its power series :math:`\sum_j d^{2j}/(j(2j-1))` for
-    :math:`|d| \le 1/2` and from float64 logarithms above (where the two terms cancel by at most
-    a factor 4). Every term is non-negative, so the row sum has no cancellation: relative error
-    about 1e-7 in float32, where :math:`H(m) - \tfrac12 H(p) - \tfrac12 H(q)` has ~1e-5 (worse for
-    nearly equal rows). The TV term is :math:`\tfrac12 |p_k - q_k|`. NaN in either row gives NaN.
+    :math:`|d| \le 1/2` and from the logarithms of :math:`a` and :math:`b` above, where the two
+    terms cancel by at most a factor 4 (:math:`a` and :math:`b` are computed from :math:`p, q`
+    directly, never as :math:`1 \pm d`, so a peaked row loses nothing to rounding :math:`d`). Both
+    branches are evaluated over the whole block in the input precision and selected by 0/1
+    weights (no gather, no masked copy: about 4x faster than both). Every term is non-negative,
+    so the row sum has no cancellation: relative error below 1e-6 in float32 (tested against
+    mpmath), where :math:`H(m) - \tfrac12 H(p) - \tfrac12 H(q)` has ~1e-5 (worse for nearly
+    equal rows). The TV term is :math:`\tfrac12 |p_k - q_k|`. NaN in either row gives NaN.
     """
+    gs, ad = _divergence_parts(P, Q)
+    jsd = gs.astype(np.float64)
+    jsd *= 0.25
+    tv = ad.astype(np.float64)
+    tv *= 0.5
+    return jsd, tv
+
+
+def _divergence_parts(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(s * g(d), |p - q|)`` per key, in the inputs' precision (float32 for float32 blocks):
+    the JSD term is a quarter of the first, the TV term half the second
+    (:func:`divergence_terms`)."""
     dt = np.float32 if P.dtype == np.float32 and Q.dtype == np.float32 else np.float64
     P, Q = np.broadcast_arrays(np.asarray(P, dtype=dt), np.asarray(Q, dtype=dt))
-    diff = np.subtract(P, Q)
     s = np.add(P, Q)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = np.divide(diff, s, out=np.zeros_like(s), where=s > 0)
+    diff = np.subtract(P, Q)
+    # exact divisions (1/s would overflow for a subnormal s); where p = q = 0 by 1: no 0/0, and
+    # no masked division (a divide with where= costs 3-30x a plain one)
+    den = np.add(s, s == 0)
+    d = np.divide(diff, den)
+    a = np.divide(P, den)  # (1 + d) / 2
+    b = np.divide(Q, den)  # (1 - d) / 2
     np.abs(diff, out=diff)
-    tv = diff.astype(np.float64)
-    tv *= 0.5
-    u = np.multiply(d, d)
+    u = np.multiply(d, d, out=d)
     g = np.full_like(u, _JSD_SERIES[-1])
     for c in _JSD_SERIES[-2::-1]:  # Horner in u = d^2
         g *= u
         g += dt(c)
     g *= u
+    tiny = np.finfo(dt).tiny
+    a *= dt(2.0)  # 1 + d
+    b *= dt(2.0)  # 1 - d
+    a *= np.log(np.maximum(a, tiny, out=den), out=den)
+    b *= np.log(np.maximum(b, tiny, out=den), out=den)
+    a += b
+    # g where |d| <= 1/2, else a ln a + b ln b: selected by multiplying with 0/1 weights (exact,
+    # and 5-10x faster than a masked copy or np.where on an irregular mask)
+    w = np.less_equal(u, dt(_JSD_SERIES_MAX**2), out=np.empty(u.shape, dtype=bool))
+    g *= w
+    a *= ~w
+    g += a
     g *= s
-    jsd = g.astype(np.float64)
-    big = np.abs(d) > _JSD_SERIES_MAX
-    if big.any():  # from logarithms, in float64 from the inputs (d rounded to float32 and float32
-        # logarithms would leave ~1e-6 relative error on peaked rows)
-        pb, qb = P[big].astype(np.float64), Q[big].astype(np.float64)
-        sb = pb + qb
-        db = (pb - qb) / sb
-        a = 1.0 + db
-        b = np.maximum(1.0 - db, 0.0)
-        tiny = np.finfo(np.float64).tiny
-        jsd[big] = sb * (a * np.log(np.maximum(a, tiny)) + b * np.log(np.maximum(b, tiny)))
-    jsd *= 0.25
-    return jsd, tv
+    return g, diff
 
 
 def block_divergence(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row JSD (nats, in [0, ln 2]) and total variation between two normalised 2-D blocks
-    ``[rows, L]`` (see :func:`divergence_terms`); NaN for a row that is NaN in either block."""
-    j, t = divergence_terms(P, Q)
-    return np.minimum(j.sum(axis=-1), _LN2), t.sum(axis=-1)
+    ``[rows, L]`` (see :func:`divergence_terms`; the key terms are summed in float64); NaN for a
+    row that is NaN in either block."""
+    gs, ad = _divergence_parts(P, Q)
+    j = np.add.reduce(gs, axis=-1, dtype=np.float64)
+    j *= 0.25
+    t = np.add.reduce(ad, axis=-1, dtype=np.float64)
+    t *= 0.5
+    return np.minimum(j, _LN2), t
 
 
 # ----------------------------------------------------------------------------------------------

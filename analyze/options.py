@@ -97,6 +97,19 @@ class AnalysisOptions:
         d["strata"] = None if self.strata is None else list(self.strata)
         return d
 
+    def compare_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`analyze.compare.compare` that these options set."""
+        return {
+            "correction": self.correction,
+            "alpha": self.alpha,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "heads": self.heads,
+            "head_matching": self.head_matching,
+            "hypothesis_layers": self.hypothesis_layer_spec(),
+            "ci_method": self.ci_method,
+        }
+
     def hypothesis_layer_spec(self) -> str | list[int]:
         """``hypothesis_layers`` as :func:`analyze.compare.compare` takes it."""
         if self.hypothesis_layers in ("last", "all"):

@@ -56,25 +56,58 @@ _TEXT = "attncmp.analyze.textview:plot_text"
 
 
 @dataclass
+class Statistics:
+    """Every statistic of one analysis, computed from the tables (:func:`statistics`).
+
+    ``selection``: the headline cell (``site``, ``layer`` = the last hypothesis layer, ``layers``
+    = all of them, ``head = -1``: head-mean); ``notes``: secondary analyses that failed."""
+
+    comparison: Any
+    selection: dict[str, Any]
+    prediction: Any = None
+    correlations: pl.DataFrame | None = None
+    strata: pl.DataFrame | None = None
+    noise: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class AnalysisResult:
     """Everything one analysis produced (objects and the files written).
 
-    A re-plot whose statistics could not have changed (:func:`replot`) keeps them: then
-    ``comparison``, ``prediction``, ``correlations``, ``strata`` and ``noise`` are None and
-    ``summary`` (summary.json) holds every result."""
+    ``statistics`` (:class:`Statistics`; its parts also as ``comparison``, ``prediction``,
+    ``correlations``, ``strata``, ``noise``) is None when a re-plot kept the statistics because
+    nothing they depend on changed (:func:`replot`); ``summary`` (summary.json) holds every
+    result either way."""
 
     save_dir: Path
     tables: Any
-    comparison: Any
-    prediction: Any
-    correlations: pl.DataFrame | None
-    strata: pl.DataFrame | None
-    noise: Any
+    statistics: Statistics | None
     summary: dict[str, Any]
     files: list[Path]
     examples: list[HeatmapData]
     keys: dict[str, str] = field(default_factory=dict)  # file name -> fingerprint
     kept: list[Path] = field(default_factory=list)  # unchanged files of the previous set (replot)
+
+    @property
+    def comparison(self):
+        return None if self.statistics is None else self.statistics.comparison
+
+    @property
+    def prediction(self):
+        return None if self.statistics is None else self.statistics.prediction
+
+    @property
+    def correlations(self) -> pl.DataFrame | None:
+        return None if self.statistics is None else self.statistics.correlations
+
+    @property
+    def strata(self) -> pl.DataFrame | None:
+        return None if self.statistics is None else self.statistics.strata
+
+    @property
+    def noise(self):
+        return None if self.statistics is None else self.statistics.noise
 
     @property
     def verdict(self):
@@ -423,11 +456,7 @@ def replot(
             return AnalysisResult(
                 save_dir=stage,
                 tables=tables,
-                comparison=None,
-                prediction=None,
-                correlations=None,
-                strata=None,
-                noise=None,
+                statistics=None,
                 summary=summary,
                 files=[*same, *files],
                 examples=examples,
@@ -500,22 +529,6 @@ def kept_summary(d: Path, state: dict[str, Any], options: AnalysisOptions) -> di
 # ---------------------------------------------------------------------------------------------
 # render: statistics, then files
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class Statistics:
-    """Every statistic of one analysis, computed from the tables (:func:`statistics`).
-
-    ``selection``: the headline cell (``site``, ``layer`` = the last hypothesis layer, ``layers``
-    = all of them, ``head = -1``: head-mean); ``notes``: secondary analyses that failed."""
-
-    comparison: Any
-    selection: dict[str, Any]
-    prediction: Any = None
-    correlations: pl.DataFrame | None = None
-    strata: pl.DataFrame | None = None
-    noise: Any = None
-    notes: list[str] = field(default_factory=list)
-
-
 def _safe_call(log, notes: list[str], what: str, fn, *a, **kw):
     """Secondary analyses and figures must not sink the whole run: a failure becomes a warning
     line on stderr and in the report (``notes``), naming the exception."""
@@ -543,15 +556,8 @@ def statistics(tables, state: dict[str, Any], options: AnalysisOptions, log) -> 
             baseline=baseline,
             variants=variants,
             secondary_metrics=REG.SECONDARY_METRICS,
-            correction=options.correction,
-            alpha=options.alpha,
-            n_boot=options.n_boot,
-            seed=options.seed,
-            heads=options.heads,
-            head_matching=options.head_matching,
             main_site=site,
-            hypothesis_layers=options.hypothesis_layer_spec(),
-            ci_method=options.ci_method,
+            **options.compare_options(),
         )
     except ValueError as e:
         if "hypothesis_layers" not in str(e):
@@ -824,15 +830,9 @@ def _render(
         state=state,
         options=options,
         tables=tables,
-        comparison=st.comparison,
-        selection=st.selection,
-        prediction=st.prediction,
-        correlations=st.correlations,
-        strata=st.strata,
-        noise=st.noise,
+        statistics=st,
         examples=examples,
         figures=drawn.figures,
-        notes=st.notes,
         target=T.errors_frame(tables, models)[1],
         written=files,
     )
@@ -842,11 +842,7 @@ def _render(
     return AnalysisResult(
         save_dir=d,
         tables=tables,
-        comparison=st.comparison,
-        prediction=st.prediction,
-        correlations=st.correlations,
-        strata=st.strata,
-        noise=st.noise,
+        statistics=st,
         summary=summary,
         files=files,
         examples=examples,

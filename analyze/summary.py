@@ -161,21 +161,20 @@ def build_summary(
     state: dict[str, Any],
     options,
     tables,
-    comparison,
-    selection: dict[str, Any],
-    prediction,
-    correlations: pl.DataFrame | None,
-    strata: pl.DataFrame | None,
-    noise,
+    statistics,
     examples,
     figures: dict[str, list[Path]],
-    notes: list[str],
     target: str,
     written=(),
 ) -> dict[str, Any]:
-    """The documented ``summary.json`` (see README, section analyze). ``main_results`` are the
-    tests of the confirmatory family, the one the verdict, the headline table, stdout and
+    """The documented ``summary.json`` (see README, section analyze) from an analysis'
+    ``statistics`` (:class:`analyze.pipeline.Statistics`: comparison, selection, prediction,
+    correlations, strata, noise floor, notes). ``main_results`` are the tests of the
+    confirmatory family, the one the verdict, the headline table, stdout and
     ``attention_statistics.csv`` come from."""
+    comparison, selection, notes = statistics.comparison, statistics.selection, statistics.notes
+    prediction, correlations = statistics.prediction, statistics.correlations
+    strata, noise = statistics.strata, statistics.noise
     facts = state["store"]
     baseline, variants = state["baseline"], list(state["variants"])
     identical = _identical_rows(tables, selection, [baseline, *variants])

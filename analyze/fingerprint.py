@@ -86,15 +86,19 @@ def _feed(h, x: Any) -> None:
 
 @functools.cache
 def code_version() -> str:
-    """sha256 over the source of every module of the analysis package and the versions of the
-    libraries that draw (matplotlib), compute (scipy) or hold the data (numpy, polars)."""
+    """sha256 over the source of every module of the analysis package, attncmp's version and the
+    versions of the libraries that draw (matplotlib), compute (scipy) or hold the data (numpy,
+    polars)."""
     from importlib.metadata import version
 
     from attncmp import analyze
 
     h = hashlib.sha256()
-    for lib in ("matplotlib", "numpy", "polars", "scipy"):
-        _tag(h, lib, version(lib))
+    for lib in ("attncmp", "matplotlib", "numpy", "polars", "scipy"):
+        try:
+            _tag(h, lib, version(lib))
+        except Exception:  # noqa: BLE001 - e.g. run from a source tree that is not installed
+            _tag(h, lib, "unknown")
     root = Path(analyze.__file__).parent
     for p in sorted(root.glob("*.py")):
         _tag(h, "module", p.name)

@@ -14,22 +14,10 @@ from attncmp.cli import main
 from attncmp.store import open_store
 from click.testing import CliRunner
 
+from ._example import EXAMPLE_ADAPTER
+
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "original_style_adapter.py"
-ADAPTER = f"{EXAMPLE}:OriginalStyleAdapter"
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    from attncmp.extract.adapter import resolve_adapter
-
-    ad, _ = resolve_adapter(ADAPTER)
-    mod = sys.modules[type(ad).__module__]
-    d = tmp_path_factory.mktemp("example")
-    data = mod.write_demo_data(d / "data")
-    mod.save_demo_checkpoint(d / "full.pt", data, middle_fusion=True, seed=0)
-    mod.save_demo_checkpoint(d / "no_middle.pt", data, middle_fusion=False, seed=1)
-    return d
+ADAPTER = EXAMPLE_ADAPTER  # the `example` fixture (conftest) holds its data and checkpoints
 
 
 def _invoke(args: list[str]):

@@ -19,6 +19,8 @@ from attncmp.store import SiteSpec, StoreWriter, open_store
 from attncmp.store.synthetic import synthetic_spec, write_synthetic_store
 from click.testing import CliRunner
 
+from ._example import EXAMPLE_ADAPTER
+
 ATT = "models/full/attention/fine_grained"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,21 +205,7 @@ def test_save_dir_that_is_not_utf8_is_one_line(store, tmp_path):
 
 
 # -- extract: --overwrite, a failed first batch, full and read-only disks ---------------------
-EXAMPLE = REPO / "examples" / "original_style_adapter.py"
-ADAPTER = f"{EXAMPLE}:OriginalStyleAdapter"
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    from attncmp.extract.adapter import resolve_adapter
-
-    ad, _ = resolve_adapter(ADAPTER)
-    mod = sys.modules[type(ad).__module__]
-    d = tmp_path_factory.mktemp("example")
-    data = mod.write_demo_data(d / "data")
-    mod.save_demo_checkpoint(d / "full.pt", data, middle_fusion=True, seed=0)
-    mod.save_demo_checkpoint(d / "no_middle.pt", data, middle_fusion=False, seed=1)
-    return d
+ADAPTER = EXAMPLE_ADAPTER  # the `example` fixture (conftest) holds its data and checkpoints
 
 
 def _extract(d: Path, out: Path, *extra):

@@ -84,16 +84,13 @@ def unchanged(save_dir: Path) -> Callable[[str, str], Path | None]:
     """``reuse(key, name)`` for a re-plot of ``save_dir``: the file ``name`` when the manifest
     recorded it with fingerprint ``key`` and it has not changed since (size, modification
     time); else None."""
-    files = dict((read_manifest(save_dir) or {}).get("files", {}))
+    manifest = read_manifest(save_dir) or {}
+    files = dict(manifest.get("files", {}))
 
     def reuse(key: str, name: str) -> Path | None:
-        e, p = files.get(name), save_dir / name
-        if not e or e.get("key") != key:
-            return None
-        try:
-            return p if _same(e, _entry(p)) else None
-        except OSError:
-            return None
+        recorded = files.get(name) or {}
+        same = recorded.get("key") == key and intact(save_dir, [name], manifest)
+        return save_dir / name if same else None
 
     return reuse
 

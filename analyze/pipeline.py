@@ -12,6 +12,7 @@ re-made in seconds, e.g. in another language or format. Every file is written th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -436,7 +437,8 @@ def replot(
             (d / CACHE_DIR).glob("example_*.npz"), key=lambda p: int(re.sub(r"\D", "", p.stem))
         )
     ]
-    kept = None if force else kept_summary(d, state, options)
+    key = statistics_key(state, options)
+    kept = None if force else kept_summary(d, key)
     if kept is not None:
         logger(options)(
             "statistics: unchanged since they were computed (same cache, options and code); "
@@ -460,7 +462,7 @@ def replot(
                 summary=summary,
                 files=[*same, *files],
                 examples=examples,
-                keys={"summary.json": statistics_key(state, options)},
+                keys={"summary.json": key},
                 kept=same,
             )
 
@@ -508,13 +510,11 @@ def _recorded_outputs(summary: dict[str, Any]) -> list[str]:
     return [n for n in names if n and n not in ("summary.json", "report.md")]
 
 
-def kept_summary(d: Path, state: dict[str, Any], options: AnalysisOptions) -> dict | None:
-    """summary.json of ``d`` when a re-plot would compute exactly it again: recorded with this
-    :func:`statistics_key`, and it and every file it lists unchanged since (the manifest); else
-    None (the statistics are computed again)."""
-    m = outputset.read_manifest(d)
-    entry = (m or {}).get("files", {}).get("summary.json") or {}
-    if entry.get("key") != statistics_key(state, options):
+def kept_summary(d: Path, key: str) -> dict | None:
+    """summary.json of ``d`` when a re-plot would compute exactly it again: recorded with ``key``
+    (:func:`statistics_key`), and it and every file it lists unchanged since (the manifest);
+    else None (the statistics are computed again)."""
+    if outputset.unchanged(d)(key, "summary.json") is None:
         return None
     try:
         summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
@@ -522,8 +522,7 @@ def kept_summary(d: Path, state: dict[str, Any], options: AnalysisOptions) -> di
         return None
     if not isinstance(summary, dict) or summary.get("version") != SUMMARY_VERSION:
         return None
-    names = ["summary.json", *_recorded_outputs(summary)]
-    return summary if outputset.intact(d, names, m) else None
+    return summary if outputset.intact(d, _recorded_outputs(summary)) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,9 +572,8 @@ def statistics(tables, state: dict[str, Any], options: AnalysisOptions, log) -> 
         "head_kind": "head-mean",
     }
     st = Statistics(comparison, sel)
-    st.prediction = _safe_call(
-        log,
-        st.notes,
+    safe = functools.partial(_safe_call, log, st.notes)  # a failure: a warning, not the end
+    st.prediction = safe(
         "prediction comparison",
         compare_predictions,
         tables,
@@ -583,9 +581,7 @@ def statistics(tables, state: dict[str, Any], options: AnalysisOptions, log) -> 
         n_boot=options.n_boot,
         seed=options.seed,
     )
-    st.correlations = _safe_call(
-        log,
-        st.notes,
+    st.correlations = safe(
         "attention-error correlation",
         attention_error_correlation,
         tables,
@@ -594,9 +590,7 @@ def statistics(tables, state: dict[str, Any], options: AnalysisOptions, log) -> 
         n_boot=options.n_boot,
         seed=options.seed,
     )
-    st.strata = _safe_call(
-        log,
-        st.notes,
+    st.strata = safe(
         "strata comparison",
         compare_strata,
         tables,
@@ -613,9 +607,7 @@ def statistics(tables, state: dict[str, Any], options: AnalysisOptions, log) -> 
         layer=sel["layer"],
     )
     if options.groups:
-        st.noise = _safe_call(
-            log, st.notes, "noise floor", noise_floor, tables, options.groups, site=site
-        )
+        st.noise = safe("noise floor", noise_floor, tables, options.groups, site=site)
     return st
 
 

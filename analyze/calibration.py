@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from .distributions import beta_ppf
 from .metrics import row_metrics
 from .registry import CONFIRMATORY_METRICS
 from .table import MetricTables
@@ -114,9 +115,7 @@ def simulate_tables(rng: np.random.Generator, sc: Scenario) -> MetricTables:
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval of a binomial proportion ``k / n``."""
-    from scipy.stats import beta
-
     a = (1.0 - confidence) / 2.0
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1.0 - a, k + 1, n - k))
+    lo = 0.0 if k == 0 else float(beta_ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta_ppf(1.0 - a, k + 1, n - k))
     return lo, hi

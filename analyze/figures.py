@@ -581,9 +581,9 @@ def _delta_panel(
             r = c.row(0, named=True)
             lab += f": rho {r['rho']:+.2f} [{r['rho_ci_low']:+.2f}, {r['rho_ci_high']:+.2f}]"
         elif ok.sum() >= 3:
-            from scipy.stats import spearmanr
+            from .stats import spearman
 
-            lab += f": rho {spearmanr(x[ok], y[ok]).statistic:+.2f}"
+            lab += f": rho {spearman(x[ok], y[ok])[0]:+.2f}"
         ax.scatter(
             x[ok], y[ok], s=10, alpha=0.6, color=_colour(models, v), edgecolors="none", label=lab
         )

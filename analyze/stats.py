@@ -1,8 +1,12 @@
-"""Paired statistics with the sample as the statistical unit (numpy + scipy).
+"""Paired statistics with the sample as the statistical unit (numpy + scipy.special).
 
 Sign convention everywhere: **difference = variant - baseline** (positive when the variant's value
 is larger). Every random procedure takes a ``seed`` and records it in its result; identical inputs
 give identical outputs. Bootstrap procedures resample *sample indices* (pairs stay together).
+
+The tests, ranks and correlations are computed here with numpy and the distribution functions of
+:mod:`analyze.distributions` (``scipy.special``), never ``scipy.stats`` (about a second to
+import): each is checked against its ``scipy.stats`` counterpart in ``tests/analyze``.
 
 References: Efron, "Better bootstrap confidence intervals", JASA 82, 1987 (BCa); Wilcoxon (1945);
 Kerby, "The simple difference formula", Comprehensive Psychology 3, 2014 (matched-pairs
@@ -20,14 +24,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _st():
-    """``scipy.stats``, imported on first use: it costs about half a second, and the processes
-    that never test anything (figure workers, ``--help``, a store scan) should not pay it."""
-    import scipy.stats
-
-    return scipy.stats
-
+from .distributions import bisect_root, nct_cdf, nct_sf, norm_cdf, norm_ppf, norm_sf, t_ppf, t_sf
 
 __all__ = [
     "PairedResult",
@@ -42,6 +39,9 @@ __all__ = [
     "paired_bootstrap_ci",
     "mean_ci",
     "wilcoxon_signed_rank",
+    "paired_t_test",
+    "rankdata",
+    "spearman",
     "hodges_lehmann_ci",
     "signed_rank_null_cdf",
     "min_attainable_p",
@@ -150,15 +150,15 @@ def _interval(est, dist, jack, confidence, method) -> tuple[float, float]:
     # BCa (Efron 1987)
     prop = (np.sum(dist < est) + 0.5 * np.sum(dist == est)) / len(dist)
     prop = min(max(prop, 1.0 / (2 * len(dist))), 1.0 - 1.0 / (2 * len(dist)))
-    z0 = _st().norm.ppf(prop)
+    z0 = norm_ppf(prop)
     jm = jack.mean() if len(jack) else 0.0
     num = np.sum((jm - jack) ** 3)
     den = 6.0 * np.sum((jm - jack) ** 2) ** 1.5
     a = num / den if den > 0 else 0.0
     out = []
     for q in (alpha, 1.0 - alpha):
-        zq = _st().norm.ppf(q)
-        adj = _st().norm.cdf(z0 + (z0 + zq) / (1.0 - a * (z0 + zq)))
+        zq = norm_ppf(q)
+        adj = norm_cdf(z0 + (z0 + zq) / (1.0 - a * (z0 + zq)))
         out.append(float(np.quantile(dist, adj)))
     return (out[0], out[1])
 
@@ -284,7 +284,7 @@ def mean_ci(
     if n < 2:
         return (m, math.nan, math.nan)
     se = float(a.std(ddof=1)) / math.sqrt(n)
-    t = float(_st().t.ppf((1.0 + confidence) / 2.0, n - 1))
+    t = float(t_ppf((1.0 + confidence) / 2.0, n - 1))
     lo, hi = m - t * se, m + t * se
     if bounds is not None:
         blo, bhi = _check_bounds(bounds)
@@ -303,24 +303,121 @@ def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Wilcoxon signed-rank
+# ranks
 # ----------------------------------------------------------------------------------------------
+def rankdata(a: Any) -> np.ndarray:
+    r"""Ranks along the last axis, ties given the average of the ranks they span (1-based):
+    ``scipy.stats.rankdata(a, axis=-1)`` (``method="average"``, ``nan_policy="propagate"``).
+
+    A value :math:`v` that occurs :math:`c` times after :math:`s` smaller values gets rank
+    :math:`s + (c + 1)/2`. Vectorised over leading axes (one sort per row, then the tie groups
+    of the sorted row: their first and last positions by running max/min), so a ``[b, n]``
+    bootstrap block is ranked in one call. A row holding a NaN is all NaN. Returns float64
+    (a scalar is ranked as a length-1 row).
+    """
+    x = np.asarray(a, dtype=np.float64)
+    if x.ndim == 0:
+        x = x.reshape(1)
+    n = x.shape[-1]
+    if n == 0:
+        return np.zeros(x.shape)
+    order = np.argsort(x, axis=-1)
+    s = np.take_along_axis(x, order, axis=-1)
+    pos = np.broadcast_to(np.arange(n, dtype=np.float64), s.shape)
+    new = np.ones(s.shape, dtype=bool)  # a tie group starts here
+    new[..., 1:] = s[..., 1:] != s[..., :-1]
+    last = np.ones(s.shape, dtype=bool)  # a tie group ends here
+    last[..., :-1] = new[..., 1:]
+    first_pos = np.maximum.accumulate(np.where(new, pos, 0.0), axis=-1)
+    last_pos = np.minimum.accumulate(np.where(last, pos, n - 1.0)[..., ::-1], axis=-1)[..., ::-1]
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, (first_pos + last_pos) / 2.0 + 1.0, axis=-1)
+    if np.isnan(s[..., -1]).any():  # argsort puts NaN last
+        ranks[np.isnan(x).any(axis=-1)] = np.nan
+    return ranks
+
+
+def spearman(x: Any, y: Any) -> tuple[float, float]:
+    r"""Spearman's rank correlation and its two-sided p-value, as ``scipy.stats.spearmanr``.
+
+    .. math::
+
+        \rho = \operatorname{corr}(\operatorname{rank} x, \operatorname{rank} y),\qquad
+        t = \rho \sqrt{\frac{n - 2}{(1 + \rho)(1 - \rho)}},\qquad
+        p = 2\, P(T_{n-2} > |t|)
+
+    Ties get average ranks (:func:`rankdata`); :math:`\rho` is the Pearson correlation of the
+    ranks (``numpy.corrcoef``, clipped to [-1, 1]). NaN anywhere, fewer than two pairs or a
+    constant input give ``(nan, nan)``; :math:`|\rho| = 1` gives p = 0. Returns
+    ``(rho, pvalue)``. Reference: Zar, "Significance testing of the Spearman rank correlation
+    coefficient", JASA 67, 1972.
+    """
+    a = _vector(x, "x")
+    b = _vector(y, "y")
+    if a.shape != b.shape:
+        raise ValueError(f"`x` and `y` must have equal lengths, got {len(a)} and {len(b)}")
+    n = len(a)
+    if n < 2 or np.all(a == a[0]) or np.all(b == b[0]) or np.isnan(a).any() or np.isnan(b).any():
+        return (math.nan, math.nan)
+    rho = np.corrcoef(np.column_stack((rankdata(a), rankdata(b))), rowvar=False)[1, 0]
+    dof = n - 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = rho * np.sqrt(np.clip(dof / ((rho + 1.0) * (1.0 - rho)), 0.0, None))
+    return (float(rho), float(2.0 * t_sf(abs(t), dof)))
+
+
+# ----------------------------------------------------------------------------------------------
+# paired t-test, Wilcoxon signed-rank
+# ----------------------------------------------------------------------------------------------
+def paired_t_test(d: Any) -> tuple[float, float]:
+    r"""Two-sided one-sample t-test of the paired differences ``d`` against 0 (NaN dropped):
+    ``scipy.stats.ttest_rel(variant, baseline)`` with ``d = variant - baseline``.
+
+    .. math::
+
+        t = \frac{\bar d}{s_d / \sqrt n},\qquad p = 2\, P(T_{n-1} > |t|)
+
+    Returns ``(statistic, pvalue)``; fewer than two values give NaN, constant non-zero
+    differences :math:`t = \pm\infty` with p = 0, all zero NaN.
+    """
+    a = _vector(d, "d")
+    a = a[np.isfinite(a)]
+    n = len(a)
+    if n < 2:
+        return (math.nan, math.nan)
+    m = a.mean()
+    var = np.mean((a - m) ** 2) * (n / (n - 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = m / np.sqrt(var / n)
+    return (float(t), float(2.0 * t_sf(abs(t), n - 1)))
+
+
 def wilcoxon_signed_rank(d: Any) -> tuple[float, float, str]:
     r"""Two-sided Wilcoxon signed-rank test of the paired differences ``d`` (NaN dropped).
 
     Returns ``(statistic, pvalue, method)``; the statistic is :math:`\min(T_+, T_-)` as in
-    ``scipy.stats.wilcoxon``. Zero differences are dropped before ranking
-    (``zero_method="wilcox"``, Wilcoxon 1945); the test is then on the :math:`n'` non-zero
-    differences. The p-value method is chosen here, not by scipy's ``"auto"`` (which switches
-    to a slow permutation test, about 1 s per call, for :math:`n \le 13` with ties or zeros):
+    ``scipy.stats.wilcoxon``, whose p-values it reproduces. Zero differences are dropped
+    before ranking (``zero_method="wilcox"``, Wilcoxon 1945); the test is then on the
+    :math:`n'` non-zero differences, ranked by :math:`|d|` with average ranks for ties. The
+    p-value method is chosen here, not by scipy's ``"auto"`` (which switches to a slow
+    permutation test, about 1 s per call, for :math:`n \le 13` with ties or zeros):
 
-    * ``"exact"`` (``method="exact"``): :math:`n' \le` :data:`WILCOXON_EXACT_MAX_N` (50) and no
-      ties among the :math:`|d|`. Conditional on the zeros, the signs of the non-zero
-      differences are independent fair coins under the null, so the exact null distribution of
-      :math:`T_+` on ranks :math:`1..n'` is exact with zeros present too.
+    * ``"exact"`` (scipy's ``method="exact"``): :math:`n' \le` :data:`WILCOXON_EXACT_MAX_N`
+      (50) and no ties among the :math:`|d|`. Conditional on the zeros, the signs of the
+      non-zero differences are independent fair coins under the null, so the null distribution
+      of :math:`T_+` on ranks :math:`1..n'` (:func:`signed_rank_null_cdf`) is exact with zeros
+      present too; by its symmetry :math:`p = \min(1,\ 2 P(T_+ \le \min(T_+, T_-)))`.
     * otherwise the normal approximation with the tie-corrected variance and a continuity
-      correction of 0.5 (``method="asymptotic", correction=True``): labelled
-      ``"normal approximation with continuity correction"``.
+      correction of 0.5 (scipy's ``method="asymptotic", correction=True``), labelled
+      ``"normal approximation with continuity correction"``:
+
+      .. math::
+
+          \sigma^2 = \frac{n'(n'+1)(2n'+1) - \tfrac12 \sum_g (t_g^3 - t_g)}{24},\quad
+          z = \frac{T_+ - n'(n'+1)/4 - \tfrac12 \operatorname{sign}(\cdot)}{\sigma},\quad
+          p = 2\,(1 - \Phi(|z|))
+
+      over the tie groups :math:`g` of sizes :math:`t_g`.
 
     All differences zero gives ``(0.0, 1.0, "all differences zero")``; no data gives NaN.
     """
@@ -329,19 +426,24 @@ def wilcoxon_signed_rank(d: Any) -> tuple[float, float, str]:
     if len(a) == 0:
         return (math.nan, math.nan, "")
     nz = a[a != 0]
-    if len(nz) == 0:
+    n = len(nz)
+    if n == 0:
         return (0.0, 1.0, "all differences zero")
-    ties = len(np.unique(np.abs(nz))) < len(nz)
-    exact = len(nz) <= WILCOXON_EXACT_MAX_N and not ties
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns about zeros with the exact method
-        w = _st().wilcoxon(
-            a,
-            zero_method=WILCOXON_ZERO_METHOD,
-            method="exact" if exact else "asymptotic",
-            correction=not exact,
-        )
-    return (float(w.statistic), float(w.pvalue), WILCOXON_EXACT if exact else WILCOXON_NORMAL)
+    mag = np.abs(nz)
+    r = rankdata(mag)
+    t_plus = float(r[nz > 0].sum())
+    t_minus = float(r[nz < 0].sum())
+    stat = min(t_plus, t_minus)
+    counts = np.unique(mag, return_counts=True)[1].astype(np.float64)  # tie group sizes
+    if n <= WILCOXON_EXACT_MAX_N and len(counts) == n:
+        p = min(1.0, 2.0 * float(signed_rank_null_cdf(n)[int(stat)]))
+        return (stat, p, WILCOXON_EXACT)
+    mean = n * (n + 1.0) * 0.25
+    var = n * (n + 1.0) * (2.0 * n + 1.0)
+    se = math.sqrt((var - float(np.sum(counts**3 - counts)) / 2.0) / 24.0)
+    z = (t_plus - mean) / se
+    z -= math.copysign(0.5, z) / se if z != 0 else 0.0
+    return (stat, float(2.0 * norm_sf(abs(z))), WILCOXON_NORMAL)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,7 +506,7 @@ def hodges_lehmann_ci(d: Any, confidence: float = 0.95) -> tuple[float, float, f
         method = "Hodges-Lehmann, exact Wilcoxon-inverted interval"
     else:
         sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
-        k = int(math.floor(m / 2.0 - float(_st().norm.ppf(1.0 - half)) * sd))
+        k = int(math.floor(m / 2.0 - float(norm_ppf(1.0 - half)) * sd))
         method = "Hodges-Lehmann, Wilcoxon-inverted interval (normal approximation)"
     if k < 1:  # too few samples for this confidence: the interval is unbounded
         return (est, -math.inf, math.inf, method)
@@ -432,7 +534,7 @@ def min_attainable_p(n: int, test: str = "wilcoxon") -> float:
         return min(1.0, 2.0 * 0.5**n)
     m = n * (n + 1) / 4.0
     sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
-    return float(min(1.0, 2.0 * _st().norm.sf((m - 0.5) / sd)))
+    return float(min(1.0, 2.0 * norm_sf((m - 0.5) / sd)))
 
 
 def min_corrected_p(n: int, family_size: int, test: str = "wilcoxon") -> float:
@@ -476,21 +578,19 @@ def detectable_effect(
     n_eff = n * (3.0 / math.pi) if test == "wilcoxon" else float(n)
     n_eff = max(n_eff, 2.0)
     df = n_eff - 1.0
-    crit = float(_st().t.ppf(1.0 - alpha / (2.0 * family_size), df))
+    crit = float(t_ppf(1.0 - alpha / (2.0 * family_size), df))
 
     def pw(dz: float) -> float:
         nc = dz * math.sqrt(n_eff)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            up = float(_st().nct.sf(crit, df, nc))
-            lo = float(_st().nct.cdf(-crit, df, nc))
+            up = float(nct_sf(crit, df, nc))
+            lo = float(nct_cdf(-crit, df, nc))
         up = 1.0 if not math.isfinite(up) else up
         lo = 0.0 if not math.isfinite(lo) else lo
         return up + lo - power
 
-    from scipy.optimize import brentq
-
-    return float(brentq(pw, 1e-9, 20.0))
+    return bisect_root(pw, 1e-9, 20.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,7 +742,7 @@ PAIRED_COLUMNS = (
 def _t_interval(m: float, sd: float, n: int, confidence: float) -> tuple[float, float]:
     if n < 2 or not (math.isfinite(m) and math.isfinite(sd)):
         return (math.nan, math.nan)
-    h = float(_st().t.ppf((1.0 + confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
+    h = float(t_ppf((1.0 + confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
     return (m - h, m + h)
 
 
@@ -650,7 +750,7 @@ def _rank_biserial(d: np.ndarray) -> float:
     nz = d[d != 0]
     if len(nz) == 0:
         return 0.0
-    r = _st().rankdata(np.abs(nz))
+    r = rankdata(np.abs(nz))
     tp = float(r[nz > 0].sum())
     tm = float(r[nz < 0].sum())
     return (tp - tm) / (tp + tm)
@@ -753,10 +853,7 @@ def paired_test(
         tp = 1.0 if md == 0 else 0.0
         dz = 0.0 if md == 0 else math.copysign(math.inf, md)
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            tt = _st().ttest_rel(y, x)
-        t, tp = float(tt.statistic), float(tt.pvalue)
+        t, tp = paired_t_test(d)
         dz = md / sd
     ws, wp, wmethod = wilcoxon_signed_rank(d)
     hl, hlo, hhi, _ = hodges_lehmann_ci(d, confidence)
@@ -866,8 +963,24 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return num / den
 
 
-def _spearman_stat(x, y, axis=-1):
-    return _pearson_rows(_st().rankdata(x, axis=-1), _st().rankdata(y, axis=-1))
+def _ranks_of_codes(codes: np.ndarray) -> np.ndarray:
+    """:func:`rankdata` of values given by their dense codes (``0 .. n - 1`` along the last axis,
+    equal values equal codes; ``numpy.unique(..., return_inverse=True)``), by counting instead
+    of sorting: a code with ``c`` copies after ``s`` smaller ones gets ``s + (c + 1) / 2``.
+    Exact (half-integers), and O(n) per row: several times faster on a bootstrap block."""
+    c = np.asarray(codes).astype(np.intp)
+    shape, n = c.shape, c.shape[-1]
+    c = c.reshape(-1, n)
+    flat = c + (np.arange(c.shape[0]) * n)[:, None]  # [rows, n], one bin range per row
+    counts = np.bincount(flat.ravel(), minlength=c.size).astype(np.float64)
+    below = np.cumsum(counts.reshape(-1, n), axis=1).ravel() - counts
+    return (below + (counts + 1.0) / 2.0)[flat].reshape(shape)
+
+
+def _spearman_codes_stat(cx, cy, axis=-1):
+    """Spearman's rho of resampled dense codes (the bootstrap statistic of
+    :func:`spearman_with_ci`): the Pearson correlation of :func:`rankdata` of the values."""
+    return _pearson_rows(_ranks_of_codes(cx), _ranks_of_codes(cy))
 
 
 def _percentile_ci(samples, statistic, n_boot: int, seed: int, confidence: float):
@@ -884,7 +997,7 @@ def _percentile_ci(samples, statistic, n_boot: int, seed: int, confidence: float
 def spearman_with_ci(
     x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> CorrelationResult:
-    """Spearman's rho (``scipy.stats.spearmanr``, its p-value) with a percentile bootstrap CI
+    """Spearman's rho and its p-value (:func:`spearman`) with a percentile bootstrap CI
     over resampled samples (pairs kept together; ranks recomputed in every resample)."""
     _check_confidence(confidence)
     _check_boot(n_boot)
@@ -894,12 +1007,14 @@ def spearman_with_ci(
         return CorrelationResult(
             n, math.nan, math.nan, (math.nan, math.nan), confidence, "spearman", n_boot, seed
         )
-    r = _st().spearmanr(a, b)
-    ci, dist = _percentile_ci([a, b], _spearman_stat, n_boot, seed, confidence)
+    rho, p = spearman(a, b)
+    # resample the dense codes of the values: same ranks per resample, ranked without a sort
+    codes = [np.unique(v, return_inverse=True)[1] for v in (a, b)]
+    ci, dist = _percentile_ci(codes, _spearman_codes_stat, n_boot, seed, confidence)
     return CorrelationResult(
         n,
-        float(r.statistic),
-        float(r.pvalue),
+        rho,
+        p,
         ci,
         confidence,
         "spearman (bootstrap percentile CI)",
@@ -959,8 +1074,8 @@ def partial_spearman(
     )
     if n < k + 3:
         return nan
-    rx, ry = _st().rankdata(xa), _st().rankdata(ya)
-    rz = np.column_stack([_st().rankdata(z[:, j]) for j in range(k)])
+    rx, ry = rankdata(xa), rankdata(ya)
+    rz = rankdata(z.T).T
     r = float(_partial_from_ranks(rx, ry, rz))
     if not np.isfinite(r):
         return nan
@@ -969,11 +1084,11 @@ def partial_spearman(
         p = 0.0
     else:
         t = r * math.sqrt(dof / (1 - r * r))
-        p = float(2 * _st().t.sf(abs(t), dof))
+        p = float(2 * t_sf(abs(t), dof))
 
     def stat(xx, yy, *zz, axis=-1):
-        rzz = np.stack([_st().rankdata(c, axis=-1) for c in zz], axis=-1)
-        return _partial_from_ranks(_st().rankdata(xx, axis=-1), _st().rankdata(yy, axis=-1), rzz)
+        rzz = np.stack([rankdata(c) for c in zz], axis=-1)
+        return _partial_from_ranks(rankdata(xx), rankdata(yy), rzz)
 
     ci, dist = _percentile_ci(
         [xa, ya, *[z[:, j] for j in range(k)]], stat, n_boot, seed, confidence

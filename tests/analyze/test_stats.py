@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
+import textwrap
+import warnings
 
 import numpy as np
 import pytest
 from attncmp.analyze.stats import (
+    WILCOXON_NORMAL,
     bootstrap,
     bootstrap_mean_ci,
     correct_pvalues,
@@ -17,16 +22,21 @@ from attncmp.analyze.stats import (
     min_attainable_p,
     min_corrected_p,
     paired_bootstrap_ci,
+    paired_t_test,
     paired_test,
     partial_spearman,
+    rankdata,
     samples_needed,
     signed_rank_null_cdf,
+    spearman,
     spearman_with_ci,
     wilcoxon_signed_rank,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+
+from ._stores import study_store
 
 
 def _tplus_tminus(d):
@@ -359,3 +369,253 @@ def test_generic_bootstrap_with_a_vectorised_statistic():
     assert m.estimate == pytest.approx(a.mean()) and m.method == "BCa"
     with pytest.raises(ValueError, match="method"):
         bootstrap([a], None, method="basic")
+
+
+# ----------------------------------------------------------------------------------------------
+# the own implementations against scipy.stats (the independent reference; analyze never imports
+# it): ranks, Wilcoxon, paired t, Spearman, quantiles, power
+# ----------------------------------------------------------------------------------------------
+def close(got, want, rtol=1e-12):
+    """``got == want`` within ``rtol`` relative (also in the deep tails, above 1e-300), exactly
+    equal below that, at 0 and at +-inf; NaN matches NaN."""
+    if math.isnan(want):
+        return math.isnan(got)
+    if abs(want) <= 1e-300 or math.isinf(want):
+        return got == want
+    return abs(got - want) <= rtol * abs(want)
+
+
+rows = st.integers(1, 4).flatmap(
+    lambda b: st.integers(0, 30).flatmap(
+        lambda n: st.lists(
+            st.lists(
+                st.one_of(
+                    st.integers(-3, 3).map(float),  # many ties
+                    st.floats(-1e6, 1e6, allow_nan=False),
+                    st.just(math.nan),
+                ),
+                min_size=n,
+                max_size=n,
+            ),
+            min_size=b,
+            max_size=b,
+        )
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows)
+def test_rankdata_matches_scipy(x):
+    a = np.array(x, dtype=np.float64).reshape(len(x), -1)
+    np.testing.assert_array_equal(rankdata(a), stats.rankdata(a, axis=-1))
+    np.testing.assert_array_equal(rankdata(a[0]), stats.rankdata(a[0]))
+
+
+def test_rankdata_edge_cases():
+    assert rankdata([]).shape == (0,) and rankdata(np.zeros((3, 0))).shape == (3, 0)
+    np.testing.assert_array_equal(rankdata(5.0), [1.0])
+    np.testing.assert_array_equal(rankdata([7, 7, 7, 7]), [2.5, 2.5, 2.5, 2.5])
+    np.testing.assert_array_equal(rankdata([[3, 1, 2], [1, 1, 9]]), [[3, 1, 2], [1.5, 1.5, 3]])
+    r = rankdata([[1.0, np.nan, 2.0], [2.0, 1.0, 0.0]])
+    assert np.isnan(r[0]).all() and list(r[1]) == [3.0, 2.0, 1.0]  # NaN row all NaN (scipy)
+    big = np.random.default_rng(0).integers(0, 50, size=(3, 20000)).astype(float)
+    np.testing.assert_array_equal(rankdata(big), stats.rankdata(big, axis=-1))
+
+
+def _scipy_wilcoxon(d, method):
+    if method == "exact":
+        return stats.wilcoxon(d, zero_method="wilcox", method="exact")
+    return stats.wilcoxon(d, zero_method="wilcox", method="asymptotic", correction=True)
+
+
+def check_wilcoxon(d):
+    d = np.asarray(d, dtype=np.float64)
+    s, p, method = wilcoxon_signed_rank(d)
+    f = d[np.isfinite(d)]
+    if len(f) == 0 or np.all(f == 0):
+        return method
+    nz = np.abs(f[f != 0])
+    want = "exact" if len(nz) <= 50 and len(np.unique(nz)) == len(nz) else "asymptotic"
+    assert method == ("exact" if want == "exact" else WILCOXON_NORMAL)
+    ref = _scipy_wilcoxon(f, want)
+    assert s == ref.statistic, (s, ref.statistic)
+    assert close(p, float(ref.pvalue)), (p, ref.pvalue)
+    return method
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-4, 4).map(float),  # ties and zeros
+            st.floats(-100, 100, allow_nan=False, allow_infinity=False),
+            st.sampled_from([math.nan, math.inf]),
+        ),
+        min_size=0,
+        max_size=70,
+    )
+)
+def test_wilcoxon_matches_scipy(d):
+    check_wilcoxon(d)
+
+
+def test_wilcoxon_small_huge_and_tail_cases():
+    rng = np.random.default_rng(11)
+    assert check_wilcoxon([2.5]) == "exact" and wilcoxon_signed_rank([2.5])[1] == 1.0
+    assert check_wilcoxon([1.0, -2.0]) == "exact"
+    assert check_wilcoxon([1.0, 1.0]) == WILCOXON_NORMAL  # n = 2 with a tie
+    assert check_wilcoxon([0.0, 0.0, 3.0]) == "exact"
+    # deepest exact tail: 50 positive differences, p = 2 / 2**50
+    s, p, _ = wilcoxon_signed_rank(np.arange(1.0, 51.0))
+    assert s == 0.0 and p == 2.0**-49 and check_wilcoxon(np.arange(1.0, 51.0)) == "exact"
+    assert check_wilcoxon(np.arange(1.0, 52.0)) == WILCOXON_NORMAL  # n = 51: asymptotic
+    for n in (200, 5000, 20000):  # asymptotic, down to p far below 1e-300 (exactly 0 there)
+        for shift in (0.0, 0.05, 0.5, 3.0):
+            check_wilcoxon(rng.normal(shift, 1.0, size=n))
+            check_wilcoxon(np.round(rng.normal(shift, 1.0, size=n), 1))
+    assert wilcoxon_signed_rank(np.full(300, 0.7))[1] < 1e-50
+    check_wilcoxon(np.full(300, 0.7))  # all tied
+    check_wilcoxon(np.r_[np.zeros(5), np.full(12, -1.0)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.sampled_from([2, 3, 4, 7, 30, 500]),
+    shift=st.sampled_from([0.0, 0.3, 3.0, 40.0]),
+    rounding=st.sampled_from([None, 0, 1]),
+)
+def test_paired_t_and_spearman_match_scipy(seed, n, shift, rounding):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    y = x * rng.choice([-1.0, 0.2, 1.0]) + shift + rng.normal(scale=0.1, size=n)
+    if rounding is not None:
+        x, y = np.round(x, rounding), np.round(y, rounding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tt = stats.ttest_rel(y, x)
+        sr = stats.spearmanr(x, y)
+    t, p = paired_t_test(y - x)
+    assert close(t, float(tt.statistic)) and close(p, float(tt.pvalue)), (t, p, tt)
+    rho, ps = spearman(x, y)
+    assert close(rho, float(sr.statistic)) and close(ps, float(sr.pvalue)), (rho, ps, sr)
+
+
+def test_spearman_and_t_edge_cases():
+    assert all(math.isnan(v) for v in spearman([1.0], [2.0]))
+    assert all(math.isnan(v) for v in spearman([1, 1, 1], [1, 2, 3]))  # constant: undefined
+    assert all(math.isnan(v) for v in spearman([1, np.nan, 3], [1, 2, 3]))  # NaN propagates
+    assert spearman([1, 2, 3, 4], [2, 4, 8, 16]) == (1.0, 0.0)
+    n2 = spearman([1.0, 2.0], [2.0, 1.0])
+    ref = stats.spearmanr([1.0, 2.0], [2.0, 1.0])
+    assert n2[0] == ref.statistic and math.isnan(n2[1]) and math.isnan(ref.pvalue)
+    assert all(math.isnan(v) for v in paired_t_test([3.0]))
+    assert paired_t_test([2.0, 2.0, 2.0]) == (math.inf, 0.0)  # ttest_rel gives the same
+    with pytest.raises(ValueError, match="equal lengths"):
+        spearman([1, 2, 3], [1, 2])
+
+
+def test_spearman_bootstrap_ranks_resamples_like_rankdata():
+    # the CI resamples dense codes ranked by counting; its distribution must be the one of
+    # ranking every resample of the values themselves (scipy's rankdata as the reference)
+    rng = np.random.default_rng(8)
+    x = np.round(rng.normal(size=60), 1)  # ties
+    y = np.round(x + rng.normal(size=60), 1)
+
+    def ref_stat(a, b, axis=-1):
+        ra, rb = stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1)
+        ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+
+    r = spearman_with_ci(x, y, n_boot=500, seed=4)
+    ref = bootstrap([x, y], ref_stat, n_boot=500, seed=4, method="percentile")
+    np.testing.assert_allclose(r.distribution, ref.distribution, rtol=1e-14, equal_nan=True)
+    assert r.ci == pytest.approx(ref.ci, rel=1e-14)
+    rho, p = stats.spearmanr(x, y)
+    assert r.statistic == rho and r.pvalue == p
+
+
+def test_quantiles_and_power_match_scipy():
+    for n in (2, 3, 10, 37, 1000):
+        for c in (0.5, 0.9, 0.95, 0.999):
+            m, lo, hi = mean_ci(np.arange(float(n)) ** 1.5, c)
+            a = np.arange(float(n)) ** 1.5
+            h = stats.t.ppf((1 + c) / 2, n - 1) * a.std(ddof=1) / math.sqrt(n)
+            assert lo == pytest.approx(m - h, rel=1e-13) and hi == pytest.approx(m + h, rel=1e-13)
+    for n in (51, 60, 400):
+        want = stats.wilcoxon(np.arange(1.0, n + 1), method="asymptotic", correction=True).pvalue
+        assert close(min_attainable_p(n), float(want))
+    # detectable effect: scipy's t.ppf + nct + brentq as the reference; brentq stops within
+    # xtol = 2e-12 of the root, the bisection goes down to adjacent floats
+    from scipy.optimize import brentq
+
+    def reference(n, m, alpha, power, test):
+        n_eff = max(n * (3.0 / math.pi) if test == "wilcoxon" else float(n), 2.0)
+        df = n_eff - 1.0
+        crit = stats.t.ppf(1.0 - alpha / (2.0 * m), df)
+
+        def pw(dz):
+            nc = dz * math.sqrt(n_eff)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                up, lo = stats.nct.sf(crit, df, nc), stats.nct.cdf(-crit, df, nc)
+            up = 1.0 if not math.isfinite(up) else up
+            lo = 0.0 if not math.isfinite(lo) else lo
+            return up + lo - power
+
+        return brentq(pw, 1e-9, 20.0)
+
+    for n in (3, 8, 30, 64, 500, 10000):
+        for m in (1, 4, 48):
+            for test in ("wilcoxon", "t"):
+                for power in (0.5, 0.8, 0.95):
+                    if min_corrected_p(n, m, test) >= 0.05:
+                        assert detectable_effect(n, m, 0.05, power, test) == math.inf
+                        continue
+                    try:
+                        want = reference(n, m, 0.05, power, test)
+                    except ValueError:  # no root below d_z = 20: both refuse
+                        with pytest.raises(ValueError, match="opposite signs"):
+                            detectable_effect(n, m, 0.05, power, test)
+                        continue
+                    got = detectable_effect(n, m, 0.05, power, test)
+                    assert abs(got - want) <= 2e-12 + 1e-15 * want, (n, m, test, power)
+
+
+# ----------------------------------------------------------------------------------------------
+# what the default analysis imports
+# ----------------------------------------------------------------------------------------------
+IMPORTS = textwrap.dedent(
+    """
+    import sys
+    import attncmp.analyze.stats
+    assert "scipy.stats" not in sys.modules and "scipy.special" not in sys.modules, "on import"
+    from attncmp.analyze.outputs import AnalysisOptions, run_analysis
+    res = run_analysis([sys.argv[1]], sys.argv[2], AnalysisOptions(jobs=1, quiet=True))
+    print("VERDICT", res.summary["verdict"]["overall"])
+    print("SCIPY", [m for m in ("scipy.special", "scipy.stats", "scipy.optimize")
+                    if m in sys.modules])
+    """
+)
+
+
+def test_default_analysis_never_imports_scipy_stats(tmp_path):
+    """A full default analysis, figures drawn in this process (jobs=1), in a fresh interpreter:
+    its statistics use scipy.special (imported on first use), never scipy.stats or
+    scipy.optimize (about 1 s and 0.5 s to import)."""
+    store = study_store(tmp_path / "store.h5", n=24, n_layers=1, n_heads=2)
+    r = subprocess.run(
+        [sys.executable, "-c", IMPORTS, str(store), str(tmp_path / "analysis")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "VERDICT " in r.stdout
+    loaded = r.stdout.split("SCIPY ", 1)[1]
+    assert "scipy.special" in loaded  # the statistics ran, through scipy.special
+    assert "scipy.stats" not in loaded and "scipy.optimize" not in loaded, loaded
+    assert (tmp_path / "analysis" / "attention_vs_error.png").exists()

@@ -325,13 +325,49 @@ def write_figure(fig: Figure, path: str | Path, **savefig_kw) -> None:
     path = Path(path)
     if "format" not in savefig_kw and path.suffix.lower().lstrip(".") in FORMATS:
         savefig_kw["format"] = path.suffix.lower().lstrip(".")
+    direct = savefig_kw.get("format") == "png" and set(savefig_kw) <= {"format", "dpi"}
+    direct = direct and fig.get_layout_engine() is None
     try:
         with atomic.atomic_path(path) as tmp:  # never a half-written figure under its name
-            fig.savefig(tmp, **savefig_kw)
+            if direct:
+                _write_png(fig, tmp, savefig_kw.get("dpi"))
+            else:
+                fig.savefig(tmp, **savefig_kw)
     except OSError as e:
         raise AnalysisError(
             f"{path}: cannot write the figure ({e.strerror or e}); choose a writable path"
         ) from None
+
+
+def _write_png(fig: Figure, path: Path, dpi: float | None) -> None:
+    """A fixed-layout figure as PNG: the pixels ``savefig`` draws (one Agg draw at ``dpi``,
+    default ``savefig.dpi``), stored as 8-bit RGB when every pixel is opaque (all our figures:
+    a quarter fewer bytes to compress) at zlib level 1 with PIL's adaptive filters. Lossless;
+    about half the encoding time of ``savefig``'s RGBA at level 6 and slightly smaller files on
+    our figures (benchmarks/README.md). The file carries ``savefig``'s Software text and dpi."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image, PngImagePlugin
+
+    if dpi is None or dpi == "figure":
+        dpi = matplotlib.rcParams["savefig.dpi"]
+    if dpi == "figure":
+        dpi = fig.dpi
+    old = fig.dpi
+    canvas = FigureCanvasAgg(fig)
+    try:
+        fig.dpi = dpi
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
+        opaque = bool((rgba[..., 3] == 255).all())
+        img = Image.fromarray(np.ascontiguousarray(rgba[..., :3]) if opaque else rgba.copy())
+    finally:
+        fig.dpi = old
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "Software", f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/"
+    )
+    img.save(path, format="png", compress_level=1, pnginfo=info, dpi=(dpi, dpi))
 
 
 def write_figures(

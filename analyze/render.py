@@ -9,8 +9,11 @@ order. Each file is drawn by exactly the same code whichever process draws it, s
 not depend on ``workers`` (tested byte for byte).
 
 Workers are started by :mod:`analyze.processes` (a ``forkserver`` that imports the plotting modules
-once; they never fork the caller, nor re-run its main script). ``workers=1`` draws every figure in
-the calling process, in order, when it is collected (no processes at all).
+once; they never fork the caller, nor re-run its main script). Starting them takes about a second
+(the forkserver imports matplotlib before it forks a worker), so jobs are handed to the pool by one
+background thread: :meth:`FigureRenderer.submit` returns at once and the caller computes while the
+workers come up. ``workers=1`` draws every figure in the calling process, in order, when it is
+collected (no processes at all).
 
 Given ``reuse`` (a re-plot), a job whose file already holds what it would draw is not drawn again:
 each job's key (:func:`analyze.fingerprint.figure_key`: drawing code, library versions, the
@@ -24,7 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,11 @@ class _Pending:
     key: str | None
     reused: list[Path]
 
+    def outcome(self) -> RenderResult:
+        """The job's result (``future``: the feeder thread's future of the pool's future)."""
+        fut = self.future.result()
+        return fut.result()
+
 
 class FigureRenderer:
     """Submit figure jobs as their inputs become ready; :meth:`results` waits for all of them.
@@ -139,6 +147,8 @@ class FigureRenderer:
         self.keys = keys or reuse is not None
         self.reuse = reuse
         self._pool: ProcessPoolExecutor | None = None
+        # hands jobs to the pool in submission order without making the caller wait for workers
+        self._feeder: ThreadPoolExecutor | None = None
         self._pending: list[_Pending] = []
 
     def __enter__(self) -> FigureRenderer:
@@ -154,14 +164,27 @@ class FigureRenderer:
             )
         return self._pool
 
+    def _feed(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` on the feeder thread (one thread: submissions keep their order)."""
+        if self._feeder is None:
+            self._feeder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attncmp-figures")
+        return self._feeder.submit(fn, *args)
+
+    def _warm_pool(self) -> None:
+        pool = self._executor()
+        with main_hidden():
+            for _ in range(self.workers):  # one no-op each, so every worker comes up now
+                pool.submit(_warm)
+
+    def _to_pool(self, job: FigureJob, formats: tuple[str, ...]) -> Future:
+        with main_hidden():  # a submit may start a worker (processes module)
+            return self._executor().submit(_run_job, job, formats)
+
     def start(self) -> None:
-        """Start the worker processes now (they import matplotlib while the caller works); with
-        ``reuse`` they start on the first job that is to be drawn."""
+        """Start the worker processes now, in the background (they import matplotlib while the
+        caller works); with ``reuse`` they start on the first job that is to be drawn."""
         if self.workers > 1 and self.reuse is None:
-            pool = self._executor()
-            with main_hidden():
-                for _ in range(self.workers):  # one no-op each, so every worker comes up now
-                    pool.submit(_warm)
+            self._feed(self._warm_pool)
 
     def submit(self, job: FigureJob) -> None:
         key = job_key(job) if self.keys else None
@@ -172,8 +195,7 @@ class FigureRenderer:
             fmts = tuple(f for f, p in have.items() if p is None)
         fut = None
         if fmts and self.workers > 1:
-            with main_hidden():  # a submit may start a worker (processes module)
-                fut = self._executor().submit(_run_job, job, fmts)
+            fut = self._feed(self._to_pool, job, fmts)
         self._pending.append(_Pending(job, fmts, fut, key, reused))
 
     def results(self) -> list[RenderResult]:
@@ -186,7 +208,7 @@ class FigureRenderer:
                 res = _run_job(p.job, p.formats)
             else:
                 try:
-                    res = p.future.result()
+                    res = p.outcome()
                 except Exception as e:  # noqa: BLE001 - a worker died (e.g. out of memory)
                     res = RenderResult(p.job.name, None, f"{type(e).__name__}: {e}")
             res.key, res.reused = p.key, list(p.reused)
@@ -199,6 +221,9 @@ class FigureRenderer:
         return out
 
     def close(self) -> None:
+        if self._feeder is not None:  # every job handed over (or cancelled) before the pool ends
+            self._feeder.shutdown(wait=True, cancel_futures=True)
+            self._feeder = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

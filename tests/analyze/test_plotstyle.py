@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from attncmp.analyze.plotstyle import new_figure, style, write_figure
+from PIL import Image
 
 
 def _figure(transparent: bool = False):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from attncmp.store import atomic
@@ -339,7 +339,7 @@ def write_figure(fig: Figure, path: str | Path, **savefig_kw) -> None:
         ) from None
 
 
-def _write_png(fig: Figure, path: Path, dpi: float | None) -> None:
+def _write_png(fig: Figure, path: Path | BinaryIO, dpi: float | None) -> None:
     """A fixed-layout figure as PNG: the pixels ``savefig`` draws (one Agg draw at ``dpi``,
     default ``savefig.dpi``), stored as 8-bit RGB when every pixel is opaque (all our figures:
     a quarter fewer bytes to compress) at zlib level 1 with PIL's adaptive filters. Lossless;

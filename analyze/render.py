@@ -37,7 +37,12 @@ from .processes import context, main_hidden
 __all__ = ["FigureJob", "FigureRenderer", "RenderResult", "Reuse", "available_cores", "job_key"]
 
 # what a worker imports before its first job (in the forkserver: once for all workers)
-_PRELOAD = ["attncmp.analyze.figures", "attncmp.analyze.heatmap", "attncmp.analyze.textview"]
+_PRELOAD = [
+    "attncmp.analyze.figures",
+    "attncmp.analyze.heatmap",
+    "attncmp.analyze.textview",
+    "attncmp.analyze.figure_warmup",  # draws one figure in the server: workers inherit the caches
+]
 
 
 def available_cores() -> int:

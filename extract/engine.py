@@ -209,12 +209,28 @@ def gather_valid(
     ``att`` is ``[batch, layers, heads, query, key]`` (padded). ``method="mask"`` uses
     ``torch.masked_select`` (needs the output size from the device: a synchronisation on
     accelerators); ``"index"`` computes the source index from host-known sizes, so no
-    synchronisation happens. ``"auto"``: mask on CPU, index elsewhere.
+    synchronisation happens; ``"slices"`` (CPU only) copies each sample's block out of a
+    numpy view of ``att``, one slice per sample (about 10x faster than the mask on CPU for the
+    small batches of small models, where torch's per-operation cost dominates).
+    ``"auto"``: slices on CPU, index elsewhere.
     """
     B, L, H, Qp, Kp = att.shape  # [batch, layers, heads, query, key]
     dev = att.device
     if method == "auto":
-        method = "mask" if dev.type == "cpu" else "index"
+        method = "slices" if dev.type == "cpu" else "index"
+    if method == "slices":
+        if dev.type != "cpu":
+            raise ValueError("`method='slices'` needs a CPU tensor")
+        qs = np.asarray(n_query, dtype=np.int64).tolist()
+        ks = np.asarray(n_key, dtype=np.int64).tolist()
+        blocks = list(enumerate(zip(qs, ks, strict=True)))
+        a = att.detach()
+        if a.dtype not in _NUMPY_DTYPES:  # e.g. bfloat16: no numpy view; the same slices in torch
+            return torch.cat([a[b, :, :, :q, :k].reshape(-1) for b, (q, k) in blocks])
+        v = a.numpy()
+        return torch.from_numpy(
+            np.concatenate([v[b, :, :, :q, :k].ravel() for b, (q, k) in blocks])
+        )
     if lengths_dev is None:
         lengths_dev = _lengths_to(dev, n_query, n_key)
     nq, nk = lengths_dev  # [B] int64 on the device
@@ -263,6 +279,35 @@ def _model_dtype(handle: Any) -> str | None:
                 if p.is_floating_point():
                     return str(p.dtype).removeprefix("torch.")
     return None
+
+
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def flat_attention_stats(
+    flat: np.ndarray, n_blocks: int, n_query: np.ndarray, n_key: np.ndarray
+) -> np.ndarray:
+    """:func:`_attention_stats` of a gathered batch, on the host: ``flat`` is what
+    :func:`gather_valid` returns (each sample's ``[n_blocks, n_query[b], n_key[b]]`` block in C
+    order, ``n_blocks`` = layers x heads), in the store dtype. Returns ``[B, 3]`` float32 of
+    (any non-finite row sum, max |row sum - 1| over the finite ones, min weight with NaN as 0
+    and -inf as -1), the sums in float32 as on the device (the order of the additions differs,
+    so the maximum deviation may differ in its last bits)."""
+    nq = np.asarray(n_query, dtype=np.int64)
+    nk = np.asarray(n_key, dtype=np.int64)
+    rows = n_blocks * nq  # rows per sample, each nk[b] long
+    f32 = np.asarray(flat, dtype=np.float32)
+    row_len = np.repeat(nk, rows)
+    row_start = np.concatenate(([0], np.cumsum(row_len)[:-1]))
+    dev = np.abs(np.add.reduceat(f32, row_start) - np.float32(1.0))
+    sample_row = np.concatenate(([0], np.cumsum(rows)[:-1]))
+    bad = ~np.isfinite(dev)
+    nonfinite = np.logical_or.reduceat(bad, sample_row)
+    maxdev = np.maximum.reduceat(np.where(bad, np.float32(0.0), dev), sample_row)
+    sample_start = np.concatenate(([0], np.cumsum(rows * nk)[:-1]))
+    clean = np.nan_to_num(f32, nan=0.0, neginf=-1.0, posinf=np.inf)
+    minval = np.minimum.reduceat(clean, sample_start)
+    return np.stack([nonfinite.astype(np.float32), maxdev, minval], axis=1).astype(np.float32)
 
 
 def _attention_stats(att: torch.Tensor, nq: torch.Tensor, nk: torch.Tensor) -> torch.Tensor:
@@ -392,7 +437,9 @@ class _Progress:
 
 @dataclass
 class _ModelOut:
-    stats: torch.Tensor  # host [B, 2 + 3 * n_sites] float32 (forward lengths + per-site stats)
+    # host [B, 2 + 3 * n_sites] float32: forward lengths + per-site stats; on CPU only the
+    # lengths [B, 2] (the writer thread computes the site stats from ``attention``)
+    stats: torch.Tensor
     attention: dict[str, torch.Tensor]  # site -> host flat (store dtype)
     predictions: torch.Tensor  # host [B] or [B, T]
 
@@ -1021,6 +1068,11 @@ class _Run:
                     f"{att.dtype} is not floating point"
                 )
             nq_d, nk_d = lens[site.name]
+            if self.device.type == "cpu":
+                # the store dtype's valid blocks; their sanity statistics are computed from
+                # them on the writer thread (flat_attention_stats), off this thread
+                flats[site.name] = gather_valid(att.to(store_dtype), nq, nk, method="slices")
+                continue
             # sanity of what is stored: the weights as cast to the store dtype
             parts.append(_attention_stats(att.to(store_dtype), nq_d, nk_d))  # [B, 3]
             flats[site.name] = gather_valid(att, nq, nk, lengths_dev=(nq_d, nk_d)).to(store_dtype)
@@ -1086,7 +1138,15 @@ class _Run:
         for n, o in job.outputs.items():
             for s_i, site in enumerate(self.sites):
                 tol = self.tols[(n, site.name)]
-                st = o.stats[:, 2 + 3 * s_i : 5 + 3 * s_i].numpy()  # [B, 3]
+                if o.stats.shape[1] > 2:  # computed on the device
+                    st = o.stats[:, 2 + 3 * s_i : 5 + 3 * s_i].numpy()  # [B, 3]
+                else:  # CPU: from the gathered weights, here on the writer thread
+                    st = flat_attention_stats(
+                        o.attention[site.name].numpy(),
+                        site.n_layers * site.n_heads,
+                        self._axis(site.query_axis, job.n_nodes, job.n_tokens),
+                        self._axis(site.key_axis, job.n_nodes, job.n_tokens),
+                    )
                 for j in np.nonzero((st[:, 0] > 0) | (st[:, 1] > tol) | (st[:, 2] < 0))[0]:
                     what = []
                     if st[j, 0] > 0:

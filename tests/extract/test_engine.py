@@ -14,6 +14,8 @@ from attncmp.extract.adapter import ForwardOutput, resolve_adapter
 from attncmp.extract.engine import (
     INVALID_META_COLUMN,
     ExtractConfig,
+    _attention_stats,
+    flat_attention_stats,
     gather_valid,
     parse_shard,
     run_extraction,
@@ -73,16 +75,57 @@ def _cfg(ckpts, out, a="dict_a", b="dict_b", **kw) -> ExtractConfig:
 # ---------------------------------------------------------------------------------------------
 # pure helpers
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["mask", "index"])
-def test_gather_valid_concatenates_each_samples_valid_block(method: str) -> None:
+@pytest.mark.parametrize("method", ["mask", "index", "slices", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gather_valid_concatenates_each_samples_valid_block(method: str, dtype) -> None:
     rng = np.random.default_rng(0)
     B, L, H, Qp, Kp = 5, 2, 3, 7, 9
-    att = torch.from_numpy(rng.random((B, L, H, Qp, Kp)).astype(np.float32))
+    att = torch.from_numpy(rng.random((B, L, H, Qp, Kp)).astype(np.float32)).to(dtype)
+    att = att.transpose(3, 4).contiguous().transpose(3, 4)  # a strided (non-C-order) view too
     nq = np.array([7, 1, 3, 5, 2])
     nk = np.array([2, 9, 9, 1, 4])
     flat = gather_valid(att, nq, nk, method=method)
-    want = np.concatenate([att[b, :, :, : nq[b], : nk[b]].numpy().reshape(-1) for b in range(B)])
-    np.testing.assert_array_equal(flat.numpy(), want)
+    want = torch.cat([att[b, :, :, : nq[b], : nk[b]].reshape(-1) for b in range(B)])
+    assert flat.dtype == dtype
+    assert torch.equal(flat, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_flat_attention_stats_equal_the_device_statistics(dtype) -> None:
+    """The CPU path's host statistics (from the gathered store-dtype weights) flag exactly what
+    the device statistics of the padded tensor flag, with the same values."""
+    rng = np.random.default_rng(1)
+    B, L, H, Qp, Kp = 9, 2, 3, 6, 8
+    x = rng.random((B, L, H, Qp, Kp)).astype(np.float32)
+    att = torch.softmax(torch.from_numpy(x) * 4, dim=-1)
+    nq = np.array([6, 1, 3, 5, 2, 6, 4, 2, 3])
+    nk = np.array([8, 8, 3, 1, 4, 8, 5, 2, 7])
+    # renormalise each sample's valid rows, then plant problems in valid positions
+    for b in range(B):
+        blk = att[b, :, :, : nq[b], : nk[b]]
+        att[b, :, :, : nq[b], : nk[b]] = blk / blk.sum(-1, keepdim=True)
+    att[1, 0, 1, 0, 3] = float("nan")
+    att[2, 1, 2, 2, 0] = float("inf")
+    att[3, 0, 0, 4, 0] = -0.25
+    att[4, 1, 0, 1, 1] += 0.3
+    att[6, 0, 2, 3, 4] = float("-inf")
+    att[7, :, :, :, :] = 0.0  # rows of zeros: |sum - 1| = 1
+    att[0, 0, 0, 5, 7] = float("nan")  # the last valid weight of sample 0 (6 x 8)
+    att[2, 0, 0, 5, 7] = float("nan")  # padding of sample 2 (3 x 3): must not count
+    a = att.to(dtype)
+    nq_t, nk_t = torch.from_numpy(nq), torch.from_numpy(nk)
+    dev = _attention_stats(a, nq_t, nk_t).numpy()
+    host = flat_attention_stats(gather_valid(a, nq, nk, method="mask").numpy(), L * H, nq, nk)
+    assert host.shape == (B, 3) and host.dtype == np.float32
+    np.testing.assert_array_equal(host[:, 0], dev[:, 0])  # non-finite flags
+    np.testing.assert_allclose(host[:, 1], dev[:, 1], rtol=1e-5, atol=1e-6)  # max |sum - 1|
+    neg = dev[:, 2] < 0  # the device minimum includes padded zeros; negatives are the same
+    np.testing.assert_array_equal(host[:, 2] < 0, neg)
+    np.testing.assert_allclose(host[neg, 2], dev[neg, 2])
+    assert host[0, 0] == 1 and host[1, 0] == 1 and host[2, 0] == 1 and host[6, 0] == 1
+    assert host[3, 2] == pytest.approx(-0.25, abs=1e-3) and host[6, 2] == -1.0
+    assert host[4, 1] == pytest.approx(0.3, abs=1e-3) and host[7, 1] == 1.0
+    assert host[5, 0] == 0 and host[5, 1] < 1e-2 and host[5, 2] >= 0
 
 
 def test_select_samples_is_seeded_ordered_and_explicit() -> None:

@@ -348,7 +348,7 @@ def spearman(x: Any, y: Any) -> tuple[float, float]:
 
     Ties get average ranks (:func:`rankdata`); :math:`\rho` is the Pearson correlation of the
     ranks (``numpy.corrcoef``, clipped to [-1, 1]). NaN anywhere, fewer than two pairs or a
-    constant input give ``(nan, nan)``; :math:`|\rho| = 1` gives p = 0. Returns
+    constant input give ``(nan, nan)``; :math:`|\rho| = 1` gives p = 0 (NaN for n = 2). Returns
     ``(rho, pvalue)``. Reference: Zar, "Significance testing of the Spearman rank correlation
     coefficient", JASA 67, 1972.
     """
@@ -613,12 +613,13 @@ class PairedResult:
     per-variant means with t-based CIs; ``mean_diff`` with its CI (``ci_method``: ``"t"``, the
     paired t interval :math:`\\bar d \\pm t_{n-1} s_d/\\sqrt n`, by default; ``"BCa"`` or
     ``"percentile"``: seeded paired bootstrap); ``pct_change = 100 * mean_diff / mean_baseline``
-    (NaN if the baseline mean is 0); paired t-test (``scipy.stats.ttest_rel(variant,
-    baseline)``), Wilcoxon signed-rank on the differences (:func:`wilcoxon_signed_rank`;
-    ``zero_method`` recorded, ``"wilcox"``: zeros dropped; ``wilcoxon_method`` says whether the
-    p-value is exact or the continuity-corrected normal approximation; all differences zero
-    gives statistic 0 and p = 1); ``hl_shift`` with ``ci_shift``: the Hodges-Lehmann shift and
-    the Wilcoxon-inverted interval that goes with the Wilcoxon p (:func:`hodges_lehmann_ci`);
+    (NaN if the baseline mean is 0); paired t-test (:func:`paired_t_test`, as
+    ``scipy.stats.ttest_rel(variant, baseline)``), Wilcoxon signed-rank on the differences
+    (:func:`wilcoxon_signed_rank`; ``zero_method`` recorded, ``"wilcox"``: zeros dropped;
+    ``wilcoxon_method`` says whether the p-value is exact or the continuity-corrected normal
+    approximation; all differences zero gives statistic 0 and p = 1); ``hl_shift`` with
+    ``ci_shift``: the Hodges-Lehmann shift and the Wilcoxon-inverted interval that goes with the
+    Wilcoxon p (:func:`hodges_lehmann_ci`);
     Cohen's :math:`d_z = \\bar d / s_d`; matched-pairs rank-biserial
     :math:`r = (T_+ - T_-)/(T_+ + T_-)` (positive when the variant tends to be larger).
     ``mean_ci_bounds``: the range the per-variant t intervals were clipped to (see
@@ -644,7 +645,7 @@ class PairedResult:
     confidence: float
     n_boot: int
     seed: int
-    method: str = "paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank"
+    method: str = "paired t-test (as scipy.stats.ttest_rel) and Wilcoxon signed-rank"
     ci_method: str = "t"
     wilcoxon_zero_method: str = WILCOXON_ZERO_METHOD
     wilcoxon_method: str = ""

@@ -8,6 +8,12 @@ level, as the README's example does, would start the analysis again in every wor
 Our workers run only functions of this package and need nothing from ``__main__``:
 :func:`main_hidden` hides the main module's file and spec while workers start, so they do not
 import it; scripts need no ``if __name__ == "__main__":`` guard.
+
+A caller killed outright (SIGKILL, the out-of-memory killer) cannot shut its pool down, and a
+``ProcessPoolExecutor`` worker waits for its next task forever (it holds both ends of its task
+queue), keeping the forkserver alive too; the engine's workers would even compute every chunk
+already queued. So every worker runs :func:`watch_caller` from its initializer: it exits within
+about half a second once the calling process is gone, and the forkserver follows.
 """
 
 from __future__ import annotations
@@ -15,10 +21,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
-__all__ = ["context", "main_hidden"]
+__all__ = [
+    "caller_alive",
+    "caller_identity",
+    "context",
+    "main_hidden",
+    "process_start",
+    "watch_caller",
+]
 
 _STOP_REGISTERED = False
 
@@ -66,3 +82,60 @@ def main_hidden() -> Iterator[None]:
         for k in ("__file__", "__spec__"):
             attrs.pop(k, None)
         attrs.update(saved)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after ``pid (comm)`` (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()  # comm may hold spaces and parentheses
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of ``/proc/PID/stat``, clock ticks since
+    boot): with the pid it names one process for good, even after the pid is reused. None where
+    there is no ``/proc`` or the process is gone."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def caller_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` still runs: it exists, is not a zombie (killed, not yet reaped)
+    and, given its ``start`` (:func:`process_start`), is the same process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    fields = _stat_fields(pid)
+    if fields is None:
+        return not os.path.isdir("/proc")  # no /proc (macOS): existence is all we can tell
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    return start is None or (len(fields) > 19 and fields[19] == start)
+
+
+def caller_identity() -> tuple[int, str | None]:
+    """``(pid, start)`` of this process, for :func:`watch_caller` in its workers."""
+    pid = os.getpid()
+    return pid, process_start(pid)
+
+
+def watch_caller(pid: int, start: str | None = None, interval: float = 0.5) -> threading.Thread:
+    """In a worker process: a daemon thread that ends this process (``os._exit``) as soon as
+    the calling process ``pid`` (started at ``start``) is gone. Called by the pools'
+    initializers with :func:`caller_identity` of the caller."""
+
+    def run() -> None:
+        while True:
+            time.sleep(interval)
+            if not caller_alive(pid, start):
+                os._exit(1)  # nothing of ours to flush: results go only to the dead caller
+
+    t = threading.Thread(target=run, name="attncmp-watch-caller", daemon=True)
+    t.start()
+    return t

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .processes import context, main_hidden
+from .processes import caller_identity, context, main_hidden, watch_caller
 
 __all__ = ["FigureJob", "FigureRenderer", "RenderResult", "Reuse", "available_cores", "job_key"]
 
@@ -114,6 +114,12 @@ def _warm() -> None:
         importlib.import_module(m)
 
 
+def _init_worker(caller: tuple[int, str | None]) -> None:
+    """A figure worker's initializer: exit with the caller (processes.watch_caller)."""
+    watch_caller(*caller)
+    _warm()
+
+
 @dataclass
 class _Pending:
     job: FigureJob
@@ -165,7 +171,10 @@ class FigureRenderer:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=context(_PRELOAD), initializer=_warm
+                max_workers=self.workers,
+                mp_context=context(_PRELOAD),
+                initializer=_init_worker,
+                initargs=(caller_identity(),),
             )
         return self._pool
 

@@ -1223,21 +1223,12 @@ def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dic
                 del chunk  # release before the next chunk is read (peak = one chunk)
                 yield res
         return
-    from concurrent.futures import ProcessPoolExecutor
+    from .processes import main_hidden
 
-    from .processes import context, main_hidden
-
-    # forkserver (where there is one): workers do not inherit this process's open HDF5 files
-    ctx = context(["attncmp.analyze.table"])
     run_info["workers"] = workers
     peaks: dict[int, int] = {}
     cpu: dict[int, float] = {}
-    ex = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=ctx,
-        initializer=_worker_init,
-        initargs=([str(p) for p in store.paths], list(store.ids), str(root)),
-    )
+    ex = _pool(store, root, workers)
     try:
         with main_hidden():  # the submits start the workers: they need not re-run a script
             futures = [
@@ -1255,14 +1246,35 @@ def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dic
         run_info["worker_cpu_s"] = sum(cpu.values())
 
 
+def _pool(store: Any, root: Path, workers: int):
+    """The engine's worker processes (a ``ProcessPoolExecutor``; they start on the first
+    submit): from a forkserver where there is one, so they do not inherit this process's open
+    HDF5 files; each opens the store itself and exits with this process."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .processes import caller_identity, context
+
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context(["attncmp.analyze.table"]),
+        initializer=_worker_init,
+        initargs=([str(p) for p in store.paths], list(store.ids), str(root), caller_identity()),
+    )
+
+
 #: the worker process's own store handle and the caller's sample ids (set by _worker_init; one
 #: per worker process, never used in the calling process)
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(paths: list[str], ids: list[str], root: str) -> None:
+def _worker_init(
+    paths: list[str], ids: list[str], root: str, caller: tuple[int, str | None]
+) -> None:
     from attncmp.store import open_store
 
+    from .processes import watch_caller
+
+    watch_caller(*caller)  # a killed caller cannot shut the pool down: leave with it
     _WORKER["store"] = open_store(paths)
     _WORKER["ids"] = pl.Series("sample_id", ids, dtype=pl.String)
     _WORKER["root"] = Path(root)

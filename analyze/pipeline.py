@@ -32,7 +32,7 @@ from .examples import choose_examples, example_metrics
 from .files import write_csv, write_json, write_text
 from .heatmap import HeatmapData, default_site, heatmap_data
 from .options import AnalysisError, AnalysisOptions, logger
-from .render import FigureJob, FigureRenderer, Reuse
+from .render import FigureJob, FigureRenderer, Reuse, prestart_workers
 from .summary import SUMMARY_FORMAT, SUMMARY_VERSION, build_summary, jsonable, store_facts
 
 __all__ = [
@@ -414,12 +414,6 @@ def replot(
             f"{d}: {why}; re-run `attncmp analyze STORE --save-dir {d}` to write it again"
         )
     state = json.loads(state_path.read_text())
-    try:
-        tables = MetricTables.load(d)
-    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as e:  # a damaged cache
-        raise AnalysisError(
-            f"{d}: cached tables unreadable ({e}); re-run `attncmp analyze`"
-        ) from None
     o = dict(state["options"])
     options = AnalysisOptions(
         **{k: v for k, v in o.items() if k in AnalysisOptions.__dataclass_fields__}
@@ -431,14 +425,22 @@ def replot(
     if lang is not None:
         options.lang = lang
     options.validate()
+    key = statistics_key(state, options)
+    kept = None if force else kept_summary(d, key)
+    if kept is None:  # figures to draw (all, after --force or an upgrade): workers start now
+        prestart_workers(workers)
+    try:
+        tables = MetricTables.load(d)
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as e:  # a damaged cache
+        raise AnalysisError(
+            f"{d}: cached tables unreadable ({e}); re-run `attncmp analyze`"
+        ) from None
     examples = [
         HeatmapData.load(p)
         for p in sorted(
             (d / CACHE_DIR).glob("example_*.npz"), key=lambda p: int(re.sub(r"\D", "", p.stem))
         )
     ]
-    key = statistics_key(state, options)
-    kept = None if force else kept_summary(d, key)
     if kept is not None:
         logger(options)(
             "statistics: unchanged since they were computed (same cache, options and code); "

@@ -34,7 +34,15 @@ from typing import Any
 
 from .processes import caller_identity, context, main_hidden, watch_caller
 
-__all__ = ["FigureJob", "FigureRenderer", "RenderResult", "Reuse", "available_cores", "job_key"]
+__all__ = [
+    "FigureJob",
+    "FigureRenderer",
+    "RenderResult",
+    "Reuse",
+    "available_cores",
+    "job_key",
+    "prestart_workers",
+]
 
 # what a worker imports before its first job (in the forkserver: once for all workers)
 _PRELOAD = [
@@ -107,6 +115,19 @@ def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
     except Exception as e:  # noqa: BLE001 - reported as "figure X skipped: ..." by the caller
         return RenderResult(job.name, None, f"{type(e).__name__}: {' '.join(str(e).split())}")
     return RenderResult(job.name, [Path(p) for p in paths] if paths else None)
+
+
+def prestart_workers(workers: int | None = None) -> None:
+    """Start the figure workers' forkserver now, in the background (it returns at once): by the
+    time the caller has read its inputs and computed what the first figures need, the server
+    has imported matplotlib and forks ready workers. Nothing happens for ``workers=1``, where
+    there is no forkserver, or when one already runs (it keeps its preloads)."""
+    n = max(1, int(workers if workers is not None else available_cores()))
+    ctx = context(_PRELOAD)
+    if n > 1 and ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _warm() -> None:

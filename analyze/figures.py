@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 from matplotlib.collections import LineCollection
 from matplotlib.colors import TwoSlopeNorm
+from matplotlib.ticker import MaxNLocator
 
 from . import registry as REG
 from .plotstyle import (
@@ -673,6 +674,7 @@ def plot_strata(
                     ax.set_title(st.replace("_", " "), fontsize=9)
                 if j == 0:
                     ax.set_ylabel(f"delta {metric_label(metric).lower()}", fontsize=8)
+                ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
                 ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         if len(variants) > 1:
             axes[0, -1].legend(fontsize=7, frameon=False)

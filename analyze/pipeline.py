@@ -252,7 +252,7 @@ def run_analysis(
     mistakes: missing or non-store file, one-model store, unknown site/baseline/variant/ids, empty
     or unwritable save directory.
     """
-    from .table import MetricOptions, compute_tables
+    from .table import MetricOptions, compute_tables, engine_workers
 
     options = options or AnalysisOptions()
     options.validate()
@@ -283,6 +283,9 @@ def run_analysis(
             heads=options.heads,
             chunk_samples=options.chunk_samples,
         )
+        if not engine_workers(store, mopt.chunk_samples, options.jobs):
+            # the scan runs here: the figure workers' server imports matplotlib meanwhile
+            prestart_workers(options.jobs)
         log(
             f"computing metrics: {store.n_samples} samples x {len(store.models)} models x "
             f"{len(facts['sites'])} sites"

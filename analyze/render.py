@@ -40,6 +40,7 @@ __all__ = [
     "RenderResult",
     "Reuse",
     "available_cores",
+    "figure_workers",
     "job_key",
     "prestart_workers",
 ]
@@ -117,14 +118,20 @@ def _run_job(job: FigureJob, formats: tuple[str, ...]) -> RenderResult:
     return RenderResult(job.name, [Path(p) for p in paths] if paths else None)
 
 
+def figure_workers(workers: int | None) -> int:
+    """Processes drawing figures for ``workers``: ``None`` or 0 -> the available cores (as the
+    engine's ``--jobs``), else at least 1."""
+    return available_cores() if not workers else max(1, int(workers))
+
+
 def prestart_workers(workers: int | None = None) -> None:
     """Start the figure workers' forkserver now, in the background (it returns at once): by the
     time the caller has read its inputs and computed what the first figures need, the server
-    has imported matplotlib and forks ready workers. Nothing happens for ``workers=1``, where
+    has imported matplotlib and forks ready workers. Nothing happens for one worker, where
     there is no forkserver, or when one already runs (it keeps its preloads)."""
-    n = max(1, int(workers if workers is not None else available_cores()))
-    ctx = context(_PRELOAD)
-    if n > 1 and ctx.get_start_method() == "forkserver":
+    if figure_workers(workers) <= 1:
+        return
+    if context(_PRELOAD).get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
@@ -175,7 +182,7 @@ class FigureRenderer:
         reuse: Reuse | None = None,
     ) -> None:
         self.formats = tuple(formats)
-        self.workers = max(1, int(workers if workers is not None else available_cores()))
+        self.workers = figure_workers(workers)
         self.keys = keys or reuse is not None
         self.reuse = reuse
         self._pool: ProcessPoolExecutor | None = None

@@ -412,10 +412,8 @@ def compute_tables(
                 site, info.n_layers, heads_of, models, pairs, options, crtol, want_each, want_mean
             )
         )
-    n = store.n_samples
-    step = options.chunk_samples
-    tasks = [(k, lo, min(n, lo + step)) for k in range(len(site_jobs)) for lo in range(0, n, step)]
-    total_units = n * len(sites)
+    tasks = _tasks(len(site_jobs), store.n_samples, options.chunk_samples)
+    total_units = store.n_samples * len(sites)
     states = {sj.site: _SiteState(models) for sj in site_jobs}
     run_info: dict[str, Any] = {"jobs": jobs, "chunks": len(tasks), "workers": 0}
 
@@ -1084,6 +1082,24 @@ class _Spill:
 # ----------------------------------------------------------------------------------------------
 # chunks: computed in this process or in a pool of worker processes, combined in chunk order
 # ----------------------------------------------------------------------------------------------
+def _tasks(n_sites: int, n_samples: int, chunk_samples: int) -> list[tuple[int, int, int]]:
+    """The engine's chunks: (site job, first, end) positions, site by site."""
+    return [
+        (k, lo, min(n_samples, lo + chunk_samples))
+        for k in range(n_sites)
+        for lo in range(0, n_samples, chunk_samples)
+    ]
+
+
+def engine_workers(store, chunk_samples: int, jobs: int | None, n_sites: int | None = None) -> int:
+    """Worker processes :func:`compute_tables` will start for ``store`` (0: it computes in the
+    calling process): one per chunk at most, none for a single chunk or ``jobs=1``.
+    ``n_sites``: the sites analysed (default: every site of the store)."""
+    n_sites = len(store.sites()) if n_sites is None else n_sites
+    workers = min(resolve_jobs(jobs), len(_tasks(n_sites, store.n_samples, chunk_samples)))
+    return workers if workers > 1 else 0
+
+
 def resolve_jobs(jobs: int | None) -> int:
     """Worker processes for ``jobs``: ``None`` or 0 -> the cores this process may run on
     (``os.sched_getaffinity``, else ``os.cpu_count()``); a positive count is used as given."""

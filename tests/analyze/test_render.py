@@ -69,6 +69,14 @@ def test_a_failing_figure_is_reported_and_the_others_are_drawn(tmp_path, workers
     assert (tmp_path / "c.svg").read_text() == "y"
 
 
+def test_figure_workers_follow_the_engine_jobs_convention():
+    from attncmp.analyze.render import available_cores, figure_workers
+
+    assert figure_workers(None) == figure_workers(0) == available_cores()  # 0: every core
+    assert figure_workers(1) == 1 and figure_workers(3) == 3
+    assert FigureRenderer(formats=("png",), workers=0).workers == available_cores()
+
+
 def test_analysis_start_up_does_not_load_matplotlib():
     """`attncmp analyze` reaches its first chunk without matplotlib (figures import it where they
     are drawn, in the worker processes)."""

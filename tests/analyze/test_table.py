@@ -390,6 +390,25 @@ def test_resolve_jobs():
         resolve_jobs(-1)
 
 
+@pytest.mark.parametrize(
+    "chunk, jobs, want", [(64, 2, 0), (32, 2, 2), (16, 3, 3), (16, 1, 0), (16, 8, 4), (64, None, 0)]
+)
+def test_engine_workers_is_what_compute_tables_starts(tmp_path, chunk, jobs, want):
+    """engine_workers (which analyze uses to decide whether to start the figure workers during
+    the scan) tells exactly how many worker processes compute_tables runs (0: in process)."""
+    from attncmp.analyze.table import engine_workers
+    from attncmp.store import open_store
+
+    from ._stores import plain_store
+
+    path = plain_store(tmp_path / "s.h5", 64)
+    with open_store(path) as st:
+        got = engine_workers(st, chunk, jobs)
+        assert got == want
+        tables = compute_tables(st, options=MetricOptions(chunk_samples=chunk), jobs=jobs)
+        assert tables.run_info["workers"] == got
+
+
 def test_analysis_outputs_identical_with_jobs(tmp_path):
     from attncmp.analyze.outputs import AnalysisOptions, run_analysis
 

@@ -712,6 +712,8 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, force, quiet) -> None:
     and redraws everything."""
     import sys
 
+    if force and jobs != 1:
+        _start_figure_server()
     from attncmp.analyze.outputs import replot
     from attncmp.analyze.plotstyle import parse_formats
 
@@ -727,6 +729,32 @@ def plot_stats_cmd(save_dir, fmt, lang, jobs, force, quiet) -> None:
     kept = len(res.kept)
     note = f" ({kept} unchanged files kept)" if kept else ""
     click.echo(f"re-rendered {len(res.files) - kept} files in {res.save_dir}{note}")
+
+
+# the modules the figure workers' forkserver preloads: analyze.render._PRELOAD (pinned equal by
+# tests/cli/test_choices.py; named here so that the server starts before attncmp.analyze loads)
+FIGURE_PRELOAD = (
+    "attncmp.analyze.figures",
+    "attncmp.analyze.heatmap",
+    "attncmp.analyze.textview",
+    "attncmp.analyze.figure_warmup",
+)
+
+
+def _start_figure_server() -> None:
+    """Start the figure workers' forkserver now, before ``attncmp.analyze`` is imported (about
+    0.4 s here), when every figure is to be drawn (``plot stats --force``): it imports matplotlib
+    while this process imports the analysis and computes the statistics. The analysis adopts
+    the running server (analyze.render.prestart_workers). Our own entry point is the main module
+    here, which does nothing when a worker imports it."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(FIGURE_PRELOAD))
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 def _sample_options(first: str, second: str):

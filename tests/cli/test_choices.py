@@ -64,3 +64,10 @@ def test_demo_variants_are_the_reference_models() -> None:
     from attncmp.extract.reference.model import VARIANTS
 
     assert DEMO_VARIANTS == tuple(VARIANTS)
+
+
+def test_the_cli_starts_the_figure_server_with_the_renderers_preloads() -> None:
+    from attncmp.analyze.render import _PRELOAD
+    from attncmp.cli import FIGURE_PRELOAD
+
+    assert FIGURE_PRELOAD == tuple(_PRELOAD)

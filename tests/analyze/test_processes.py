@@ -21,9 +21,11 @@ SCRIPT = textwrap.dedent(
 
     print("TOP-LEVEL RUN", flush=True)
     out = sys.argv[1]
-    spec = synthetic_spec(24, sites=study_sites(n_layers=1, n_heads=2), has_gold=True)
+    sites = study_sites(n_layers=1, n_heads=2)[: int(sys.argv[3])]
+    spec = synthetic_spec(24, sites=sites, has_gold=True)
     write_synthetic_store(f"{out}/store.h5", spec, STUDY, sharpness={"full": 1.6})
-    opts = AnalysisOptions(n_boot=200, examples=1, quiet=True, jobs=2, chunk_samples=8)
+    chunk = int(sys.argv[2])  # 8 (or 2 sites): the scan in worker processes; else here
+    opts = AnalysisOptions(n_boot=200, examples=1, quiet=True, jobs=2, chunk_samples=chunk)
     res = run_analysis([f"{out}/store.h5"], f"{out}/analysis", opts)
     print("WORKERS", res.tables.run_info["workers"])
     print("VERDICT", res.summary["verdict"]["overall"])
@@ -31,11 +33,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_script_without_main_guard_runs_once_with_workers(tmp_path):
+@pytest.mark.parametrize("chunk, sites, engine_workers", [(8, 9, 2), (64, 1, 0)])
+def test_a_script_without_main_guard_runs_once_with_workers(tmp_path, chunk, sites, engine_workers):
+    """Also when the scan runs in this process and the figure workers' server starts during it
+    (render.prestart_workers)."""
     script = tmp_path / "analyse.py"
     script.write_text(SCRIPT)
     r = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
+        [sys.executable, str(script), str(tmp_path), str(chunk), str(sites)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -43,7 +48,7 @@ def test_a_script_without_main_guard_runs_once_with_workers(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("TOP-LEVEL RUN") == 1, r.stdout  # never re-run by a worker
-    assert "WORKERS 2" in r.stdout  # the metric chunks did run in worker processes
+    assert f"WORKERS {engine_workers}" in r.stdout  # the metric chunks' processes (0: none)
     assert "VERDICT supported" in r.stdout
     assert (tmp_path / "analysis" / "attention_heatmap_example_1.png").exists()
 

@@ -737,6 +737,8 @@ FIGURE_PRELOAD = (
     "attncmp.analyze.figures",
     "attncmp.analyze.heatmap",
     "attncmp.analyze.textview",
+    "attncmp.analyze.groups",
+    "numpy.random",
     "attncmp.analyze.figure_warmup",
 )
 

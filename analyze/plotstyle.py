@@ -358,9 +358,10 @@ def _write_png(fig: Figure, path: Path | BinaryIO, dpi: float | None) -> None:
     try:
         fig.dpi = dpi
         canvas.draw()
-        rgba = np.asarray(canvas.buffer_rgba())
+        rgba = np.asarray(canvas.buffer_rgba())  # [height, width, 4], the canvas' own memory
         opaque = bool((rgba[..., 3] == 255).all())
-        img = Image.fromarray(np.ascontiguousarray(rgba[..., :3]) if opaque else rgba.copy())
+        img = Image.frombuffer("RGBA", (rgba.shape[1], rgba.shape[0]), rgba, "raw", "RGBA", 0, 1)
+        img = img.convert("RGB") if opaque else img.copy()  # (a copy: the buffer is the canvas')
     finally:
         fig.dpi = old
     info = PngImagePlugin.PngInfo()

@@ -50,6 +50,8 @@ _PRELOAD = [
     "attncmp.analyze.figures",
     "attncmp.analyze.heatmap",
     "attncmp.analyze.textview",
+    "attncmp.analyze.groups",  # imported by the heatmap on first use
+    "numpy.random",  # the jitter of the paired panels
     "attncmp.analyze.figure_warmup",  # draws one figure in the server: workers inherit the caches
 ]
 

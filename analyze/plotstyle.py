@@ -349,9 +349,9 @@ def _write_png(fig: Figure, path: Path | BinaryIO, dpi: float | None) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image, PngImagePlugin
 
-    if dpi is None or dpi == "figure":
+    if dpi is None:
         dpi = matplotlib.rcParams["savefig.dpi"]
-    if dpi == "figure":
+    if dpi == "figure":  # as savefig: the figure's own
         dpi = fig.dpi
     old = fig.dpi
     canvas = FigureCanvasAgg(fig)

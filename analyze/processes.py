@@ -94,12 +94,15 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat[stat.rfind(")") + 2 :].split()  # comm may hold spaces and parentheses
 
 
+def _start_field(fields: list[str] | None) -> str | None:
+    return fields[19] if fields is not None and len(fields) > 19 else None  # field 22 of stat
+
+
 def process_start(pid: int) -> str | None:
     """The start time of process ``pid`` (field 22 of ``/proc/PID/stat``, clock ticks since
     boot): with the pid it names one process for good, even after the pid is reused. None where
     there is no ``/proc`` or the process is gone."""
-    fields = _stat_fields(pid)
-    return fields[19] if fields is not None and len(fields) > 19 else None
+    return _start_field(_stat_fields(pid))
 
 
 def caller_alive(pid: int, start: str | None = None) -> bool:
@@ -116,7 +119,7 @@ def caller_alive(pid: int, start: str | None = None) -> bool:
         return not os.path.isdir("/proc")  # no /proc (macOS): existence is all we can tell
     if fields and fields[0] in ("Z", "X"):
         return False
-    return start is None or (len(fields) > 19 and fields[19] == start)
+    return start is None or _start_field(fields) == start
 
 
 def caller_identity() -> tuple[int, str | None]:

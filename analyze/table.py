@@ -1091,13 +1091,18 @@ def _tasks(n_sites: int, n_samples: int, chunk_samples: int) -> list[tuple[int, 
     ]
 
 
-def engine_workers(store, chunk_samples: int, jobs: int | None, n_sites: int | None = None) -> int:
-    """Worker processes :func:`compute_tables` will start for ``store`` (0: it computes in the
-    calling process): one per chunk at most, none for a single chunk or ``jobs=1``.
-    ``n_sites``: the sites analysed (default: every site of the store)."""
-    n_sites = len(store.sites()) if n_sites is None else n_sites
-    workers = min(resolve_jobs(jobs), len(_tasks(n_sites, store.n_samples, chunk_samples)))
+def _workers(jobs: int, n_tasks: int) -> int:
+    """Worker processes for ``n_tasks`` chunks and ``jobs`` (resolved): one per chunk at most;
+    0 (compute in the calling process) for a single chunk or ``jobs=1``."""
+    workers = min(jobs, n_tasks)
     return workers if workers > 1 else 0
+
+
+def engine_workers(store, chunk_samples: int, jobs: int | None) -> int:
+    """Worker processes :func:`compute_tables` will start for every site of ``store`` (0: it
+    computes in the calling process)."""
+    n_tasks = len(_tasks(len(store.sites()), store.n_samples, chunk_samples))
+    return _workers(resolve_jobs(jobs), n_tasks)
 
 
 def resolve_jobs(jobs: int | None) -> int:
@@ -1230,8 +1235,8 @@ def _run_chunk(chunk, job: _SiteJob, root: Path, tag: str, ids: pl.Series) -> _C
 def _chunk_results(store, site_jobs, tasks, jobs: int, root: Path, run_info: dict):
     """Yield every chunk's :class:`_ChunkResult` in task order (site, then samples)."""
     ids = pl.Series("sample_id", store.ids, dtype=pl.String)
-    workers = min(jobs, len(tasks))
-    if workers <= 1:  # in this process, reading chunk after chunk
+    workers = _workers(jobs, len(tasks))
+    if not workers:  # in this process, reading chunk after chunk
         run_info["workers"] = 0
         for k, sj in enumerate(site_jobs):
             for chunk in store.iter_chunks(sj.site, sj.models, sj.options.chunk_samples):

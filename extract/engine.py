@@ -296,18 +296,18 @@ def flat_attention_stats(
     nq = np.asarray(n_query, dtype=np.int64)
     nk = np.asarray(n_key, dtype=np.int64)
     rows = n_blocks * nq  # rows per sample, each nk[b] long
+
+    def starts(sizes: np.ndarray) -> np.ndarray:  # first index of each segment (sizes >= 1)
+        return np.cumsum(sizes) - sizes
+
     f32 = np.asarray(flat, dtype=np.float32)
-    row_len = np.repeat(nk, rows)
-    row_start = np.concatenate(([0], np.cumsum(row_len)[:-1]))
-    dev = np.abs(np.add.reduceat(f32, row_start) - np.float32(1.0))
-    sample_row = np.concatenate(([0], np.cumsum(rows)[:-1]))
+    dev = np.abs(np.add.reduceat(f32, starts(np.repeat(nk, rows))) - np.float32(1.0))
     bad = ~np.isfinite(dev)
-    nonfinite = np.logical_or.reduceat(bad, sample_row)
-    maxdev = np.maximum.reduceat(np.where(bad, np.float32(0.0), dev), sample_row)
-    sample_start = np.concatenate(([0], np.cumsum(rows * nk)[:-1]))
+    nonfinite = np.logical_or.reduceat(bad, starts(rows))
+    maxdev = np.maximum.reduceat(np.where(bad, np.float32(0.0), dev), starts(rows))
     clean = np.nan_to_num(f32, nan=0.0, neginf=-1.0, posinf=np.inf)
-    minval = np.minimum.reduceat(clean, sample_start)
-    return np.stack([nonfinite.astype(np.float32), maxdev, minval], axis=1).astype(np.float32)
+    minval = np.minimum.reduceat(clean, starts(rows * nk))
+    return np.stack([nonfinite.astype(np.float32), maxdev, minval], axis=1)
 
 
 def _attention_stats(att: torch.Tensor, nq: torch.Tensor, nk: torch.Tensor) -> torch.Tensor:
@@ -437,11 +437,12 @@ class _Progress:
 
 @dataclass
 class _ModelOut:
-    # host [B, 2 + 3 * n_sites] float32: forward lengths + per-site stats; on CPU only the
-    # lengths [B, 2] (the writer thread computes the site stats from ``attention``)
+    # host float32: forward lengths [B, 2], then per-site stats [B, 3 * n_sites] unless
+    # ``host_stats`` (CPU: the writer thread computes them from ``attention``)
     stats: torch.Tensor
     attention: dict[str, torch.Tensor]  # site -> host flat (store dtype)
     predictions: torch.Tensor  # host [B] or [B, T]
+    host_stats: bool = False
 
 
 @dataclass
@@ -1025,6 +1026,7 @@ class _Run:
                 f"{type(out).__name__}, expected extract.adapter.ForwardOutput"
             )
         cuda = self.device.type == "cuda"
+        host_stats = self.device.type == "cpu"  # see flat_attention_stats
         store_dtype = _TORCH_DTYPE[self.cfg.dtype]
         parts: list[torch.Tensor] = []
         for which in ("nodes", "tokens"):
@@ -1068,7 +1070,7 @@ class _Run:
                     f"{att.dtype} is not floating point"
                 )
             nq_d, nk_d = lens[site.name]
-            if self.device.type == "cpu":
+            if host_stats:
                 # the store dtype's valid blocks; their sanity statistics are computed from
                 # them on the writer thread (flat_attention_stats), off this thread
                 flats[site.name] = gather_valid(att.to(store_dtype), nq, nk, method="slices")
@@ -1088,6 +1090,7 @@ class _Run:
             stats=_to_host(stats, cuda),
             attention={k: _to_host(v, cuda) for k, v in flats.items()},
             predictions=_to_host(pred.detach(), cuda),
+            host_stats=host_stats,
         )
 
     # -- writer thread ------------------------------------------------------------------------
@@ -1138,9 +1141,9 @@ class _Run:
         for n, o in job.outputs.items():
             for s_i, site in enumerate(self.sites):
                 tol = self.tols[(n, site.name)]
-                if o.stats.shape[1] > 2:  # computed on the device
+                if not o.host_stats:  # computed on the device
                     st = o.stats[:, 2 + 3 * s_i : 5 + 3 * s_i].numpy()  # [B, 3]
-                else:  # CPU: from the gathered weights, here on the writer thread
+                else:  # from the gathered weights, here on the writer thread
                     st = flat_attention_stats(
                         o.attention[site.name].numpy(),
                         site.n_layers * site.n_heads,

@@ -21,7 +21,7 @@ def _figure(transparent: bool = False):
     return fig
 
 
-@pytest.mark.parametrize("dpi", [None, 72, 150])
+@pytest.mark.parametrize("dpi", [None, 72, 150, "figure"])
 def test_direct_png_is_pixel_identical_to_savefig(tmp_path, dpi):
     fig = _figure()
     kw = {} if dpi is None else {"dpi": dpi}
@@ -33,7 +33,7 @@ def test_direct_png_is_pixel_identical_to_savefig(tmp_path, dpi):
     assert a.size == b.size
     assert np.array_equal(np.asarray(a.convert("RGBA")), np.asarray(b))
     assert a.info["dpi"] == b.info["dpi"]  # pHYs in dots per metre, as savefig stores it
-    want = 150 if dpi is None else dpi
+    want = {None: 150, "figure": 100}.get(dpi, dpi)  # "figure": the figure's own dpi
     assert a.info["dpi"] == pytest.approx((want, want), abs=0.02)
     assert a.info["Software"] == b.info["Software"]
     assert fig.dpi == 100  # the figure's own dpi is restored
